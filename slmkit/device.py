@@ -1,0 +1,61 @@
+"""The one place that decides device and compute dtype (auto-detected, overridable by environment).
+
+SLMKIT_DEVICE=cpu|cuda|cuda:1|mps and SLMKIT_DTYPE=float32|bfloat16|float16 override the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16,
+}
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU; SLMKIT_DEVICE overrides."""
+    name = os.environ.get("SLMKIT_DEVICE")
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype:
+    """Turn 'bf16', 'float32', ... (or a torch dtype) into a torch dtype; None means the default."""
+    if name is None:
+        return default_dtype()
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return _DTYPES[name.lower()]
+    except KeyError:
+        from slmkit.errors import SlmError
+
+        raise SlmError(f"unknown dtype {name!r}; use one of: float32, bfloat16, float16") from None
+
+
+def default_dtype(device: torch.device | None = None) -> torch.dtype:
+    """float32 unless SLMKIT_DTYPE says otherwise; parity and training start from float32."""
+    name = os.environ.get("SLMKIT_DTYPE")
+    return parse_dtype(name) if name else torch.float32
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls are native on this device (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on the device (a no-op on CPU); benchmarks call this before reading clocks."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

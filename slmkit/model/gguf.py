@@ -1,0 +1,198 @@
+"""Read GGUF files (llama.cpp's format): metadata -> ModelConfig, tensors dequantised with the `gguf`
+package -> slmkit's state dict. Architectures: llama, qwen2, phi2, phi3, gemma, gemma2, gemma3, gpt2, gptneox."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slmkit.errors import SlmError
+from slmkit.model.config import ModelConfig
+
+SUPPORTED_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                          "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "phi2", "phi3", "gemma", "gemma2", "gemma3", "gpt2", "gptneox")
+
+
+class GGUFFile:
+    """An opened GGUF file: its metadata as Python values and its tensors (not yet dequantised)."""
+
+    def __init__(self, path: str | Path):
+        from gguf import GGUFReader
+
+        self.path = Path(path)
+        try:
+            self.reader = GGUFReader(str(self.path))
+        except Exception as e:  # the reader raises ValueError/IndexError/OSError on damaged files
+            raise SlmError(f"{self.path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+        self.meta: dict[str, Any] = {}
+        for key, f in self.reader.fields.items():
+            try:
+                self.meta[key] = f.contents()
+            except Exception:  # noqa: BLE001 - a damaged field; keep going, the missing key is reported when used
+                continue
+        self.tensors = {t.name: t for t in self.reader.tensors}
+
+    @property
+    def architecture(self) -> str:
+        return self.meta.get("general.architecture", "?")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.meta.get(f"{self.architecture}.{key}", default)
+
+
+def config_from_gguf(g: GGUFFile) -> ModelConfig:
+    """A ModelConfig from GGUF metadata (and tensor presence for biases and tied heads)."""
+    arch = g.architecture
+    where = str(g.path)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise SlmError(f"{where}: GGUF architecture {arch!r} is not supported "
+                       f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    need = lambda k: _need(g, k)  # noqa: E731
+    d_model, n_head = need("embedding_length"), need("attention.head_count")
+    n_kv = g.get("attention.head_count_kv", n_head)
+    head_dim = g.get("attention.key_length", d_model // n_head)
+    vocab = len(g.meta.get("tokenizer.ggml.tokens", [])) or _rows(g, "token_embd.weight")
+    emb_rows = _rows(g, "token_embd.weight")
+    rope_dim = g.get("rope.dimension_count", head_dim)
+    eps = g.get("attention.layer_norm_rms_epsilon", g.get("attention.layer_norm_epsilon", 1e-5))
+    has = lambda name: name in g.tensors  # noqa: E731
+    fields: dict[str, Any] = dict(
+        name=g.meta.get("general.name", g.path.stem), n_layer=need("block_count"), d_model=d_model, n_head=n_head,
+        n_kv_head=n_kv, head_dim=head_dim, vocab_size=max(vocab, emb_rows), intermediate_size=need("feed_forward_length"),
+        context_length=g.get("context_length", 2048), rope_theta=float(g.get("rope.freq_base", 10000.0)),
+        partial_rotary=rope_dim / head_dim, norm_eps=float(eps), tie_embeddings=not has("output.weight"),
+        qkv_bias=has("blk.0.attn_q.bias") or has("blk.0.attn_qkv.bias"), out_bias=has("blk.0.attn_output.bias"),
+        mlp_bias=has("blk.0.ffn_down.bias"), lm_head_bias=has("output.bias"),
+        bos_token_id=g.meta.get("tokenizer.ggml.bos_token_id"), eos_token_id=g.meta.get("tokenizer.ggml.eos_token_id"),
+        pad_token_id=g.meta.get("tokenizer.ggml.padding_token_id"),
+    )
+    scaling = g.get("rope.scaling.type")
+    if scaling == "linear":
+        fields["rope_scaling"] = {"rope_type": "linear", "factor": float(g.get("rope.scaling.factor"))}
+    elif scaling not in (None, "none"):
+        raise SlmError(f"{where}: rope scaling {scaling!r} is not supported (supported: linear)")
+    if has("rope_freqs.weight"):
+        raise SlmError(f"{where}: per-frequency rope factors (rope_freqs, Llama 3.1+) are not supported yet")
+    if arch in ("llama", "qwen2"):
+        fields.update(family=arch)
+    elif arch == "phi3":
+        fields.update(family="phi3", sliding_window=g.get("attention.sliding_window") or None)
+    elif arch in ("gemma", "gemma2", "gemma3"):
+        fields.update(family={"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3_text"}[arch],
+                      activation="gelu_tanh", norm_unit_offset=True, embed_scale=math.sqrt(d_model))
+        if arch != "gemma":
+            fields.update(post_norms=True, sliding_window=g.get("attention.sliding_window"),
+                          attn_softcap=g.get("attn_logit_softcapping"), final_softcap=g.get("final_logit_softcapping"),
+                          sliding_pattern=2 if arch == "gemma2" else 6, attn_scale=head_dim**-0.5)
+        if arch == "gemma3":
+            fields.update(qk_norm=True, rope_local_theta=10000.0)
+    elif arch == "phi2":
+        fields.update(family="phi", mlp_type="plain", activation="gelu_tanh", norm_type="layernorm", norm_bias=True,
+                      parallel_residual=True, shared_parallel_norm=True)
+    elif arch == "gpt2":
+        fields.update(family="gpt2", pos_type="learned", mlp_type="plain", activation="gelu_tanh",
+                      norm_type="layernorm", norm_bias=True)
+    elif arch == "gptneox":
+        fields.update(family="gpt_neox", mlp_type="plain", activation="gelu", norm_type="layernorm", norm_bias=True,
+                      parallel_residual=bool(g.get("use_parallel_residual", True)))
+    return ModelConfig(**fields)
+
+
+def _need(g: GGUFFile, key: str) -> Any:
+    value = g.get(key)
+    if value is None:
+        raise SlmError(f"{g.path}: metadata key {g.architecture}.{key} is missing")
+    return value
+
+
+def _rows(g: GGUFFile, name: str) -> int:
+    t = g.tensors.get(name)
+    if t is None:
+        raise SlmError(f"{g.path}: tensor {name!r} is missing")
+    return int(t.shape[-1]) if len(t.shape) > 1 else int(t.shape[0])
+
+
+# GGUF tensor name (per block) -> slmkit module; q/k/v and gate/up are joined into fused weights
+_BLOCK = {
+    "attn_norm": "attn_norm", "attn_output": "attn.wo", "attn_qkv": "attn.wqkv", "attn_q_norm": "attn.q_norm",
+    "attn_k_norm": "attn.k_norm", "ffn_norm": "mlp_norm", "post_attention_norm": "post_attn_norm",
+    "post_ffw_norm": "post_mlp_norm", "ffn_down": "mlp.w_down",
+}
+_TOP = {"token_embd": "tok_emb", "position_embd": "pos_emb", "output_norm": "norm", "output": "lm_head",
+        "token_embd_norm": "emb_norm"}
+_NAME = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
+
+
+def dequantize(g: GGUFFile, name: str) -> torch.Tensor:
+    """One tensor as float32 torch, in PyTorch's (out, in) order."""
+    from gguf import dequantize as gguf_dequantize
+
+    t = g.tensors[name]
+    if t.tensor_type.name not in SUPPORTED_TENSOR_TYPES:
+        raise SlmError(f"{g.path}: tensor {name!r} has type {t.tensor_type.name}, which is not supported "
+                       f"(supported: {', '.join(SUPPORTED_TENSOR_TYPES)})")
+    try:
+        arr = gguf_dequantize(t.data, t.tensor_type)
+        arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(x) for x in reversed(t.shape)))
+    except (ValueError, IndexError) as e:
+        raise SlmError(f"{g.path}: tensor {name!r} cannot be read ({e}); the file may be truncated") from None
+    return torch.from_numpy(arr.copy())
+
+
+def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's q/k row permutation (interleaved -> half-split rotary layout)."""
+    shape = w.shape
+    return w.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:]).transpose(1, 2).reshape(shape)
+
+
+def state_dict_from_gguf(g: GGUFFile, c: ModelConfig, progress: bool = False) -> dict[str, torch.Tensor]:
+    """Dequantise every tensor and rename it to slmkit's layout."""
+    arch = g.architecture
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    out: dict[str, torch.Tensor] = {}
+    names = list(g.tensors)
+    if progress:
+        from tqdm import tqdm
+
+        names = tqdm(names, desc=f"dequantising {g.path.name}", unit="tensor", leave=False)
+    for name in names:
+        if name == "rope_freqs.weight":
+            continue
+        w = dequantize(g, name)
+        if arch.startswith("gemma") and name.endswith("norm.weight"):
+            w = w - 1.0  # llama.cpp stores Gemma's (1 + w)
+        m = _NAME.match(name)
+        if m is None:
+            top, param = name.rsplit(".", 1)
+            if top not in _TOP:
+                raise SlmError(f"{g.path}: unexpected tensor {name!r}")
+            out[f"{_TOP[top]}.{param}"] = w
+            continue
+        i, kind, param = m.groups()
+        if arch == "llama" and kind in ("attn_q", "attn_k"):
+            w = _unpermute(w, c.n_head if kind == "attn_q" else c.n_kv_head)
+        if kind in ("attn_q", "attn_k", "attn_v"):
+            parts.setdefault(f"blocks.{i}.attn.wqkv.{param}", {})[kind] = w
+        elif kind in ("ffn_gate", "ffn_up") and c.mlp_type == "gated" and arch != "phi3":
+            parts.setdefault(f"blocks.{i}.mlp.w_up.{param}", {})[kind] = w
+        elif kind == "ffn_up":
+            out[f"blocks.{i}.mlp.w_up.{param}"] = w
+        elif kind in _BLOCK:
+            out[f"blocks.{i}.{_BLOCK[kind]}.{param}"] = w
+        else:
+            raise SlmError(f"{g.path}: unexpected tensor {name!r}")
+    order = {"attn_q": 0, "attn_k": 1, "attn_v": 2, "ffn_gate": 0, "ffn_up": 1}
+    for key, group in parts.items():
+        want = 3 if ".wqkv." in key else 2
+        if len(group) != want:
+            raise SlmError(f"{g.path}: {key} needs {want} tensors, found {sorted(group)}")
+        out[key] = torch.cat([group[k] for k in sorted(group, key=order.__getitem__)], 0)
+    if c.tie_embeddings:
+        out["lm_head.weight"] = out["tok_emb.weight"]
+    return out

@@ -1,0 +1,404 @@
+"""One decoder-only transformer for every supported family, configured by ModelConfig.
+
+Reads top to bottom: norms, rotary, masks, attention, MLP, block, model. Imports nothing from
+training, CLI, conversion or evaluation. Shapes: B batch, T new tokens, S key length (the cache
+length when a KV cache is set up), H query heads, K key/value heads, D head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from slmkit.model.config import ModelConfig
+
+# --- norms -----------------------------------------------------------------------------------------
+
+
+class Norm(nn.Module):
+    """RMSNorm or LayerNorm over the last dim, computed in float32 and cast back.
+
+    Covers Gemma's (1 + w) scale (`unit_offset`) and OLMo's non-parametric LayerNorm (`affine=False`).
+    """
+
+    def __init__(self, dim: int, config: ModelConfig):
+        super().__init__()
+        self.kind = config.norm_type
+        self.eps = config.norm_eps
+        self.unit_offset = config.norm_unit_offset
+        self.dim = dim
+        self.weight = nn.Parameter(torch.ones(dim)) if config.norm_affine else None
+        self.bias = nn.Parameter(torch.zeros(dim)) if config.norm_affine and config.norm_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        if self.kind == "rmsnorm":
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        else:
+            x = F.layer_norm(x, (self.dim,), None, None, self.eps)
+        if self.weight is not None:
+            w = self.weight.float()
+            x = x * (1.0 + w if self.unit_offset else w)
+        if self.bias is not None:
+            x = x + self.bias.float()
+        return x.to(dtype)
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.zeros_(self.weight) if self.unit_offset else nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+# --- rotary positions --------------------------------------------------------------------------------
+
+
+def rope_inv_freq(config: ModelConfig, theta: float) -> torch.Tensor:
+    """Inverse frequencies (rotary_dim // 2,) in float32, with the config's scaling applied."""
+    dim = config.rotary_dim
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif kind == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_ctx = scaling["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    elif kind != "default":
+        raise ValueError(f"unsupported rope_type {kind!r}")
+    return inv_freq
+
+
+def rope_cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (B, T, 1, rotary_dim) in float32 for integer positions (B, T)."""
+    freqs = positions.float()[..., None] * inv_freq  # (B, T, rotary_dim // 2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first rotary_dim dims of each head (GPT-NeoX 'rotate half' layout); x is (B, T, n, D)."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot].float(), x[..., rot:]
+    half = rot // 2
+    rotated = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
+    x_rot = (x_rot * cos + rotated * sin).to(x.dtype)
+    return torch.cat((x_rot, x_pass), dim=-1) if x_pass.shape[-1] else x_rot
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi head slopes (BLOOM), including the interleaved extra slopes for non-power-of-two head counts."""
+    closest = 2 ** math.floor(math.log2(n_head))
+    base = 2 ** (-(2 ** -(math.log2(closest) - 3)))
+    slopes = [base ** (i + 1) for i in range(closest)]
+    if closest != n_head:
+        extra_base = 2 ** (-(2 ** -(math.log2(2 * closest) - 3)))
+        slopes += [extra_base ** (i + 1) for i in range(0, 2 * (n_head - closest), 2)]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+# --- masks -------------------------------------------------------------------------------------------
+
+
+def attention_mask(
+    q_slots: torch.Tensor, n_keys: int, key_valid: torch.Tensor | None, window: int | None
+) -> torch.Tensor:
+    """Boolean mask (B or 1, 1, T, S), True where a query may attend.
+
+    q_slots (T,) are the key-axis slots of the new queries; key_valid (B, S) marks real (non-padding) keys.
+    Each query always sees itself, so a padding row never becomes all -inf (NaN in softmax).
+    """
+    k_slots = torch.arange(n_keys, device=q_slots.device)
+    mask = k_slots[None, :] <= q_slots[:, None]  # (T, S) causal
+    if window is not None:
+        mask = mask & (q_slots[:, None] - k_slots[None, :] < window)
+    mask = mask[None, None]
+    if key_valid is not None:
+        mask = mask & key_valid[:, None, None, :].bool()
+    return mask | (k_slots[None, :] == q_slots[:, None])[None, None]
+
+
+# --- KV cache ----------------------------------------------------------------------------------------
+
+
+class KVCache(nn.Module):
+    """A static, preallocated key/value cache for one attention layer: (B, K, S, D) each."""
+
+    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device | None = None):
+        super().__init__()
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, K, T, D) at slots (T,) and return the whole cache."""
+        self.k.index_copy_(2, slots, k.to(self.k.dtype))
+        self.v.index_copy_(2, slots, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+# --- attention ---------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head attention with fused QKV, MHA/GQA/MQA, optional QK-norm, clipping and soft-capping."""
+
+    def __init__(self, config: ModelConfig, layer_type: str):
+        super().__init__()
+        c = config
+        self.n_head, self.n_kv_head, self.head_dim = c.n_head, c.n_kv_head, c.head_dim
+        self.wqkv = nn.Linear(c.d_model, (c.n_head + 2 * c.n_kv_head) * c.head_dim, bias=c.qkv_bias)
+        self.wo = nn.Linear(c.n_head * c.head_dim, c.d_model, bias=c.out_bias)
+        self.q_norm = Norm(c.head_dim, c) if c.qk_norm else None
+        self.k_norm = Norm(c.head_dim, c) if c.qk_norm else None
+        self.use_rope = c.pos_type == "rope"
+        self.scale = c.softmax_scale
+        self.softcap = c.attn_softcap
+        self.clip = c.clip_qkv
+        self.window = c.sliding_window if layer_type == "sliding" else None
+        self.is_sliding = layer_type == "sliding"
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor,
+                bias: torch.Tensor | None, cache: KVCache | None, slots: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, K, D = self.n_head, self.n_kv_head, self.head_dim
+        qkv = self.wqkv(x)
+        if self.clip is not None:
+            qkv = qkv.clamp(-self.clip, self.clip)
+        q, k, v = qkv.split([H * D, K * D, K * D], dim=-1)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, K, D), v.view(B, T, K, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.use_rope:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
+        if cache is not None:
+            k, v = cache.update(slots, k, v)  # (B, K, S, D)
+        if self.softcap is None and bias is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=H != K)
+        else:
+            y = self._eager(q, k, v, mask, bias)
+        y = y.transpose(1, 2).reshape(B, T, H * D)
+        return self.wo(y)
+
+    def _eager(self, q, k, v, mask, bias):
+        """Explicit softmax attention, for logit soft-capping (Gemma 2) and ALiBi bias (BLOOM)."""
+        if self.n_kv_head != self.n_head:
+            rep = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
+        if bias is not None:
+            scores = scores + bias
+        scores = scores.masked_fill(~mask, float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        return probs @ v
+
+
+# --- feed-forward ------------------------------------------------------------------------------------
+
+_ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+class MLP(nn.Module):
+    """Gated (SwiGLU/GeGLU, gate and up fused in one matmul) or plain two-layer feed-forward."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gated = config.mlp_type == "gated"
+        n_up = 2 * config.intermediate_size if self.gated else config.intermediate_size
+        self.w_up = nn.Linear(config.d_model, n_up, bias=config.mlp_bias)  # gated: [gate; up]
+        self.w_down = nn.Linear(config.intermediate_size, config.d_model, bias=config.mlp_bias)
+        self.act = _ACTIVATIONS[config.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.w_up(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = self.act(gate) * up
+        else:
+            h = self.act(h)
+        return self.w_down(h)
+
+
+# --- block -------------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """One transformer layer: pre-norm (default), post-norm (OPT-350M), parallel (GPT-NeoX, Phi) or sandwich (Gemma 2/3)."""
+
+    def __init__(self, config: ModelConfig, layer_type: str):
+        super().__init__()
+        c = config
+        self.pre_norm, self.parallel, self.shared_norm = c.pre_norm, c.parallel_residual, c.shared_parallel_norm
+        self.attn_norm = Norm(c.d_model, c)
+        self.attn = Attention(c, layer_type)
+        self.mlp_norm = None if (self.parallel and self.shared_norm) else Norm(c.d_model, c)
+        self.mlp = MLP(c)
+        self.post_attn_norm = Norm(c.d_model, c) if c.post_norms else None
+        self.post_mlp_norm = Norm(c.d_model, c) if c.post_norms else None
+
+    def forward(self, x, rope, mask, bias, cache, slots):
+        if not self.pre_norm:
+            x = self.attn_norm(x + self.attn(x, rope, mask, bias, cache, slots))
+            return self.mlp_norm(x + self.mlp(x))
+        if self.parallel:
+            h = self.attn_norm(x)
+            a = self.attn(h, rope, mask, bias, cache, slots)
+            return x + a + self.mlp(h if self.shared_norm else self.mlp_norm(x))
+        a = self.attn(self.attn_norm(x), rope, mask, bias, cache, slots)
+        if self.post_attn_norm is not None:
+            a = self.post_attn_norm(a)
+        x = x + a
+        m = self.mlp(self.mlp_norm(x))
+        if self.post_mlp_norm is not None:
+            m = self.post_mlp_norm(m)
+        return x + m
+
+
+# --- model -------------------------------------------------------------------------------------------
+
+
+class Transformer(nn.Module):
+    """Token ids in, next-token logits out. Optional static KV cache via `setup_caches`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = self.config = config
+        emb_dim = c.embed_dim or c.d_model
+        self.tok_emb = nn.Embedding(c.vocab_size, emb_dim)
+        self.pos_emb = nn.Embedding(c.context_length + c.pos_offset, c.d_model) if c.pos_type == "learned" else None
+        self.emb_norm = Norm(c.d_model, c) if c.embed_norm else None
+        self.proj_in = nn.Linear(emb_dim, c.d_model, bias=False) if emb_dim != c.d_model else None
+        self.proj_out = nn.Linear(c.d_model, emb_dim, bias=False) if emb_dim != c.d_model else None
+        self.blocks = nn.ModuleList(Block(c, t) for t in c.layer_types)
+        self.norm = Norm(c.d_model, c) if c.final_norm else None
+        self.lm_head = nn.Linear(emb_dim, c.vocab_size, bias=c.lm_head_bias)
+        self.tie_weights()
+        self.caches: nn.ModuleList | None = None
+        self.register_buffer("inv_freq", torch.empty(0), persistent=False)
+        self.register_buffer("inv_freq_local", torch.empty(0), persistent=False)
+        self.register_buffer("alibi", torch.empty(0), persistent=False)
+        if self.tok_emb.weight.device.type != "meta":  # on meta, the loader calls reset_buffers after loading
+            self.reset_buffers()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def reset_buffers(self, device: torch.device | None = None) -> None:
+        """(Re)compute rotary frequencies and ALiBi slopes; call after loading weights built on the meta device."""
+        c = self.config
+        device = device or self.tok_emb.weight.device
+        if c.pos_type == "rope":
+            self.inv_freq = rope_inv_freq(c, c.rope_theta).to(device)
+            self.inv_freq_local = rope_inv_freq(c, c.rope_local_theta or c.rope_theta).to(device)
+        if c.pos_type == "alibi":
+            self.alibi = alibi_slopes(c.n_head).to(device)
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Fresh initialisation: normal(0, std) matrices and embeddings, zero biases, unit norms."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, Norm):
+                module.reset_parameters()
+        self.tie_weights()
+
+    @property
+    def n_exec_layers(self) -> int:
+        return self.config.n_layer * self.config.layer_repeat
+
+    def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
+        """Preallocate one KV cache per executed layer (shared blocks get one per repeat)."""
+        c = self.config
+        dtype = dtype or self.tok_emb.weight.dtype
+        device = self.tok_emb.weight.device
+        self.caches = nn.ModuleList(
+            KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype, device) for _ in range(self.n_exec_layers)
+        )
+
+    def clear_caches(self) -> None:
+        self.caches = None
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids idx (B, T).
+
+        positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
+        key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
+        slots (T,): cache slots the new tokens are written to (required with a cache).
+        """
+        c = self.config
+        B, T = idx.shape
+        if self.caches is not None:
+            if slots is None:
+                raise ValueError("slots are required when KV caches are set up")
+            n_keys = self.caches[0].k.shape[2]
+        else:
+            slots = torch.arange(T, device=idx.device)
+            n_keys = T
+        if positions is None:
+            positions = slots[None, :].expand(B, T)
+
+        x = self.tok_emb(idx)  # (B, T, emb_dim)
+        if self.proj_in is not None:
+            x = self.proj_in(x)
+        if c.embed_scale is not None:
+            x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions + c.pos_offset)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+
+        rope = rope_local = None
+        if c.pos_type == "rope":
+            rope = rope_cos_sin(self.inv_freq, positions)
+            rope_local = rope_cos_sin(self.inv_freq_local, positions) if c.rope_local_theta else rope
+        bias = None
+        if c.pos_type == "alibi":  # slope * (key slot - query slot), (1, H, T, S)
+            dist = torch.arange(n_keys, device=idx.device)[None, :] - slots[:, None]
+            bias = (self.alibi[:, None, None] * dist[None]).to(x.dtype)[None]
+        full_mask = attention_mask(slots, n_keys, key_valid, None)
+        sliding_mask = attention_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
+
+        i = 0
+        for block in self.blocks:
+            attn = block.attn
+            mask = sliding_mask if attn.is_sliding else full_mask
+            block_rope = rope_local if attn.is_sliding else rope
+            for _ in range(c.layer_repeat):
+                cache = self.caches[i] if self.caches is not None else None
+                x = block(x, block_rope, mask, bias, cache, slots)
+                i += 1
+
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.proj_out is not None:
+            x = self.proj_out(x)
+        logits = self.lm_head(x)
+        if c.final_softcap is not None:
+            logits = torch.tanh(logits / c.final_softcap) * c.final_softcap
+        return logits
