@@ -286,3 +286,19 @@ def init_model(config: ModelConfig, dtype: str | torch.dtype | None = None,
     model.reset_parameters()
     return model.to(parse_dtype(dtype)).eval()
 
+
+
+def load_config(name_or_path: str | os.PathLike | None = "default") -> tuple[ModelConfig, str]:
+    """Only the config (no weights): from a preset name, a GGUF file's metadata or a folder's config.json."""
+    from slmkit.model.presets import PRESETS
+
+    if name_or_path is not None and str(name_or_path) in PRESETS and not Path(str(name_or_path)).exists():
+        return ModelConfig.from_name(str(name_or_path)), f"preset {name_or_path}"
+    path = resolve(name_or_path)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from slmkit.model.gguf import GGUFFile, config_from_gguf
+
+        return config_from_gguf(GGUFFile(path)), str(path)
+    if path.is_dir():
+        return read_config(path), str(path)
+    raise SlmError(f"{path}: expected a model folder (config.json + safetensors) or a .gguf file")

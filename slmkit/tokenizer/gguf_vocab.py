@@ -27,7 +27,7 @@ _QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p
           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 _REGEX_PRE = {"llama-bpe": _LLAMA3, "llama3": _LLAMA3, "stablelm2": _LLAMA3, "dbrx": _LLAMA3, "smaug-bpe": _LLAMA3,
               "qwen2": _QWEN2, "qwen35": _QWEN2}
-_GPT2_PRE = {"gpt-2", "gpt2", "default", "olmo", "phi-2", "jina-v2-code", "poro-chat", "viking", "exaone", None}
+_GPT2_PRE = {"gpt-2", "gpt2", "default", "mpt", "olmo", "phi-2", "jina-v2-code", "poro-chat", "viking", "exaone", None}
 _DIGITS_PRE = {"smollm", "starcoder", "refact", "codeshell"}  # single digits split, then GPT-2
 
 

@@ -133,6 +133,24 @@ class Tokenizer:
                                                       encoding="utf-8")
 
 
+    def save_to(self, out_dir: str | Path) -> Path:
+        """Save into a new or existing folder; files are written to a temp folder first, then moved in."""
+        import os
+        import shutil
+        import tempfile
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out))
+        try:
+            self.save(tmp)
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
 def _post_processor_adds_bos(backend: HFTokenizer, bos: str | None) -> bool:
     if bos is None:
         return False
