@@ -43,3 +43,59 @@ def default_gguf() -> Path:
         return default_model_path()
     except SlmError as e:
         pytest.skip(str(e))
+
+
+def write_tiny_gguf(path: Path, model, qtype: str = "F32", arch: str = "llama", tokenizer_dir: Path | None = None,
+                    truncate: int | None = None) -> Path:
+    """Write a small llama-architecture GGUF from an slmkit model the way llama.cpp's converter lays it out
+    (q/k rows permuted for interleaved rotary, separate q/k/v and gate/up), quantised to qtype."""
+    import gguf
+    import numpy as np
+
+    c = model.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(c.n_layer)
+    w.add_context_length(c.context_length)
+    w.add_embedding_length(c.d_model)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.n_head)
+    w.add_head_count_kv(c.n_kv_head)
+    w.add_layer_norm_rms_eps(c.norm_eps)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_rope_dimension_count(c.head_dim)
+    w.add_vocab_size(c.vocab_size)
+    kind = getattr(gguf.GGMLQuantizationType, qtype)
+
+    def permute(t, n_head):
+        return t.reshape(n_head, 2, t.shape[0] // n_head // 2, *t.shape[1:]).swapaxes(1, 2).reshape(t.shape)
+
+    def add(name, t):
+        arr = t.detach().float().numpy()
+        if arr.ndim == 1 or kind == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        else:
+            w.add_tensor(name, gguf.quants.quantize(arr, kind), raw_dtype=kind)  # byte shape -> element shape
+
+    sd = model.state_dict()
+    add("token_embd.weight", sd["tok_emb.weight"])
+    add("output_norm.weight", sd["norm.weight"])
+    if not c.tie_embeddings:
+        add("output.weight", sd["lm_head.weight"])
+    hd = c.head_dim
+    for i in range(c.n_layer):
+        p = f"blocks.{i}."
+        q, k, v = sd[p + "attn.wqkv.weight"].split([c.n_head * hd, c.n_kv_head * hd, c.n_kv_head * hd])
+        gate, up = sd[p + "mlp.w_up.weight"].chunk(2)
+        for name, t in (("attn_norm", sd[p + "attn_norm.weight"]), ("attn_q", permute(q, c.n_head)),
+                        ("attn_k", permute(k, c.n_kv_head)), ("attn_v", v), ("attn_output", sd[p + "attn.wo.weight"]),
+                        ("ffn_norm", sd[p + "mlp_norm.weight"]), ("ffn_gate", gate), ("ffn_up", up),
+                        ("ffn_down", sd[p + "mlp.w_down.weight"])):
+            add(f"blk.{i}.{name}.weight", t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    if truncate:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - truncate])
+    return path

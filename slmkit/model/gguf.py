@@ -33,7 +33,7 @@ class GGUFFile:
         self.meta: dict[str, Any] = {}
         for key, f in self.reader.fields.items():
             try:
-                self.meta[key] = f.contents()
+                self.meta[key] = _field_value(f)
             except Exception:  # noqa: BLE001 - a damaged field; keep going, the missing key is reported when used
                 continue
         self.tensors = {t.name: t for t in self.reader.tensors}
@@ -44,6 +44,18 @@ class GGUFFile:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.meta.get(f"{self.architecture}.{key}", default)
+
+
+def _field_value(f) -> Any:
+    """A metadata field as a Python value; string and number arrays are decoded in bulk (fast for vocabularies)."""
+    from gguf import GGUFValueType
+
+    if f.types and f.types[0] == GGUFValueType.ARRAY and len(f.types) > 1:
+        if f.types[1] == GGUFValueType.STRING:
+            return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
+        if f.types[1] != GGUFValueType.ARRAY and f.data:
+            return np.concatenate([f.parts[i] for i in f.data]).tolist()
+    return f.contents()
 
 
 def config_from_gguf(g: GGUFFile) -> ModelConfig:

@@ -1,0 +1,96 @@
+"""GGUF loading: the real default model against transformers and llama.cpp; every tensor type slmkit reads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import slmkit
+from tests.conftest import perturb_, write_tiny_gguf
+
+CHAT = [{"role": "user", "content": "Explain in two sentences why the sky is blue."}]
+PROMPT = "Once upon a time, in a small village by the sea,"
+
+
+def greedy(model, ids: list[int], n: int = 32) -> list[int]:
+    """Plain greedy decoding by full forwards (no cache): the reference the engine is checked against later."""
+    seq = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    return seq[0, len(ids):].tolist()
+
+
+@pytest.fixture(scope="module")
+def default_lm(default_gguf):
+    return slmkit.load(default_gguf, dtype="float32", device="cpu")
+
+
+def test_default_model_config(default_lm):
+    c = default_lm.config
+    assert (c.family, c.n_layer, c.d_model, c.n_head, c.n_kv_head, c.vocab_size) == ("llama", 30, 576, 9, 3, 49152)
+    assert c.tie_embeddings and c.rope_theta == 100000.0
+    assert default_lm.tokenizer.chat_template and default_lm.tokenizer.eos_token == "<|im_end|>"
+
+
+def test_default_gguf_matches_transformers(default_gguf, default_lm):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(default_gguf.parent), gguf_file=default_gguf.name, dtype=torch.float32).eval()
+    ids = default_lm.tokenizer.apply_chat_template(CHAT, tokenize=True)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ref, got = hf(x).logits, default_lm.model(x)
+    assert ref.abs().max() > 10
+    assert (ref - got).abs().max().item() <= 1e-3
+    plain = default_lm.tokenizer.encode(PROMPT)
+    ours = greedy(default_lm.model, plain)
+    theirs = hf.generate(torch.tensor([plain]), max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    assert ours == theirs[0, len(plain):].tolist()
+
+
+def test_default_gguf_matches_llamacpp(default_gguf, default_lm):
+    """llama.cpp multiplies the Q4_1 weights with q8-quantised activations, so its logits differ from the
+    dequantised fp32 ones by up to ~1.5; greedy paths agree except at near-ties."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="pip install llama-cpp-python (optional extra)")
+    llm = llama_cpp.Llama(model_path=str(default_gguf), n_ctx=512, n_threads=2, verbose=False, seed=0)
+    tok = default_lm.tokenizer
+
+    def llamacpp_greedy(ids):
+        llm.reset()
+        out = []
+        for t in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            out.append(t)
+            if len(out) == 32:
+                return out
+
+    chat_text = tok.apply_chat_template(CHAT)
+    assert llm.tokenize(chat_text.encode(), add_bos=False, special=True) == tok.encode(chat_text)
+    plain = tok.encode(PROMPT)
+    assert llm.tokenize(PROMPT.encode(), add_bos=False, special=True) == plain
+    assert llamacpp_greedy(plain) == greedy(default_lm.model, plain)  # the same 32 tokens
+    for text in ("The three most important inventions of the nineteenth century were", "def fibonacci(n):"):
+        ids = tok.encode(text)
+        theirs = llamacpp_greedy(ids)
+        with torch.no_grad():
+            logits = default_lm.model(torch.tensor([ids + theirs]))[0, len(ids) - 1:-1]
+        for step, (row, t) in enumerate(zip(logits, theirs)):
+            gap = (row.max() - row[t]).item()
+            assert gap <= 0.5, f"{text!r} step {step}: llama.cpp chose a token {gap:.2f} below our best"
+
+
+@pytest.mark.parametrize("qtype,tol", [("F32", 1e-5), ("F16", 2e-2), ("BF16", 5e-2), ("Q8_0", 5e-2),
+                                       ("Q4_0", 0.6), ("Q4_1", 0.6), ("Q5_0", 0.3), ("Q5_1", 0.3)])
+def test_tensor_types(tmp_path, qtype, tol):
+    cfg = slmkit.from_name("SmolLM2-135M", n_layer=2, d_model=64, n_head=4, n_kv_head=2, intermediate_size=128,
+                           vocab_size=256)
+    model = slmkit.init_model(cfg, device="cpu", seed=0)
+    perturb_(model, scale=0.05)
+    path = write_tiny_gguf(tmp_path / f"tiny-{qtype}.gguf", model, qtype)
+    loaded = slmkit.load(path, device="cpu").model
+    assert loaded.config.tie_embeddings
+    ids = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        diff = (model(ids) - loaded(ids)).abs().max().item()
+    assert diff <= tol, f"{qtype}: {diff}"
