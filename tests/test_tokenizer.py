@@ -30,7 +30,7 @@ def _cases(path):
 def test_llamacpp_tokenizer_cases(vocab):
     models = llamacpp_models_dir()
     if models is None:
-        pytest.skip("llama.cpp vocab files not found; run .ci/fetch-llamacpp-vocabs or set SLMKIT_LLAMACPP_MODELS")
+        pytest.skip("llama.cpp vocab files not found; run scripts/fetch-llamacpp-vocabs.sh or set SLMKIT_LLAMACPP_MODELS")
     path = models / f"ggml-vocab-{vocab}.gguf"
     tok = tokenizer_from_gguf(GGUFFile(path).meta, str(path))
     cases = _cases(path)
