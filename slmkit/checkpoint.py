@@ -164,6 +164,8 @@ def _read_hf_dir(path: Path):
     from slmkit.model.hf import hf_to_slmkit
 
     config = read_config(path)
+    if config.name == config.family:  # no _name_or_path in config.json: name it after the folder
+        config.name = path.resolve().name
     hf_state = _read_weights(path)
     state = hf_to_slmkit(hf_state, config, _expected_shapes(config), where=str(path))
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
@@ -184,7 +186,10 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     elif (path / "model.safetensors").is_file():
         files = ["model.safetensors"]
     elif (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - pickle errors come in many types
+            raise SlmError(f"{path / 'pytorch_model.bin'}: cannot read ({type(e).__name__}); the file may be corrupt") from None
     else:
         raise SlmError(f"{path}: no model.safetensors (or sharded index) found")
     state: dict[str, torch.Tensor] = {}

@@ -99,3 +99,9 @@ def write_tiny_gguf(path: Path, model, qtype: str = "F32", arch: str = "llama", 
         data = path.read_bytes()
         path.write_bytes(data[: len(data) - truncate])
     return path
+
+
+def llamacpp_converter() -> Path | None:
+    """llama.cpp's convert_hf_to_gguf.py, extracted by scripts/fetch-llamacpp-vocabs.sh."""
+    path = ROOT / ".cache" / "llama.cpp-convert" / "convert_hf_to_gguf.py"
+    return path if path.is_file() else None

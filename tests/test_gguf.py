@@ -94,3 +94,41 @@ def test_tensor_types(tmp_path, qtype, tol):
     with torch.no_grad():
         diff = (model(ids) - loaded(ids)).abs().max().item()
     assert diff <= tol, f"{qtype}: {diff}"
+
+
+CONVERT_CASES = {
+    "llama": ("SmolLM2-135M", dict(n_kv_head=2)),
+    "phi2": ("Phi-2", dict()),
+    "gpt2": ("GPT-2-124M", dict(intermediate_size=256)),
+    "gemma3": ("Gemma-3-270M", dict(n_layer=7, n_kv_head=1, head_dim=16, embed_scale=8.0, sliding_window=4,
+                                    attn_scale=0.25)),
+}
+
+
+@pytest.mark.parametrize("arch", list(CONVERT_CASES))
+def test_llamacpp_converter_output_loads_exactly(arch, tmp_path, default_lm):
+    """llama.cpp's own convert_hf_to_gguf.py turns an slmkit-saved folder into f32 GGUF; slmkit reads it back
+    with identical logits. This checks the GGUF tensor layouts against the real converter, not our own writer."""
+    import subprocess
+    import sys
+
+    from tests.conftest import llamacpp_converter
+
+    converter = llamacpp_converter()
+    if converter is None:
+        pytest.skip("llama.cpp converter not found; run scripts/fetch-llamacpp-vocabs.sh")
+    preset, kw = CONVERT_CASES[arch]
+    cfg = slmkit.from_name(preset, **{**dict(n_layer=2, d_model=64, n_head=4, intermediate_size=128, vocab_size=49152,
+                                             bos_token_id=1, eos_token_id=2, pad_token_id=2), **kw})
+    model = slmkit.init_model(cfg, device="cpu", seed=0)
+    perturb_(model)
+    slmkit.save(model, tmp_path / "hf", tokenizer=default_lm.tokenizer)  # a real tokenizer the converter knows
+    out = tmp_path / "m.gguf"
+    r = subprocess.run([sys.executable, str(converter), str(tmp_path / "hf"), "--outtype", "f32", "--outfile", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    loaded = slmkit.load(out, device="cpu")
+    assert loaded.config.family == cfg.family
+    ids = torch.tensor([default_lm.tokenizer.encode("Hello world, this is a test of the converter.")])
+    with torch.no_grad():
+        assert (loaded.model(ids) - model(ids)).abs().max().item() <= 1e-5

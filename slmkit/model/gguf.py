@@ -74,9 +74,12 @@ def config_from_gguf(g: GGUFFile) -> ModelConfig:
     rope_dim = g.get("rope.dimension_count", head_dim)
     eps = g.get("attention.layer_norm_rms_epsilon", g.get("attention.layer_norm_epsilon", 1e-5))
     has = lambda name: name in g.tensors  # noqa: E731
+    # the FFN width from the tensor itself: llama.cpp's phi2 converter writes 4 * n_embd as feed_forward_length
+    down = g.tensors.get("blk.0.ffn_down.weight")
+    ffn = int(down.shape[0]) if down is not None else need("feed_forward_length")
     fields: dict[str, Any] = dict(
         name=g.meta.get("general.name", g.path.stem), n_layer=need("block_count"), d_model=d_model, n_head=n_head,
-        n_kv_head=n_kv, head_dim=head_dim, vocab_size=max(vocab, emb_rows), intermediate_size=need("feed_forward_length"),
+        n_kv_head=n_kv, head_dim=head_dim, vocab_size=max(vocab, emb_rows), intermediate_size=ffn,
         context_length=g.get("context_length", 2048), rope_theta=float(g.get("rope.freq_base", 10000.0)),
         partial_rotary=rope_dim / head_dim, norm_eps=float(eps), tie_embeddings=not has("output.weight"),
         qkv_bias=has("blk.0.attn_q.bias") or has("blk.0.attn_qkv.bias"), out_bias=has("blk.0.attn_output.bias"),
@@ -103,7 +106,7 @@ def config_from_gguf(g: GGUFFile) -> ModelConfig:
                           attn_softcap=g.get("attn_logit_softcapping"), final_softcap=g.get("final_logit_softcapping"),
                           sliding_pattern=2 if arch == "gemma2" else 6, attn_scale=head_dim**-0.5)
         if arch == "gemma3":
-            fields.update(qk_norm=True, rope_local_theta=10000.0)
+            fields.update(qk_norm=True, rope_local_theta=float(g.get("rope.freq_base_swa", 10000.0)))
     elif arch == "phi2":
         fields.update(family="phi", mlp_type="plain", activation="gelu_tanh", norm_type="layernorm", norm_bias=True,
                       parallel_residual=True, shared_parallel_norm=True)

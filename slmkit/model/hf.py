@@ -321,7 +321,8 @@ def _to_family(c: ModelConfig) -> dict[str, Any]:
         return d
     if f == "gpt2":
         return dict(vocab_size=c.vocab_size, n_embd=c.d_model, n_layer=c.n_layer * c.layer_repeat, n_head=c.n_head,
-                    n_inner=c.intermediate_size, n_positions=c.context_length, layer_norm_epsilon=c.norm_eps,
+                    n_inner=c.intermediate_size, n_positions=c.context_length, n_ctx=c.context_length,
+                    layer_norm_epsilon=c.norm_eps,
                     activation_function="gelu_new" if c.activation == "gelu_tanh" else c.activation,
                     scale_attn_weights=c.attn_scale is None, tie_word_embeddings=c.tie_embeddings)
     if f == "gpt_neox":
