@@ -11,6 +11,37 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Tiny versions of real presets, one per architecture variant (parity, engine and export tests share them).
+TINY = dict(n_layer=2, d_model=64, n_head=4, intermediate_size=128, vocab_size=256, bos_token_id=1, eos_token_id=2,
+            pad_token_id=0)
+CASES = {
+    "llama (SmolLM2, GQA, tied)": ("SmolLM2-135M", dict(n_kv_head=2)),
+    "llama (TinyLlama, untied)": ("TinyLlama-1.1B", dict(n_kv_head=2)),
+    "llama (Llama-3.2 rope scaling)": ("Llama-3.2-1B", dict(n_kv_head=2, rope_scaling=dict(
+        rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=16))),
+    "llama (linear rope scaling)": ("TinyLlama-1.1B", dict(rope_scaling=dict(rope_type="linear", factor=2.0))),
+    "mistral (sliding window)": ("H2O-Danube2-1.8B", dict(n_kv_head=2, sliding_window=4)),
+    "qwen2 (qkv bias)": ("Qwen2-0.5B", dict(n_kv_head=2)),
+    "phi (partial rotary, parallel)": ("Phi-1.5", dict()),
+    "phi (qk layernorm)": ("Phi-2", dict(qk_norm=True)),
+    "phi3 (fused qkv/gate-up, sliding)": ("Phi-3-mini-4k", dict(sliding_window=4)),
+    "gemma (MQA, 1+w norms, embed scale)": ("Gemma-2B", dict(n_kv_head=1, head_dim=16, embed_scale=8.0)),
+    "gemma2 (softcaps, sandwich norms, local/global)": ("Gemma-2-2B", dict(
+        n_kv_head=2, head_dim=16, embed_scale=8.0, sliding_window=4, attn_scale=32**-0.5)),
+    "gemma3 (qk-norm, two rope thetas)": ("Gemma-3-270M", dict(
+        n_kv_head=1, head_dim=16, embed_scale=8.0, sliding_window=4, sliding_pattern=2, attn_scale=16**-0.5)),
+    "gpt2 (learned positions)": ("GPT-2-124M", dict(intermediate_size=None)),
+    "gpt2 (exact gelu, Cerebras)": ("Cerebras-GPT-111M", dict(intermediate_size=None)),
+    "gpt_neox (Pythia)": ("Pythia-70M", dict()),
+    "opt (pre-LN)": ("OPT-125M", dict()),
+    "opt (post-LN, projected embeddings)": ("OPT-350M", dict(embed_dim=32)),
+    "stablelm": ("StableLM-2-1.6B", dict()),
+    "olmo (non-parametric LN, clip_qkv)": ("OLMo-1B", dict(clip_qkv=0.5)),
+    "bloom (ALiBi, 6 heads)": ("BLOOM-560M", dict(n_head=6, d_model=48)),
+}
+
+
 def shared_dir() -> Path | None:
     """../shared beside the project root, or SLMKIT_SHARED."""
     path = Path(os.environ.get("SLMKIT_SHARED", ROOT.parent / "shared"))

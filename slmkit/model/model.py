@@ -186,11 +186,12 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
         if cache is not None:
             k, v = cache.update(slots, k, v)  # (B, K, S, D)
+            q = q.to(k.dtype)  # a float32 cache under bf16 linears keeps attention in float32
         if self.softcap is None and bias is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=H != K)
         else:
             y = self._eager(q, k, v, mask, bias)
-        y = y.transpose(1, 2).reshape(B, T, H * D)
+        y = y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype)
         return self.wo(y)
 
     def _eager(self, q, k, v, mask, bias):
@@ -344,8 +345,9 @@ class Transformer(nn.Module):
         self.caches = None
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
-                key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for token ids idx (B, T).
+                key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
         key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
@@ -394,6 +396,8 @@ class Transformer(nn.Module):
                 x = block(x, block_rope, mask, bias, cache, slots)
                 i += 1
 
+        if last_only:  # prefill needs only the next-token logits; skips T-1 rows of the vocabulary matmul
+            x = x[:, -1:]
         if self.norm is not None:
             x = self.norm(x)
         if self.proj_out is not None:

@@ -1,0 +1,270 @@
+"""The generation engine: token ids in, token ids out. Knows nothing of tokenizers or text.
+
+A static, preallocated KV cache (`setup_caches(batch, max_len)`); prefill and one-token decode as separate
+steps; left-padded batches of prompts of different lengths; the decode step optionally compiled once with
+torch.compile on static shapes (gpt-fast's recipe, plus inductor freezing, which is what makes CPU decode fast).
+
+Batch layout: row b holds `pad[b]` padding slots, then its prompt, so every row's last prompt token sits in
+the same slot. A token in slot s of row b has position s - pad[b]; padding keys are masked with `key_valid`.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from slmkit.engine.sampling import Sampler, SamplingParams
+from slmkit.errors import SlmError
+from slmkit.model.model import Transformer
+
+
+@dataclass
+class GenerationStats:
+    """Timings of one generate call; tokens/s are per row times the batch size."""
+
+    batch: int = 0
+    prompt_tokens: int = 0  # summed over rows, without padding
+    new_tokens: int = 0  # summed over rows
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    compile_s: float | None = None
+    finish: list[str] = field(default_factory=list)  # per row: "stop", "length"
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return self.decode_steps * self.batch / self.decode_s if self.decode_s else 0.0
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token: the prefill forward plus the first sample."""
+        return self.prefill_s
+
+
+def _compile_mode(device: torch.device) -> str:
+    return "reduce-overhead" if device.type == "cuda" else "max-autotune-no-cudagraphs"
+
+
+class Engine:
+    """Runs a Transformer on token ids with a static KV cache, sampling and streaming.
+
+    compile=True compiles the decode step with torch.compile (falls back to eager, with a message on stderr,
+    where compilation is unavailable). Compiled code is cached by inductor across runs (~/.cache or
+    TORCHINDUCTOR_CACHE_DIR), so only the first run on a machine pays the full compile time.
+    cache_dtype: KV-cache dtype (default: float32 on CPU, where bf16 attention at decode is slow; else the
+    model's dtype).
+    """
+
+    def __init__(self, model: Transformer, compile: bool = False, cache_dtype: torch.dtype | None = None):
+        self.model = model.eval()
+        self.device = model.tok_emb.weight.device
+        weight_dtype = model.tok_emb.weight.dtype
+        self.cache_dtype = cache_dtype or (torch.float32 if self.device.type == "cpu" else weight_dtype)
+        self.vocab_size = model.config.vocab_size
+        self.compile = compile
+        self.compile_s: float | None = None
+        self._step = self._forward_step
+        self.batch = self.max_len = 0
+        self.length = 0  # slots filled so far (same for every row)
+        self.cached_ids: list[int] = []  # batch 1: the ids whose keys/values sit in the cache, for prefix reuse
+
+    # --- caches ----------------------------------------------------------------------------------------
+
+    def setup_caches(self, batch: int, max_len: int) -> None:
+        """Preallocate the KV cache and the step buffers for `batch` rows of up to `max_len` tokens each."""
+        if max_len > self.model.config.context_length and self.model.config.pos_type == "learned":
+            raise SlmError(f"{max_len} tokens exceed the model's {self.model.config.context_length}-token context "
+                           "(learned positions); use a shorter prompt or fewer new tokens")
+        if (batch, max_len) == (self.batch, self.max_len):
+            self.length, self.cached_ids = 0, []
+            return
+        self.batch, self.max_len, self.length, self.cached_ids = batch, max_len, 0, []
+        self.model.setup_caches(batch, max_len, self.cache_dtype)
+        self._caches, self.model.caches = self.model.caches, None  # the engine owns them; attached per call
+        dev = self.device
+        self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=dev)  # (B, S)
+        self.pad = torch.zeros(batch, dtype=torch.long, device=dev)  # (B,)
+        self._tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)  # step inputs, updated in place
+        self._positions = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        self._slot = torch.zeros(1, dtype=torch.long, device=dev)
+        if self.compile:
+            self._compile()
+
+    @contextmanager
+    def _attached(self):
+        """Attach this engine's caches to the model for one call, so the model stays cache-free for others."""
+        self.model.caches = self._caches
+        try:
+            yield
+        finally:
+            self.model.caches = None
+
+    def _forward_step(self, tokens: torch.Tensor, positions: torch.Tensor, slot: torch.Tensor,
+                      key_valid: torch.Tensor) -> torch.Tensor:
+        """One decode step: tokens (B, 1) at `slot` → logits (B, vocab)."""
+        return self.model(tokens, positions, key_valid, slot)[:, -1]
+
+    def _compile(self) -> None:
+        """Compile the decode step for the current static shapes and warm it up (timed into compile_s)."""
+        import sys
+
+        import torch._inductor.config as inductor_config
+
+        # Freezing makes the weights constants (prepacked, folded): the switch behind fast CPU decode.
+        options = {"freezing": True, "fx_graph_cache": True}
+        t0 = time.perf_counter()
+        try:
+            step = torch.compile(self._forward_step, mode=_compile_mode(self.device), fullgraph=True, dynamic=False)
+            with torch.inference_mode(), inductor_config.patch(options), self._attached():
+                # Warm up with inference tensors, as the loop makes them (else a guard fails and it recompiles).
+                self._slot.fill_(self.max_len - 1)  # a slot no real query sees before overwriting it
+                for _ in range(2):
+                    step(self._tokens, self._positions, self._slot, self.key_valid)
+        except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"slmkit: torch.compile unavailable ({first[:160]}); decoding eagerly", file=sys.stderr)
+            self.compile, self._step = False, self._forward_step
+            return
+        self._step = step
+        self.compile_s = time.perf_counter() - t0
+
+    # --- steps -----------------------------------------------------------------------------------------
+
+    def prefill(self, prompts: Sequence[Sequence[int]], reuse_prefix: bool = False) -> torch.Tensor:
+        """Write the prompts' keys/values into the cache (left-padded); return next-token logits (B, vocab).
+
+        reuse_prefix (batch 1): keep the keys/values of the ids already in the cache that the prompt starts
+        with (a chat's earlier turns) and run only the rest.
+        """
+        B = len(prompts)
+        if B != self.batch:
+            raise SlmError(f"{B} prompts but the cache is set up for batch {self.batch}")
+        lengths = [len(p) for p in prompts]
+        if min(lengths) == 0:
+            raise SlmError("empty prompt: give at least one token (most models want their BOS token)")
+        T = max(lengths)
+        if T >= self.max_len:
+            raise SlmError(f"the prompt has {T} tokens but the cache holds {self.max_len}; shorten the prompt")
+        start = 0
+        if B == 1 and reuse_prefix:
+            start = _common_prefix(self.cached_ids, prompts[0])
+            start = min(start, T - 1)  # always run at least the last token to get its logits
+        idx = torch.zeros(B, T - start, dtype=torch.long)
+        for b, p in enumerate(prompts):  # start > 0 only with batch 1, where T == len(p)
+            idx[b, T - len(p):] = torch.tensor(p[start:], dtype=torch.long)
+        idx = idx.to(self.device)
+        if start == 0:
+            self.pad.copy_(torch.tensor([T - n for n in lengths]))
+            self.key_valid.copy_(torch.arange(self.max_len, device=self.device)[None, :] >= self.pad[:, None])
+        slots = torch.arange(start, T, device=self.device)
+        positions = (slots[None, :] - self.pad[:, None]).clamp(min=0)
+        with self._attached():
+            logits = self.model(idx, positions, self.key_valid, slots, last_only=True)[:, -1]
+        self.length = T
+        self.cached_ids = list(prompts[0]) if B == 1 else []
+        return logits
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row (B,) and return the next-token logits (B, vocab)."""
+        if self.length >= self.max_len:
+            raise SlmError(f"the KV cache is full ({self.max_len} tokens); set up a longer cache")
+        self._tokens.copy_(tokens.view(-1, 1))
+        self._slot.fill_(self.length)
+        self._positions.view(-1).copy_(self.pad).neg_().add_(self.length)
+        with self._attached():
+            logits = self._step(self._tokens, self._positions, self._slot, self.key_valid)
+        self.length += 1
+        if self.batch == 1:
+            self.cached_ids.append(int(tokens.view(-1)[0]))
+        return logits
+
+    # --- generation ------------------------------------------------------------------------------------
+
+    def stream(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingParams | None = None,
+               stop_ids: Sequence[int] = (), stats: GenerationStats | None = None,
+               reuse_prefix: bool = False) -> Iterator[list[int | None]]:
+        """Generate for a batch of prompts, yielding one list per step: each row's new token, or None once
+        that row has stopped. A row stops at a stop id (which is yielded) or after max_new_tokens.
+
+        Sets up (or reuses) a cache big enough for the longest prompt plus max_new_tokens. Closing the
+        iterator early (e.g. on a stop string) is fine; `stats` gets the timings. reuse_prefix: see prefill.
+        """
+        sampling = sampling or SamplingParams()
+        stats = stats if stats is not None else GenerationStats()
+        if max_new_tokens < 1:
+            raise SlmError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        B, T = len(prompts), max((len(p) for p in prompts), default=0)
+        need = T + max_new_tokens
+        if B != self.batch or need > self.max_len:
+            self.setup_caches(B, _bucket(need, self.model.config.context_length))
+            reuse_prefix = False
+        stats.batch, stats.prompt_tokens = B, sum(len(p) for p in prompts)
+        stats.compile_s = self.compile_s
+        stop_set = set(stop_ids)
+        sampler = Sampler(sampling, B, self.vocab_size, self.device)
+        done = [False] * B
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            logits = self.prefill(prompts, reuse_prefix)
+            prompt = torch.zeros(B, T, dtype=torch.long)
+            valid = torch.zeros(B, T, dtype=torch.bool)
+            for b, p in enumerate(prompts):
+                prompt[b, T - len(p):], valid[b, T - len(p):] = torch.tensor(p, dtype=torch.long), True
+            sampler.observe(prompt.to(self.device), valid.to(self.device))
+            token = sampler(logits)
+            tokens = token.tolist()  # the sync that ends the prefill
+            stats.prefill_s = time.perf_counter() - t0
+            for step in range(max_new_tokens):
+                out: list[int | None] = []
+                for b, t in enumerate(tokens):
+                    out.append(None if done[b] else t)
+                    if not done[b]:
+                        stats.new_tokens += 1
+                        if t in stop_set:
+                            done[b] = True
+                yield out
+                if all(done) or step == max_new_tokens - 1:
+                    break
+                t1 = time.perf_counter()  # engine time only, not the consumer's
+                sampler.observe(token[:, None])
+                logits = self.decode(token)
+                token = sampler(logits)
+                tokens = token.tolist()
+                stats.decode_steps += 1
+                stats.decode_s += time.perf_counter() - t1
+            stats.finish = ["stop" if d else "length" for d in done]
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingParams | None = None,
+                 stop_ids: Sequence[int] = (), stats: GenerationStats | None = None) -> list[list[int]]:
+        """Generate for a batch of prompts; each row's new tokens, ending with its stop id if it hit one."""
+        rows: list[list[int]] = [[] for _ in prompts]
+        for step in self.stream(prompts, max_new_tokens, sampling, stop_ids, stats):
+            for row, t in zip(rows, step):
+                if t is not None:
+                    row.append(t)
+        return rows
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _bucket(n: int, limit: int) -> int:
+    """Cache length for n tokens: the next power of two from 256, so compiled shapes repeat across calls."""
+    size = 256
+    while size < n:
+        size *= 2
+    return max(min(size, max(limit, n)), n)
