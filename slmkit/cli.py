@@ -32,6 +32,117 @@ def cmd_convert(src: str, out_dir: str, dtype: str | None = None) -> None:
     print(f"wrote {path} ({lm.config.family}, {'with' if lm.tokenizer else 'no'} tokenizer)")
 
 
+def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
+    """Load a model with its tokenizer and wrap it in an Engine (compiling the decode step if asked)."""
+    from slmkit.checkpoint import load
+    from slmkit.engine import Engine
+    from slmkit.errors import SlmError
+
+    lm = load(model, dtype=dtype, device=device, progress=True)
+    if lm.tokenizer is None:
+        raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
+    return lm, Engine(lm.model, compile=compile)
+
+
+def _sampling(a: argparse.Namespace):
+    from slmkit.engine import SamplingParams
+
+    return SamplingParams(temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
+                          repetition_penalty=a.repetition_penalty, seed=a.seed)
+
+
+def _stats_line(stats) -> str:
+    reused = f" (+{stats.reused_tokens} cached)" if stats.reused_tokens else ""
+    parts = [f"prefill {stats.prompt_tokens} tok{reused} {stats.prefill_tok_s:.1f} tok/s "
+             f"(TTFT {stats.ttft_s * 1e3:.0f} ms)",
+             f"decode {stats.new_tokens} tok {stats.decode_tok_s:.1f} tok/s"]
+    if stats.compile_s is not None:
+        parts.append(f"compile {stats.compile_s:.1f} s")
+    return " | ".join(parts)
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    """Continue one prompt (streamed) or several (batched, left-padded); ends with prefill and decode tokens/s.
+
+    --chat wraps each prompt as a user message in the model's chat template.
+    """
+    from slmkit.engine import GenerationStats, generate_text, stream_text
+    from slmkit.engine.text import encode_prompt
+
+    prompts = a.prompt if a.prompt != ["-"] else [sys.stdin.read()]
+    sampling = _sampling(a)  # validate before the (slow) load
+    lm, engine = _engine(a.model, a.dtype, a.device, a.compile)
+    tok = lm.tokenizer
+    if a.chat:
+        system = [{"role": "system", "content": a.system}] if a.system else []
+        prompts = [tok.apply_chat_template(system + [{"role": "user", "content": p}]) for p in prompts]
+    stats = GenerationStats()
+    if len(prompts) == 1:
+        ids = tok.encode(prompts[0], add_special_tokens=not a.chat) if a.chat else encode_prompt(tok, prompts[0])
+        if not a.chat:
+            print(prompts[0], end="", flush=True)
+        for piece in stream_text(engine, tok, ids, a.max_new_tokens, sampling, a.stop, stats=stats):
+            print(piece, end="", flush=True)
+        print()
+    else:
+        for i, c in enumerate(generate_text(engine, tok, prompts, a.max_new_tokens, sampling, a.stop, stats=stats)):
+            print(f"--- [{i}] finish={c.finish}\n{c.text}")
+    print(_stats_line(stats), file=sys.stderr)
+
+
+def cmd_chat(a: argparse.Namespace) -> None:
+    """Interactive multi-turn chat with the model's chat template, streamed. /reset clears the history,
+    /system TEXT sets the system prompt, /exit (or Ctrl-D) quits. Earlier turns' KV cache is reused."""
+    from slmkit.engine import GenerationStats, stream_text
+    from slmkit.errors import SlmError
+
+    sampling = _sampling(a)
+    lm, engine = _engine(a.model, a.dtype, a.device, a.compile)
+    tok = lm.tokenizer
+    if not tok.chat_template:
+        raise SlmError(f"{lm.source} has no chat template; use `slm generate` for plain continuation")
+    system = a.system
+    history: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("chat with", lm.source, "- /reset, /system TEXT, /exit", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            history = []
+            print("(history cleared)", file=sys.stderr)
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system"):].strip() or None
+            history = []
+            print("(system prompt set; history cleared)", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": text})
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        ids = tok.apply_chat_template(messages, tokenize=True)
+        budget = min(a.max_new_tokens, lm.config.context_length - len(ids))
+        if budget < 1:
+            print("(the conversation fills the context; /reset to start over)", file=sys.stderr)
+            history.pop()
+            continue
+        stats, result = GenerationStats(), []
+        for piece in stream_text(engine, tok, ids, budget, sampling, a.stop, stats=stats, result=result,
+                                 reuse_prefix=True):
+            print(piece, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": result[0].text})
+        if a.verbose:
+            print(_stats_line(stats), file=sys.stderr)
+
+
 def cmd_presets() -> None:
     """List the named presets and the hub checkpoint each mirrors."""
     from slmkit.model.config import ModelConfig
@@ -73,6 +184,35 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir", help="folder to write (replaced atomically if it exists)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype on disk (default float32)")
     s.set_defaults(fn=lambda a: cmd_convert(a.src, a.out_dir, a.dtype))
+
+    def engine_args(s: argparse.ArgumentParser, max_new: int, temperature: float) -> None:
+        s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+        s.add_argument("--max-new-tokens", "-n", type=int, default=max_new, help=f"default {max_new}")
+        s.add_argument("--temperature", "-t", type=float, default=temperature,
+                       help=f"0 is greedy (default {temperature})")
+        s.add_argument("--top-k", type=int, default=40, help="0 turns it off (default 40)")
+        s.add_argument("--top-p", type=float, default=0.95, help="1 turns it off (default 0.95)")
+        s.add_argument("--min-p", type=float, default=0.05, help="0 turns it off (default 0.05)")
+        s.add_argument("--repetition-penalty", type=float, default=1.0, help="1 turns it off (default 1.0)")
+        s.add_argument("--seed", type=int, help="sampling seed (default: random)")
+        s.add_argument("--stop", action="append", default=[], help="stop string (repeatable); not printed")
+        s.add_argument("--system", help="system prompt (with a chat template)")
+        s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default float32)")
+        s.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: CUDA when present, else CPU)")
+        s.add_argument("--compile", action="store_true",
+                       help="compile the decode step with torch.compile: about 2.5-3x faster decode on CPU, "
+                            "after a one-off compile (about 1-2 min for a 30-layer model; partly cached)")
+
+    s = verb("generate", cmd_generate)
+    s.add_argument("prompt", nargs="+", help="prompt text; several prompts run as one batch; '-' reads stdin")
+    engine_args(s, 128, 0.8)
+    s.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
+    s.set_defaults(fn=cmd_generate)
+
+    s = verb("chat", cmd_chat)
+    engine_args(s, 512, 0.7)
+    s.add_argument("--verbose", "-v", action="store_true", help="print prefill/decode speed after each reply")
+    s.set_defaults(fn=cmd_chat)
 
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())

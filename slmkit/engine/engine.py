@@ -27,7 +27,8 @@ class GenerationStats:
     """Timings of one generate call; tokens/s are per row times the batch size."""
 
     batch: int = 0
-    prompt_tokens: int = 0  # summed over rows, without padding
+    prompt_tokens: int = 0  # computed in the prefill, summed over rows, without padding
+    reused_tokens: int = 0  # prompt tokens whose keys/values were already cached (reuse_prefix)
     new_tokens: int = 0  # summed over rows
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -75,6 +76,7 @@ class Engine:
         self.batch = self.max_len = 0
         self.length = 0  # slots filled so far (same for every row)
         self.cached_ids: list[int] = []  # batch 1: the ids whose keys/values sit in the cache, for prefix reuse
+        self.reused = 0  # prompt tokens the last prefill found cached
 
     # --- caches ----------------------------------------------------------------------------------------
 
@@ -170,6 +172,7 @@ class Engine:
             logits = self.model(idx, positions, self.key_valid, slots, last_only=True)[:, -1]
         self.length = T
         self.cached_ids = list(prompts[0]) if B == 1 else []
+        self.reused = start
         return logits
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -214,6 +217,8 @@ class Engine:
         with torch.inference_mode():
             t0 = time.perf_counter()
             logits = self.prefill(prompts, reuse_prefix)
+            stats.reused_tokens = self.reused
+            stats.prompt_tokens -= self.reused
             prompt = torch.zeros(B, T, dtype=torch.long)
             valid = torch.zeros(B, T, dtype=torch.bool)
             for b, p in enumerate(prompts):
