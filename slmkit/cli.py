@@ -41,6 +41,9 @@ def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
     lm = load(model, dtype=dtype, device=device, progress=True)
     if lm.tokenizer is None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
+    if compile:
+        print("compiling the decode step when the first prompt arrives (1-2 min on a 2-core CPU the first time; "
+              "autotuning and kernels are cached for later runs)", file=sys.stderr)
     return lm, Engine(lm.model, compile=compile)
 
 

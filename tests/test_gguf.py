@@ -132,3 +132,30 @@ def test_llamacpp_converter_output_loads_exactly(arch, tmp_path, default_lm):
     ids = torch.tensor([default_lm.tokenizer.encode("Hello world, this is a test of the converter.")])
     with torch.no_grad():
         assert (loaded.model(ids) - model(ids)).abs().max().item() <= 1e-5
+
+
+def test_dequantised_f32_gguf_runs_the_same_in_llamacpp_and_slmkit(default_gguf, default_lm, tmp_path):
+    """write_dequantized keeps every weight exactly; llama.cpp on the F32 file decodes the engine's 32 greedy
+    tokens (the like-for-like fp32 pair benchmarks/decode.py times)."""
+    from slmkit.engine import Engine, SamplingParams
+    from slmkit.model.gguf import GGUFFile, write_dequantized
+
+    path = write_dequantized(default_gguf, tmp_path / "f32.gguf")
+    g = GGUFFile(path)
+    assert {t.tensor_type.name for t in g.tensors.values()} == {"F32"}
+    assert g.meta["tokenizer.chat_template"] == GGUFFile(default_gguf).meta["tokenizer.chat_template"]
+    again = slmkit.load(path, dtype="float32", device="cpu").model
+    for (name, a), b in zip(default_lm.model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    ids = default_lm.tokenizer.encode(PROMPT)
+    ours = Engine(default_lm.model).generate([ids], 32, SamplingParams(temperature=0))[0]
+    llama_cpp = pytest.importorskip("llama_cpp", reason="pip install llama-cpp-python (optional extra)")
+    import numpy as np
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    theirs = []
+    llm.eval(ids)
+    for _ in range(32):
+        theirs.append(int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax()))
+        llm.eval([theirs[-1]])
+    assert theirs == ours

@@ -211,3 +211,44 @@ def state_dict_from_gguf(g: GGUFFile, c: ModelConfig, progress: bool = False) ->
     if c.tie_embeddings:
         out["lm_head.weight"] = out["tok_emb.weight"]
     return out
+
+
+def write_dequantized(src: str | Path, dst: str | Path, out_type: str = "F32", progress: bool = False) -> Path:
+    """Copy a GGUF file with every tensor dequantised to F32, or F16 for matrices (norms stay F32, as
+    llama.cpp's converter writes them); metadata, tokenizer and tensor layout are kept.
+
+    F32 gives llama.cpp exactly the float32 weights slmkit computes with after dequantising, which is what a
+    like-for-like fp32 comparison needs. Written to a temporary name, then renamed.
+    """
+    import gguf
+    from tqdm import tqdm
+
+    if out_type not in ("F32", "F16"):
+        raise SlmError(f"out_type must be F32 or F16, got {out_type!r}")
+    g = GGUFFile(src)
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    w = gguf.GGUFWriter(str(tmp), g.architecture)
+    for key, f in g.reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        value = g.meta[key]
+        if key == "general.file_type":
+            value = int(gguf.LlamaFileType.ALL_F32 if out_type == "F32" else gguf.LlamaFileType.MOSTLY_F16)
+        sub = f.types[1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, f.types[0], sub)
+    for name, t in tqdm(g.tensors.items(), desc=f"dequantising {g.path.name}", unit="tensor", disable=not progress):
+        arr = dequantize(g, name).numpy()
+        if out_type == "F16" and arr.ndim > 1:
+            w.add_tensor(name, arr.astype(np.float16), raw_dtype=gguf.GGMLQuantizationType.F16)
+        else:
+            w.add_tensor(name, arr, raw_dtype=gguf.GGMLQuantizationType.F32)
+    try:
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst

@@ -152,6 +152,7 @@ class KVCache(nn.Module):
 # --- attention ---------------------------------------------------------------------------------------
 
 
+
 class Attention(nn.Module):
     """Multi-head attention with fused QKV, MHA/GQA/MQA, optional QK-norm, clipping and soft-capping."""
 
@@ -186,27 +187,50 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
         if cache is not None:
             k, v = cache.update(slots, k, v)  # (B, K, S, D)
+            n_keys = T if mask is None else mask.shape[-1]
+            if n_keys != k.shape[2]:  # a prefill attends only to the slots filled so far
+                k, v = k[:, :, :n_keys], v[:, :, :n_keys]
             q = q.to(k.dtype)  # a float32 cache under bf16 linears keeps attention in float32
-        if self.softcap is None and bias is None:
+        if T == 1 and mask is not None and bias is None and torch.compiler.is_compiling():
+            y = self._decode_attention(q, k, v, mask)
+        elif mask is None:  # plain causal over the T new tokens: SDPA's causal kernel skips the masked blocks
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=H != K)
+        elif self.softcap is None and bias is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=H != K)
         else:
             y = self._eager(q, k, v, mask, bias)
         y = y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype)
         return self.wo(y)
 
+    def _decode_attention(self, q, k, v, mask):
+        """One query per row, written as elementwise products and sums, which inductor fuses into a couple of
+        C++ loops; in a compiled decode step this is cheaper than an SDPA call per layer."""
+        B, H, _, D = q.shape
+        K = self.n_kv_head
+        qg = q.view(B, K, H // K, 1, D)
+        scores = (qg * k[:, :, None]).sum(-1) * self.scale  # (B, K, G, S)
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
+        scores = scores.masked_fill(~mask.view(B, 1, 1, -1), float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        return (probs[..., None] * v[:, :, None]).sum(-2).view(B, H, 1, D)  # (B, K, G, D) -> (B, H, 1, D)
+
     def _eager(self, q, k, v, mask, bias):
-        """Explicit softmax attention, for logit soft-capping (Gemma 2) and ALiBi bias (BLOOM)."""
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
+        """Explicit softmax attention, for logit soft-capping (Gemma 2) and ALiBi bias (BLOOM).
+
+        Query heads are grouped by the key/value head they share (B, K, G, T, D), so GQA needs no copies.
+        """
+        B, H, T, D = q.shape
+        K = self.n_kv_head
+        q = q.view(B, K, H // K, T, D)
+        scores = (q @ k[:, :, None].transpose(-2, -1)) * self.scale  # (B, K, G, T, S)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
         if bias is not None:
-            scores = scores + bias
-        scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores + bias.view(bias.shape[0], K, H // K, T, -1)
+        scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        return probs @ v
+        return (probs @ v[:, :, None]).view(B, H, T, D)
 
 
 # --- feed-forward ------------------------------------------------------------------------------------
@@ -346,19 +370,20 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, kv_len: int | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
         key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
         slots (T,): cache slots the new tokens are written to (required with a cache).
+        kv_len: attend only to the first kv_len cache slots (a prefill: the end of its slots); default all.
         """
         c = self.config
         B, T = idx.shape
         if self.caches is not None:
             if slots is None:
                 raise ValueError("slots are required when KV caches are set up")
-            n_keys = self.caches[0].k.shape[2]
+            n_keys = kv_len if kv_len is not None else self.caches[0].k.shape[2]
         else:
             slots = torch.arange(T, device=idx.device)
             n_keys = T
@@ -383,7 +408,13 @@ class Transformer(nn.Module):
         if c.pos_type == "alibi":  # slope * (key slot - query slot), (1, H, T, S)
             dist = torch.arange(n_keys, device=idx.device)[None, :] - slots[:, None]
             bias = (self.alibi[:, None, None] * dist[None]).to(x.dtype)[None]
-        full_mask = attention_mask(slots, n_keys, key_valid, None)
+        if key_valid is not None:
+            key_valid = key_valid[:, :n_keys]
+        # Plain causal attention over exactly the new tokens needs no mask tensor (SDPA's is_causal path);
+        # soft-capping and ALiBi run the explicit-softmax path, which needs one.
+        plain_causal = (T > 1 and n_keys == T and c.attn_softcap is None and bias is None
+                        and (key_valid is None or bool(key_valid.all())))
+        full_mask = None if plain_causal else attention_mask(slots, n_keys, key_valid, None)
         sliding_mask = attention_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
 
         i = 0

