@@ -11,6 +11,8 @@ Every backend runs in its own process (so peak RSS is its own) on the same promp
   llamacpp-f32   llama.cpp through llama-cpp-python on the GGUF with every tensor dequantised to F32
   llamacpp-f16   the same with matrices in F16 (the peer of slmkit-bf16)
   llamacpp-file  llama.cpp on the GGUF file as shipped (Q4_1 for the default model)
+  paired         slmkit fp32 (compiled) and llamacpp-f32 decoding in turns in one process: the drift-free ratio
+  paired-bf16    the same for slmkit-bf16 and llamacpp-f16
 Each worker probes memory read bandwidth right before each decode run, so "of BW limit" (the median over runs
 of decode tok/s over bandwidth / bytes streamed per token) compares engines fairly on a machine whose
 bandwidth drifts; the raw tok/s ratios are printed too.
@@ -29,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SLMKIT_BENCH_CACHE", ROOT / ".cache" / "bench"))
-BACKENDS = ["slmkit", "slmkit-eager", "slmkit-bf16", "transformers", "llamacpp-f32", "llamacpp-f16", "llamacpp-file"]
+BACKENDS = ["slmkit", "slmkit-eager", "slmkit-bf16", "transformers", "llamacpp-f32", "llamacpp-f16", "llamacpp-file",
+            "paired", "paired-bf16"]
 
 TEXT = (
     "The lighthouse keeper wrote in his log every evening, noting the wind, the colour of the water and the "
@@ -47,6 +50,7 @@ def _decode_repeats(run, repeats: int) -> tuple[list[float], list[float], float,
 
     run() -> (tok/s, tokens). Returns per-run tok/s, per-run GB/s, the peak RSS before the first probe, tokens.
     """
+    from slmkit.bench.hardware import bandwidth_without_rss
 
     rates, bandwidths, peak, tokens = [], [], 0.0, []
     for _ in range(repeats):
@@ -71,7 +75,7 @@ def worker_slmkit(a, prompts: dict) -> dict:
     import torch
 
     import slmkit
-    from slmkit.engine import Engine, GenerationStats, SamplingParams
+    from slmkit.engine import Engine, SamplingParams
 
     dtype = "bfloat16" if a.worker == "slmkit-bf16" else "float32"
     t0 = time.perf_counter()
@@ -93,13 +97,7 @@ def worker_slmkit(a, prompts: dict) -> dict:
     long_engine.setup_caches(1, 1024)
     prefill(long_engine, long_)
     prefill_long = _median_time(lambda: prefill(long_engine, long_), a.repeats)
-
-    def run():
-        stats = GenerationStats()
-        tokens = engine.generate([short], a.new, greedy, stats=stats)[0]
-        return stats.decode_tok_s, tokens
-
-    rates, bandwidth, peak, tokens = _decode_repeats(run, a.repeats)
+    rates, bandwidth, peak, tokens = _decode_repeats(_slmkit_run(engine, short, a.new), a.repeats)
     weight_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in lm.model.parameters()}.values())
     return dict(load_s=load_s, prefill_short_s=prefill_short, prefill_long_s=prefill_long, decode=rates,
                 bandwidth=bandwidth, peak_before_mb=peak, weight_bytes=weight_bytes, tokens=tokens,
@@ -163,34 +161,74 @@ def worker_llamacpp(a, prompts: dict) -> dict:
     llm = llama_cpp.Llama(model_path=path, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=a.threads,
                           n_threads_batch=a.threads, verbose=False)
     load_s = time.perf_counter() - t0
-    n_vocab = llm.n_vocab()
     short, long_ = prompts["short"], prompts["long"]
-
-    def step(ids) -> int:  # the low-level loop: evaluate, then argmax of the last row's logits
-        llm.eval(ids)
-        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).argmax())
-
-    def prefill(ids):
-        llm.reset()
-        return step(ids)
-
+    prefill, run = _llamacpp_steps(llm, short, a.new)
     prefill(short)
     prefill_short = _median_time(lambda: prefill(short), a.repeats)
     prefill_long = _median_time(lambda: prefill(long_), a.repeats)
-
-    def run():
-        tokens = [prefill(short)]
-        t0 = time.perf_counter()
-        for _ in range(a.new - 1):
-            tokens.append(step([tokens[-1]]))
-        return (a.new - 1) / (time.perf_counter() - t0), tokens
-
     rates, bandwidth, peak, tokens = _decode_repeats(run, a.repeats)
     g = GGUFFile(path)
     weight_bytes = sum(int(t.n_bytes) for t in g.tensors.values())
     return dict(load_s=load_s, prefill_short_s=prefill_short, prefill_long_s=prefill_long, decode=rates,
                 bandwidth=bandwidth, peak_before_mb=peak, weight_bytes=weight_bytes, tokens=tokens,
                 weight_type=_dominant_type(g))
+
+
+def _llamacpp_steps(llm, short: list[int], new: int):
+    """prefill(ids) -> first token, and run() -> (decode tok/s, tokens): llama.cpp's low-level loop (evaluate,
+    then argmax of the last row's logits), which cannot overshoot as create_completion can."""
+    import numpy as np
+
+    n_vocab = llm.n_vocab()
+
+    def step(ids) -> int:
+        llm.eval(ids)
+        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).argmax())
+
+    def prefill(ids) -> int:
+        llm.reset()
+        return step(ids)
+
+    def run():
+        tokens = [prefill(short)]
+        t0 = time.perf_counter()
+        for _ in range(new - 1):
+            tokens.append(step([tokens[-1]]))
+        return (new - 1) / (time.perf_counter() - t0), tokens
+
+    return prefill, run
+
+
+def _slmkit_run(engine, short: list[int], new: int):
+    """run() -> (decode tok/s, tokens) for an slmkit engine, greedy."""
+    from slmkit.engine import GenerationStats, SamplingParams
+
+    def run():
+        stats = GenerationStats()
+        tokens = engine.generate([short], new, SamplingParams(temperature=0), stats=stats)[0]
+        return stats.decode_tok_s, tokens
+
+    return run
+
+
+def worker_paired(a, prompts: dict) -> dict:
+    """slmkit (compiled) and llama.cpp in one process, decode runs alternating, so each ratio compares two
+    runs a few seconds apart (the machine's bandwidth drifts between 30 and 50 GB/s over minutes)."""
+    import llama_cpp
+
+    import slmkit
+    from slmkit.engine import Engine
+
+    bf16 = a.worker == "paired-bf16"
+    lm = slmkit.load(a.model, dtype="bfloat16" if bf16 else "float32", device="cpu")
+    engine = Engine(lm.model, compile=True)
+    engine.setup_caches(1, 256 if len(prompts["short"]) + a.new <= 256 else 2 * (len(prompts["short"]) + a.new))
+    llm = llama_cpp.Llama(model_path=a.gguf_f16 if bf16 else a.gguf_f32, n_ctx=1024, n_threads=a.threads,
+                          n_threads_batch=a.threads, verbose=False)
+    ours, (_, theirs) = _slmkit_run(engine, prompts["short"], a.new), _llamacpp_steps(llm, prompts["short"], a.new)
+    ours(), theirs()  # warm-up
+    pairs = [(ours()[0], theirs()[0]) for _ in range(a.repeats)]
+    return dict(pairs=pairs, ratio=statistics.median(x / y for x, y in pairs))
 
 
 def _dominant_type(g) -> str:
@@ -252,11 +290,15 @@ def run_worker(a, backend: str, prompts_file: Path) -> dict | None:
 def table(a, prompts: dict, results: dict) -> str:
     c = a.config
     kv = _kv_bytes(c, 4) * (len(prompts["short"]) + a.new // 2)  # KV read per step at the mean depth
-    rows = ["| backend | weights | load s | prefill 128 tok/s | prefill 512 tok/s | TTFT 128 ms | decode tok/s "
+    n_short, n_long = len(prompts["short"]), len(prompts["long"])
+    rows = [f"| backend | weights | load s | prefill {n_short} tok/s | prefill {n_long} tok/s | TTFT {n_short} ms | "
+            "decode tok/s "
             "(median, spread) | of BW limit | BW GB/s (median, spread) | peak RSS MB | compile s | greedy = slmkit |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     ref_tokens = results.get("slmkit", {}).get("tokens")
     for name, r in results.items():
+        if name.startswith("paired"):
+            continue
         dec = statistics.median(r["decode"])
         bytes_per_token = r["weight_bytes"] + kv
         frac = statistics.median(x / (bw * 1e9 / bytes_per_token) for x, bw in zip(r["decode"], r["bandwidth"]))
@@ -286,6 +328,11 @@ def table(a, prompts: dict, results: dict) -> str:
     ratio("slmkit-bf16", "llamacpp-f16", "decode")
     ratio("slmkit-bf16", "llamacpp-f16", "prefill_long_s")
     ratio("slmkit", "transformers", "prefill_long_s")
+    for name, peers in (("paired", "slmkit / llamacpp-f32"), ("paired-bf16", "slmkit-bf16 / llamacpp-f16")):
+        if name in results:
+            runs = ", ".join(f"{x:.1f}/{y:.1f}" for x, y in results[name]["pairs"])
+            lines.append(f"- decode, alternating runs in one process: {peers} = {results[name]['ratio']:.2f}x "
+                         f"(median; tok/s pairs {runs})")
     return "\n".join(lines)
 
 
@@ -323,9 +370,10 @@ def main() -> None:
         prompts = json.loads(Path(a.prompts_file).read_text())
         fn = {"slmkit": worker_slmkit, "slmkit-eager": worker_slmkit, "slmkit-bf16": worker_slmkit,
               "transformers": worker_transformers, "llamacpp-f32": worker_llamacpp,
-              "llamacpp-f16": worker_llamacpp, "llamacpp-file": worker_llamacpp}[a.worker]
+              "llamacpp-f16": worker_llamacpp, "llamacpp-file": worker_llamacpp, "paired": worker_paired,
+              "paired-bf16": worker_paired}[a.worker]
         result = fn(a, prompts)
-        result["rss_mb"] = max(peak_rss_mb(), result.pop("peak_before_mb"))
+        result["rss_mb"] = max(peak_rss_mb(), result.pop("peak_before_mb", 0.0))
         print(json.dumps(result))
         return
 
@@ -338,15 +386,16 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown backends {sorted(unknown)}; choose from {BACKENDS}")
     skipped = []
-    if "slmkit-bf16" in backends and not supports_bf16(default_device()):
-        skipped.append("slmkit-bf16 (no native bf16 on this CPU)")
+    if not supports_bf16(default_device()):
+        skipped += [f"{b} (no native bf16 on this CPU)" for b in ("slmkit-bf16", "paired-bf16") if b in backends]
     if importlib.util.find_spec("transformers") is None:
         skipped.append("transformers (not installed)")
     if importlib.util.find_spec("llama_cpp") is None:
-        skipped += [f"{b} (llama-cpp-python not installed)" for b in backends if b.startswith("llamacpp")]
+        skipped += [f"{b} (llama-cpp-python not installed)" for b in backends
+                    if b.startswith(("llamacpp", "paired"))]
     prompts = prepare(a)
     if not a.gguf:
-        skipped += [f"{b} (the model is not a GGUF file)" for b in backends if b.startswith("llamacpp")]
+        skipped += [f"{b} (the model is not a GGUF file)" for b in backends if b.startswith(("llamacpp", "paired"))]
     backends = [b for b in backends if not any(s.startswith(b + " ") for s in skipped)]
     prompts_file = CACHE / "prompts.json"
     prompts_file.write_text(json.dumps(prompts))
