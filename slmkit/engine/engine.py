@@ -58,8 +58,8 @@ class Engine:
     """Runs a Transformer on token ids with a static KV cache, sampling and streaming.
 
     compile=True compiles the decode step with torch.compile (falls back to eager, with a message on stderr,
-    where compilation is unavailable). Compiled code is cached by inductor across runs (~/.cache or
-    TORCHINDUCTOR_CACHE_DIR), so only the first run on a machine pays the full compile time.
+    where compilation is unavailable). Inductor caches autotuning results and C++ kernels across runs
+    (TORCHINDUCTOR_CACHE_DIR), so later runs compile about twice as fast; see docs/engine.md.
     cache_dtype: KV-cache dtype (default: float32 on CPU, where bf16 attention at decode is slow; else the
     model's dtype).
     """
@@ -112,7 +112,7 @@ class Engine:
     def _stance(self):
         """While decoding with the compiled step, check only the guards that tell its compiled graphs apart
         (the full guard set costs ~0.7 ms a step on a 30-layer model; the step's shapes are static)."""
-        if self._step is self._forward_step:
+        if not self.compile_s:
             return nullcontext()
         return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
 
