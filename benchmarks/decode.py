@@ -76,6 +76,7 @@ def worker_slmkit(a, prompts: dict) -> dict:
 
     import slmkit
     from slmkit.engine import Engine, SamplingParams
+    from slmkit.engine.engine import cache_length
 
     dtype = "bfloat16" if a.worker == "slmkit-bf16" else "float32"
     t0 = time.perf_counter()
@@ -83,7 +84,7 @@ def worker_slmkit(a, prompts: dict) -> dict:
     load_s = time.perf_counter() - t0
     short, long_ = prompts["short"], prompts["long"]
     engine = Engine(lm.model, compile=a.worker != "slmkit-eager")
-    engine.setup_caches(1, 256 if len(short) + a.new <= 256 else 2 * (len(short) + a.new))
+    engine.setup_caches(1, cache_length(len(short) + a.new, lm.config.context_length))  # compiles here
     greedy = SamplingParams(temperature=0)
 
     def prefill(eng, ids):
@@ -218,11 +219,12 @@ def worker_paired(a, prompts: dict) -> dict:
 
     import slmkit
     from slmkit.engine import Engine
+    from slmkit.engine.engine import cache_length
 
     bf16 = a.worker == "paired-bf16"
     lm = slmkit.load(a.model, dtype="bfloat16" if bf16 else "float32", device="cpu")
     engine = Engine(lm.model, compile=True)
-    engine.setup_caches(1, 256 if len(prompts["short"]) + a.new <= 256 else 2 * (len(prompts["short"]) + a.new))
+    engine.setup_caches(1, cache_length(len(prompts["short"]) + a.new, lm.config.context_length))
     llm = llama_cpp.Llama(model_path=a.gguf_f16 if bf16 else a.gguf_f32, n_ctx=1024, n_threads=a.threads,
                           n_threads_batch=a.threads, verbose=False)
     ours, (_, theirs) = _slmkit_run(engine, prompts["short"], a.new), _llamacpp_steps(llm, prompts["short"], a.new)

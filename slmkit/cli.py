@@ -81,14 +81,16 @@ def cmd_generate(a: argparse.Namespace) -> None:
         prompts = [tok.apply_chat_template(system + [{"role": "user", "content": p}]) for p in prompts]
     stats = GenerationStats()
     if len(prompts) == 1:
-        ids = tok.encode(prompts[0], add_special_tokens=not a.chat) if a.chat else encode_prompt(tok, prompts[0])
+        ids = encode_prompt(tok, prompts[0], add_special_tokens=not a.chat)
         if not a.chat:
             print(prompts[0], end="", flush=True)
         for piece in stream_text(engine, tok, ids, a.max_new_tokens, sampling, a.stop, stats=stats):
             print(piece, end="", flush=True)
         print()
     else:
-        for i, c in enumerate(generate_text(engine, tok, prompts, a.max_new_tokens, sampling, a.stop, stats=stats)):
+        completions = generate_text(engine, tok, prompts, a.max_new_tokens, sampling, a.stop, stats=stats,
+                                    add_special_tokens=not a.chat)
+        for i, c in enumerate(completions):
             print(f"--- [{i}] finish={c.finish}\n{c.text}")
     print(_stats_line(stats), file=sys.stderr)
 

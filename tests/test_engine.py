@@ -217,3 +217,21 @@ def test_compiled_decode_equals_eager():
             assert torch.equal(token, b.argmax(-1))
             assert (a - b).abs().max().item() <= 1e-4
             a, b = eager.decode(token), compiled.decode(token)
+
+
+def test_repetition_penalty_in_the_loop_matches_transformers():
+    """Greedy with a repetition penalty over prompt + generated tokens, batched and left-padded, picks the
+    tokens that full forwards plus transformers' RepetitionPenaltyLogitsProcessor pick."""
+    tf = pytest.importorskip("transformers")
+    model = _model("llama (SmolLM2, GQA, tied)")
+    prompts = _prompts(model.config.vocab_size, (6, 3))
+    got = Engine(model).generate(prompts, 12, SamplingParams(temperature=0, repetition_penalty=1.8))
+    penalty = tf.RepetitionPenaltyLogitsProcessor(1.8)
+    for prompt, row in zip(prompts, got):
+        seq = torch.tensor([prompt])
+        with torch.no_grad():
+            for _ in range(12):
+                logits = penalty(seq, model(seq)[:, -1])
+                seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
+        assert row == seq[0, len(prompt):].tolist()
+    assert got != Engine(model).generate(prompts, 12, SamplingParams(temperature=0)), "the penalty changed nothing"

@@ -62,6 +62,18 @@ def test_generate_batch_of_prompts(capsys, tiny_chat_dir):
     assert lm.tokenizer.decode(single, skip_special_tokens=True) in out
 
 
+def test_generate_chat_flag_uses_the_template(capsys, tiny_chat_dir):
+    """--chat renders the prompt with the chat template (no second BOS), alone and in a batch."""
+    lm = slmkit.load(tiny_chat_dir, device="cpu")
+    ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "Hi!"}], tokenize=True)
+    expect = "".join(stream_text(Engine(lm.model), lm.tokenizer, ids, 5, SamplingParams(temperature=0)))
+    assert main(["generate", "Hi!", "--chat", "-m", str(tiny_chat_dir), "-t", "0", "-n", "5"]) == 0
+    assert capsys.readouterr().out == expect + "\n"
+    assert main(["generate", "Hi!", "Hello", "--chat", "-m", str(tiny_chat_dir), "-t", "0", "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("--- [0] finish=") and expect.strip() in out
+
+
 def test_chat_turns_reset_and_exit(capsys, monkeypatch, tiny_chat_dir):
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi!\nHow are you?\n/reset\nHi!\n/exit\nnever read\n"))
     assert main(["chat", "-m", str(tiny_chat_dir), "-t", "0", "-n", "5", "-v"]) == 0

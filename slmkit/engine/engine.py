@@ -215,7 +215,7 @@ class Engine:
         B, T = len(prompts), max((len(p) for p in prompts), default=0)
         need = T + max_new_tokens
         if B != self.batch or need > self.max_len:
-            self.setup_caches(B, _bucket(need, self.model.config.context_length))
+            self.setup_caches(B, cache_length(need, self.model.config.context_length))
             reuse_prefix = False
         stats.batch, stats.prompt_tokens = B, sum(len(p) for p in prompts)
         stats.compile_s = self.compile_s
@@ -227,11 +227,7 @@ class Engine:
             logits = self.prefill(prompts, reuse_prefix)
             stats.reused_tokens = self.reused
             stats.prompt_tokens -= self.reused
-            prompt = torch.zeros(B, T, dtype=torch.long)
-            valid = torch.zeros(B, T, dtype=torch.bool)
-            for b, p in enumerate(prompts):
-                prompt[b, T - len(p):], valid[b, T - len(p):] = torch.tensor(p, dtype=torch.long), True
-            sampler.observe(prompt.to(self.device), valid.to(self.device))
+            sampler.observe_prompts(prompts)
             token = sampler(logits)
             tokens = token.tolist()  # the sync that ends the prefill
             stats.prefill_s = time.perf_counter() - t0
@@ -247,7 +243,7 @@ class Engine:
                 if all(done) or step == max_new_tokens - 1:
                     break
                 t1 = time.perf_counter()  # engine time only, not the consumer's
-                sampler.observe(token[:, None])
+                sampler.observe(token)
                 logits = self.decode(token)
                 token = sampler(logits)
                 tokens = token.tolist()
@@ -275,7 +271,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _bucket(n: int, limit: int) -> int:
+def cache_length(n: int, limit: int) -> int:
     """Cache length for n tokens: the next power of two from 256, so compiled shapes repeat across calls."""
     size = 256
     while size < n:

@@ -7,6 +7,7 @@ the same seed samples (the batch-equals-single-runs property holds under samplin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -64,8 +65,8 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         logits = logits.masked_fill(probs < floor, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cum - torch.softmax(sorted_logits, dim=-1) >= params.top_p  # keep the token that crosses top_p
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= params.top_p  # keep the token that crosses top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
@@ -83,13 +84,16 @@ class Sampler:
         self.seen = torch.zeros(batch, vocab_size, dtype=torch.bool, device=device)
         self.noise = torch.empty(batch, vocab_size, dtype=torch.float32, device=device)
 
-    def observe(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        """Mark tokens (B, T) as seen for the repetition penalty; valid (B, T) excludes padding."""
-        if self.params.repetition_penalty == 1.0:
-            return
-        tokens = tokens.clamp(0, self.seen.shape[1] - 1)
-        marks = torch.ones_like(tokens, dtype=torch.bool) if valid is None else valid.bool()
-        self.seen.scatter_(1, tokens, marks | self.seen.gather(1, tokens))
+    def observe_prompts(self, prompts: Sequence[Sequence[int]]) -> None:
+        """Mark each row's prompt ids as seen for the repetition penalty (padding never enters)."""
+        if self.params.repetition_penalty != 1.0:
+            for row, ids in enumerate(prompts):
+                self.seen[row, torch.tensor(ids, dtype=torch.long, device=self.seen.device)] = True
+
+    def observe(self, tokens: torch.Tensor) -> None:
+        """Mark one new token per row (B,) as seen for the repetition penalty."""
+        if self.params.repetition_penalty != 1.0:
+            self.seen.scatter_(1, tokens.view(-1, 1), True)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """Next token ids (B,) from logits (B, V)."""

@@ -84,8 +84,10 @@ def stop_ids_for(tokenizer: Tokenizer | None, extra: Sequence[int] = ()) -> list
     return sorted(ids)
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    ids = tokenizer.encode(prompt, add_special_tokens=True)
+def encode_prompt(tokenizer: Tokenizer, prompt: str, add_special_tokens: bool = True) -> list[int]:
+    """Token ids of a prompt (one clear error for text that encodes to nothing). A prompt already rendered
+    with a chat template takes add_special_tokens=False: the template writes its own BOS."""
+    ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     if not ids:
         raise SlmError("the prompt encodes to no tokens; give some text")
     return ids
@@ -131,9 +133,9 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompt_ids: list[int], max
 
 def generate_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   sampling: SamplingParams | None = None, stop: Sequence[str] = (),
-                  stats: GenerationStats | None = None) -> list[Completion]:
+                  stats: GenerationStats | None = None, add_special_tokens: bool = True) -> list[Completion]:
     """Generate for a batch of text prompts (left-padded together); stop strings cut each row's text."""
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p, add_special_tokens) for p in prompts]
     stop_ids = stop_ids_for(tokenizer)
     rows = engine.generate(encoded, max_new_tokens, sampling, stop_ids, stats)
     out = []

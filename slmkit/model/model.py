@@ -152,7 +152,6 @@ class KVCache(nn.Module):
 # --- attention ---------------------------------------------------------------------------------------
 
 
-
 class Attention(nn.Module):
     """Multi-head attention with fused QKV, MHA/GQA/MQA, optional QK-norm, clipping and soft-capping."""
 
