@@ -209,6 +209,21 @@ def cmd_eval(a: argparse.Namespace) -> None:
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2))
 
 
+def cmd_lm_eval(argv: list[str]) -> None:
+    """Run lm-evaluation-harness's own CLI with slmkit registered as a model: --model slmkit
+    --model_args pretrained=PATH,dtype=float32[,backend=llamacpp] (any lm-eval task, flag and output)."""
+    from slmkit.errors import SlmError
+
+    try:
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError:
+        raise SlmError("slm lm-eval needs lm-eval (pip install 'slmkit[eval]')") from None
+    import slmkit.eval.harness  # noqa: F401 - registers the "slmkit" model
+
+    sys.argv = ["lm_eval", *argv]
+    cli_evaluate()
+
+
 def cmd_presets() -> None:
     """List the named presets and the hub checkpoint each mirrors."""
     from slmkit.model.config import ModelConfig
@@ -307,6 +322,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_eval)
 
+    s = verb("lm-eval", cmd_lm_eval, add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="lm_eval's arguments")
+    s.set_defaults(fn=lambda a: cmd_lm_eval(a.rest))
+
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())
 
@@ -327,7 +346,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from slmkit.errors import SlmError
 
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lm-eval"]:  # everything after it is lm_eval's own command line
+        args = argparse.Namespace(verb="lm-eval", fn=lambda a: cmd_lm_eval(argv[1:]))
+    else:
+        args = _parser().parse_args(argv)
     try:
         args.fn(args)
     except SlmError as e:

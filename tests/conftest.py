@@ -85,6 +85,20 @@ def default_tokenizer(default_gguf):
     return tokenizer_from_gguf(GGUFFile(default_gguf).meta)
 
 
+@pytest.fixture(scope="session")
+def tiny_eval_dir(tmp_path_factory, default_tokenizer) -> str:
+    """A tiny random SmolLM2-shaped checkpoint folder with the real SmolLM2 tokenizer, for evaluation tests."""
+    from slmkit.checkpoint import init_model, save
+    from slmkit.model.config import from_name
+
+    cfg = from_name("SmolLM2-135M", n_layer=2, d_model=64, n_head=4, n_kv_head=2, intermediate_size=128)
+    model = init_model(cfg, "float32", "cpu", seed=0)
+    model.reset_parameters(std=0.1)  # peaked enough that no choice ties within rounding
+    path = tmp_path_factory.mktemp("eval") / "tiny"
+    save(model, path, tokenizer=default_tokenizer)
+    return str(path)
+
+
 def write_tiny_gguf(path: Path, model, qtype: str = "F32", arch: str = "llama", tokenizer_dir: Path | None = None,
                     truncate: int | None = None) -> Path:
     """Write a small llama-architecture GGUF from an slmkit model the way llama.cpp's converter lays it out

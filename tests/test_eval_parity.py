@@ -24,19 +24,6 @@ LL_TASKS = ["hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boo
 LIMIT = 24
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, default_tokenizer):
-    from slmkit.checkpoint import init_model, save
-    from slmkit.model.config import from_name
-
-    cfg = from_name("SmolLM2-135M", n_layer=2, d_model=64, n_head=4, n_kv_head=2, intermediate_size=128)
-    model = init_model(cfg, "float32", "cpu", seed=0)
-    model.reset_parameters(std=0.1)  # peaked enough that no choice ties within rounding
-    path = tmp_path_factory.mktemp("eval") / "tiny"
-    save(model, path, tokenizer=default_tokenizer)
-    return str(path)
-
-
 def _ours(model_dir, names, shots, limit):
     lm = load_lm(model_dir, "slmkit", "float32", "cpu", batch_size=8)
     out = {}
@@ -48,11 +35,11 @@ def _ours(model_dir, names, shots, limit):
 
 
 @pytest.mark.parametrize("shots", [0, 5])
-def test_loglikelihood_tasks_match_lm_eval(tiny_dir, tmp_path, shots):
+def test_loglikelihood_tasks_match_lm_eval(tiny_eval_dir, tmp_path, shots):
     from slmkit.eval.harness import run_reference
 
-    ref = run_reference(tiny_dir, resolve(LL_TASKS), shots, LIMIT, tmp_path / "tasks")
-    ours = _ours(tiny_dir, LL_TASKS, shots, LIMIT)
+    ref = run_reference(tiny_eval_dir, resolve(LL_TASKS), shots, LIMIT, tmp_path / "tasks")
+    ours = _ours(tiny_eval_dir, LL_TASKS, shots, LIMIT)
     for name in LL_TASKS:
         prep, results, per = ours[name]
         samples = ref[name]
@@ -67,12 +54,12 @@ def test_loglikelihood_tasks_match_lm_eval(tiny_dir, tmp_path, shots):
                     assert per[metric][d] == s[metric], f"{name} doc {d}: {metric} differs"
 
 
-def test_gsm8k_5shot_exact_match_equals_lm_eval(tiny_dir, tmp_path):
+def test_gsm8k_5shot_exact_match_equals_lm_eval(tiny_eval_dir, tmp_path):
     from slmkit.eval.harness import run_reference
 
-    ref = run_reference(tiny_dir, resolve(["gsm8k"]), 5, 50, tmp_path / "tasks")["gsm8k"]
+    ref = run_reference(tiny_eval_dir, resolve(["gsm8k"]), 5, 50, tmp_path / "tasks")["gsm8k"]
     ref = sorted(ref, key=lambda s: (s["doc_id"], s["filter"]))
-    prep, results, per = _ours(tiny_dir, ["gsm8k"], 5, 50)["gsm8k"]
+    prep, results, per = _ours(tiny_eval_dir, ["gsm8k"], 5, 50)["gsm8k"]
     first = {s["doc_id"]: s for s in ref}
     for d, reqs in enumerate(prep.requests):
         assert first[d]["arguments"][0][0] == reqs[0][1][0], f"gsm8k doc {d}: prompts differ"
@@ -109,3 +96,20 @@ def test_shared_derived_files_render_as_the_originals():
                 assert (rx[0], rx[2]) == (ry[0], ry[2])  # its choices lost lm-eval's tag-removal artefacts
             else:
                 assert rx == ry, name
+
+
+def test_lm_eval_plugin_runs_slmkit_models(tiny_eval_dir, tmp_path):
+    """lm_eval.simple_evaluate(model="slmkit") after importing slmkit.eval.harness: same numbers as slm eval."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from slmkit.eval.harness import write_local_tasks
+
+    names = write_local_tasks(resolve(["piqa"]), tmp_path / "tasks")
+    out = lm_eval.simple_evaluate(model="slmkit", model_args=f"pretrained={tiny_eval_dir}", tasks=[names["piqa"]],
+                                  limit=12, batch_size=4, task_manager=TaskManager(include_path=str(tmp_path / "tasks")),
+                                  bootstrap_iters=0)
+    _, _, per = _ours(tiny_eval_dir, ["piqa"], 0, 12)["piqa"]
+    got = out["results"][names["piqa"]]
+    assert got["acc,none"] == pytest.approx(sum(per["acc"]) / 12)
+    assert got["acc_norm,none"] == pytest.approx(sum(per["acc_norm"]) / 12)

@@ -32,7 +32,11 @@ class SlmkitHarnessLM(_HarnessLM):
         super().__init__()
         from slmkit.eval.lm import load_lm
 
+        import torch
+
         bs = 8 if str(batch_size).startswith("auto") else int(batch_size)
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            device = None  # lm-eval's CLI asks for cuda by default; use what is there
         self.lm = load_lm(pretrained, backend, dtype, device, bs, int(max_length) if max_length else None)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
