@@ -152,11 +152,15 @@ def cmd_eval(a: argparse.Namespace) -> None:
     """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
     groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown."""
     import json
+    import platform
     import time
 
+    import torch
+
+    import slmkit
     from slmkit.errors import SlmError
     from slmkit.eval.cache import RequestCache
-    from slmkit.eval.evaluator import evaluate
+    from slmkit.eval.evaluator import FEWSHOT_SEED, evaluate
     from slmkit.eval.lm import load_lm
     from slmkit.eval.report import markdown, write_results
     from slmkit.eval.tasks import resolve
@@ -183,14 +187,9 @@ def cmd_eval(a: argparse.Namespace) -> None:
     try:
         res = evaluate(lm, tasks, shots, a.limit, a.data, cache, progress=not a.quiet, log_samples=a.log_samples)
     finally:
+        lm.close()
         if cache:
             cache.close()
-    import platform
-
-    import torch
-
-    import slmkit
-
     versions = {"slmkit": slmkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
     for mod in ("transformers", "llama_cpp", "lm_eval"):
         try:
@@ -198,7 +197,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
         except Exception:  # noqa: BLE001 - not installed
             pass
     res = {"model": lm.name, "backend": lm.backend, "precision": lm.precision, "versions": versions,
-           "seeds": {"fewshot": 1234}, "limit": a.limit, "batch_size": a.batch_size, "shots": shots,
+           "seeds": {"fewshot": FEWSHOT_SEED}, "limit": a.limit, "batch_size": a.batch_size, "shots": shots,
            "load_s": round(load_s, 2), "total_s": round(time.perf_counter() - t0, 2), **res}
     table = markdown(res)
     print(table, end="")

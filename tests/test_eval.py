@@ -127,3 +127,27 @@ def test_malformed_rows_are_skipped_or_fail_past_the_threshold(tmp_path, monkeyp
     (gsm / "test.jsonl").write_text("\n".join(good[:10] + ["{bad"] * 5) + "\n")
     with pytest.raises(SlmError, match="5 of 15 rows .* are malformed"):
         load_task_data("gsm8k", "shared")
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_backend_agrees_with_slmkit(default_gguf, tmp_path):
+    """The default model's exact weights as an F32 GGUF through llama.cpp: log-likelihoods close to slmkit's
+    (llama.cpp accumulates differently; seen up to 7e-3 on sums of several tokens), same greedy flags and
+    the same greedy generation."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from slmkit.model.gguf import write_dequantized
+
+    f32 = write_dequantized(default_gguf, tmp_path / "smollm2-f32.gguf", "F32")
+    requests = [("Question: Which is a planet?\nAnswer:", c) for c in (" Mars", " the Moon", " a comet tail")]
+    requests += [("The capital of France is", " Paris"), ("", "Hello world")]
+    gen = [("Question: What is 2+3?\nAnswer:", {"until": ["Question:", "\n\n"], "max_gen_toks": 24})]
+    cpp = load_lm(str(f32), "llamacpp")
+    try:
+        ours_cpp, gen_cpp = cpp.loglikelihood(requests), cpp.generate_until(gen)
+    finally:
+        cpp.close()
+    slm = load_lm(str(default_gguf), "slmkit", "float32", "cpu")
+    ours = slm.loglikelihood(requests)
+    for (a, ga), (b, gb) in zip(ours_cpp, ours):
+        assert abs(a - b) < 2e-2 and ga == gb
+    assert gen_cpp == slm.generate_until(gen)

@@ -14,6 +14,7 @@ callback that the evaluator uses to cache finished requests and drive its progre
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import os
 from pathlib import Path
@@ -45,7 +46,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-class EvalLM:
+class EvalLM(abc.ABC):
     """Token-level scoring and lm-eval's string-level request handling on top of it."""
 
     backend = "base"
@@ -59,13 +60,18 @@ class EvalLM:
 
     # --- what a backend implements ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def score_tokens(self, requests: list[tuple[list[int], list[int]]], on_done: OnDone = None
                      ) -> list[tuple[float, bool]]:
-        raise NotImplementedError
+        """(sum of log-probabilities, all tokens greedy) of each continuation after its context (token ids)."""
 
+    @abc.abstractmethod
     def generate_tokens(self, prompts: list[list[int]], until: list[str], max_gen_toks: int,
                         on_done: OnDone = None) -> list[str]:
-        raise NotImplementedError
+        """Greedy text after each prompt; may stop once a stop string appears (the caller cuts there)."""
+
+    def close(self) -> None:
+        """Release what the backend holds (llama.cpp's context)."""
 
     @property
     def fingerprint(self) -> str:
@@ -187,8 +193,7 @@ class SlmkitLM(EvalLM):
     backend = "slmkit"
 
     def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None):
-        dtype = str(model.tok_emb.weight.dtype).removeprefix("torch.")
-        precision = getattr(model, "quantization", None) or dtype
+        precision = str(model.tok_emb.weight.dtype).removeprefix("torch.")
         super().__init__(tokenizer, max_length or model.config.context_length, name, precision)
         self.model, self.batch_size = model.eval(), batch_size
         self._fingerprint = f"slmkit:{precision}:{file_fingerprint(name) if Path(name).exists() else name}"
@@ -234,22 +239,37 @@ class SlmkitLM(EvalLM):
     def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
         from slmkit.engine import Engine
         from slmkit.engine.sampling import SamplingParams
-        from slmkit.engine.text import stop_ids_for
+        from slmkit.engine.text import IncrementalDecoder, stop_ids_for
 
         engine = Engine(self.model)
-        stop_ids = stop_ids_for(self.tokenizer)
+        stop_ids = set(stop_ids_for(self.tokenizer))
         greedy = SamplingParams(temperature=0.0)
         out: list = [None] * len(prompts)
         order = _by_length(prompts, len)
         for s in range(0, len(order), self.batch_size):
             idx = order[s : s + self.batch_size]
-            rows = engine.generate([prompts[i] for i in idx], max_gen_toks, greedy, stop_ids)
-            texts = [self.tokenizer.decode([t for t in r if t not in stop_ids], skip_special_tokens=True)
-                     for r in rows]
-            for i, t in zip(idx, texts):
-                out[i] = t
+            decoders = [IncrementalDecoder(self.tokenizer) for _ in idx]
+            texts = [""] * len(idx)
+            live = [True] * len(idx)
+            steps = engine.stream([prompts[i] for i in idx], max_gen_toks, greedy, sorted(stop_ids))
+            try:
+                for tokens in steps:  # a row is finished at a stop id or once a stop string shows in its text
+                    for r, t in enumerate(tokens):
+                        if t is None or not live[r]:
+                            continue
+                        if t in stop_ids:
+                            live[r] = False
+                            continue
+                        texts[r] += decoders[r].push(t)
+                        live[r] = not any(u in texts[r] for u in until)
+                    if not any(live):
+                        break
+            finally:
+                steps.close()
+            for r, i in enumerate(idx):
+                out[i] = self.tokenizer.decode(decoders[r].ids, skip_special_tokens=True)
             if on_done:
-                on_done(idx, texts)
+                on_done(idx, [out[i] for i in idx])
         return out
 
 
@@ -366,7 +386,8 @@ class LlamaCppLM(EvalLM):
                 self.llm.eval(ctx)
                 last_ctx = list(ctx)
             self.llm.n_tokens = len(ctx)  # roll back to the context's end (eval drops the cache past it)
-            self.llm.eval(cont[:-1]) if len(cont) > 1 else None
+            if len(cont) > 1:
+                self.llm.eval(cont[:-1])
             logits = np.asarray(self.llm.scores[len(ctx) - 1 : len(ctx) - 1 + len(cont)], dtype=np.float64)
             logp = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
             tgt = np.asarray(cont)
@@ -374,6 +395,9 @@ class LlamaCppLM(EvalLM):
             if on_done:
                 on_done([i], [out[i]])
         return out
+
+    def close(self) -> None:
+        self.llm.close()  # now, not in Llama.__del__ at interpreter exit (which fails noisily)
 
     def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
         out: list = [None] * len(prompts)

@@ -42,7 +42,7 @@ def markdown(results: dict) -> str:
             else:
                 row += [""] * len(results.get("icl_gain", {}))
             lines.append("| " + " | ".join(row) + " |")
-    group_names = [g for g in dict.fromkeys(g for k in shots for g in results["groups"][k])]
+    group_names = list(dict.fromkeys(g for k in shots for g in results["groups"][k]))
     for g in group_names:
         entries = [results["groups"][k].get(g) for k in shots]
         metric = "acc" if g.startswith("mmlu") else "score"
