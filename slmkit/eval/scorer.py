@@ -1,18 +1,20 @@
 """Batched log-likelihood scoring on a slmkit Transformer, with each shared context computed once.
 
 A request group is one context and the continuations scored after it (a multiple-choice item's choices).
-Two forward passes per batch of groups:
+Each group is packed into one row: the context, then every continuation minus its last token, each as a
+branch that attends to the context and to itself only and takes the positions right after the context.
 
-1. The context minus its last token, right-padded, through the KV cache (no vocabulary matmul).
-2. One row per (group, continuation): the context's last token plus the continuation minus its last token,
-   written at the row's own cache slots (right after its context), over a copy of its group's cached context.
-   Its logits score every continuation token.
+    tokens     c0 c1 c2 | a0 a1 | b0 b1 b2      (context c, continuations a0..a2 and b0..b3)
+    positions   0  1  2 |  3  4 |  3  4  5
+    scores     c2 -> a0 and b0;  a0 -> a1, a1 -> a2;  b0 -> b1, b1 -> b2, b2 -> b3
 
-Right padding keeps each row's real tokens at the same slots whatever the other rows hold, and padding only
-ever sits after a row's real keys, where causality hides it. CPU kernels still round differently when a
-sequence or key length changes (SDPA's blocking, vector tails) or a matmul has very few rows, so both lengths
-are rounded up to buckets and a batch holds only groups of one bucket: a group's scores are then the same bit
-for bit alone or in any batch (tests/test_eval_scoring.py). Sliding windows stay right: slot == position.
+So a four-choice item costs its context once plus its choices, with no padding between them, and the
+vocabulary matmul runs only on the positions that predict a continuation token.
+
+Rows are right-padded, and padding sits after a row's real tokens, which never attend to it. CPU kernels
+still round differently when a sequence length changes (SDPA's blocking, vector tails) or a matmul has very
+few rows, so the row length is rounded up to a bucket and a batch holds groups of one bucket only: a group's
+scores are the same bit for bit alone or in any batch (tests/test_eval.py).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ HEAD_CHUNK = 1024  # positions per vocabulary matmul, so long continuations (rol
 
 
 def bucket(n: int) -> int:
-    """Round a length up: to 16 up to 256, to 64 up to 1024, then to 256 (at most ~25% padding)."""
-    step = MIN_ROWS if n <= 256 else 64 if n <= 1024 else 256
+    """Round a length up: to 8 up to 256, to 64 up to 1024, then to 256 (at least MIN_ROWS, at most ~25% padding)."""
+    step = 8 if n <= 256 else 64 if n <= 1024 else 256
     return max(MIN_ROWS, -(-n // step) * step)
 
 
@@ -44,12 +46,13 @@ class Group:
 
     @property
     def length(self) -> int:
-        return len(self.context) + max(len(c) for c in self.continuations)
+        """Tokens in the packed row."""
+        return len(self.context) + sum(len(c) - 1 for c in self.continuations)
 
     @property
-    def shape_key(self) -> tuple[int, int]:
-        prefix = len(self.context) - 1
-        return (bucket(prefix) if prefix else 0, bucket(max(len(c) for c in self.continuations)))
+    def shape_key(self) -> tuple[int, bool]:
+        """(row bucket, whether the row is one plain causal sequence): groups batched together share it."""
+        return bucket(self.length), len(self.continuations) == 1
 
 
 def batches(groups: Sequence[Group], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
@@ -59,8 +62,7 @@ def batches(groups: Sequence[Group], batch_size: int, max_tokens: int = 16384) -
     out: list[list[int]] = []
     for i in order:
         g = groups[i]
-        P, M = g.shape_key
-        cost = P + M * len(g.continuations)
+        cost = g.shape_key[0]
         last = out[-1] if out else None
         if (last and groups[last[0]].shape_key == g.shape_key and len(last) < batch_size
                 and (len(last) + 1) * cost <= max(max_tokens, cost)):
@@ -70,49 +72,65 @@ def batches(groups: Sequence[Group], batch_size: int, max_tokens: int = 16384) -
     return out
 
 
-def _pad(rows: Sequence[Sequence[int]], width: int, device: torch.device) -> torch.Tensor:
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out.to(device)
-
-
 @torch.inference_mode()
 def score_groups(model: Transformer, groups: Sequence[Group]) -> list[list[tuple[float, bool]]]:
     """(sum of log-probabilities, whether every token is the argmax) for each continuation of each group."""
     device = model.tok_emb.weight.device
-    prefixes = [g.context[:-1] for g in groups]
-    rows = [(i, [g.context[-1]] + c[:-1], c) for i, g in enumerate(groups) for c in g.continuations]
-    P = max(len(p) for p in prefixes)
-    M = max(len(r[1]) for r in rows)
-    # Every size is rounded up to a bucket, so a group gets the same shapes whatever batch it is in (see
-    # `batches`); a bucket is at least MIN_ROWS, so no matmul runs on a handful of rows.
-    P = bucket(P) if P else 0
-    M = bucket(M)
-    model.setup_caches(len(groups), P + M, torch.float32 if device.type == "cpu" else None)
-    try:
-        if P:
-            model(_pad(prefixes, P, device), slots=torch.arange(P, device=device), kv_len=P, hidden=True)
-        owner = torch.tensor([r[0] for r in rows], device=device)
-        for cache in model.caches:  # each continuation row gets its own copy of its group's context
-            cache.k, cache.v = cache.k.index_select(0, owner), cache.v.index_select(0, owner)
-        starts = torch.tensor([len(prefixes[r[0]]) for r in rows], device=device)
-        slots = starts[:, None] + torch.arange(M, device=device)  # (rows, M)
-        hidden = model(_pad([r[1] for r in rows], M, device), slots=slots, kv_len=P + M, hidden=True)
-    finally:
-        model.clear_caches()
+    keys = {g.shape_key for g in groups}
+    if len(keys) != 1:
+        raise ValueError(f"a batch must hold groups of one shape bucket, got {sorted(keys)}")
+    T, plain = keys.pop()
+    B = len(groups)
+    tokens = torch.zeros(B, T, dtype=torch.long)
+    positions = torch.zeros(B, T, dtype=torch.long)
+    mask = None if plain else torch.zeros(B, T, T, dtype=torch.bool)
+    heads: list[int] = []  # flat (row * T + position) indices whose logits are needed
+    picks: list[list[tuple[list[int], list[int]]]] = []  # per group, per continuation: (rows in heads, targets)
+    for b, g in enumerate(groups):
+        L = len(g.context)
+        row = g.context + [t for c in g.continuations for t in c[:-1]]
+        tokens[b, : len(row)] = torch.tensor(row)
+        positions[b, :L] = torch.arange(L)
+        if mask is not None:
+            mask[b, :L, :L] = torch.ones(L, L, dtype=torch.bool).tril()
+        last = len(heads)
+        heads.append(b * T + L - 1)
+        start = L
+        picks.append([])
+        for c in g.continuations:
+            n = len(c) - 1
+            positions[b, start : start + n] = torch.arange(L, L + n)
+            if mask is not None:
+                mask[b, start : start + n, :L] = True
+                mask[b, start : start + n, start : start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            picks[-1].append(([last] + list(range(len(heads), len(heads) + n)), list(c)))
+            heads.extend(b * T + p for p in range(start, start + n))
+            start += n
 
-    targets = _pad([r[2] for r in rows], M, device)
-    logprob = torch.zeros(len(rows), M, dtype=torch.float64, device=device)
-    greedy = torch.ones(len(rows), M, dtype=torch.bool, device=device)
-    for s in range(0, M, HEAD_CHUNK):
-        logits = model.head(hidden[:, s : s + HEAD_CHUNK]).float()
-        tgt = targets[:, s : s + HEAD_CHUNK, None]
-        logprob[:, s : s + HEAD_CHUNK] = F.log_softmax(logits, dim=-1).gather(-1, tgt)[..., 0].double()
-        greedy[:, s : s + HEAD_CHUNK] = logits.argmax(-1) == tgt[..., 0]
-    out: list[list[tuple[float, bool]]] = [[] for _ in groups]
-    for j, (i, _, cont) in enumerate(rows):
-        n = len(cont)
-        out[i].append((float(logprob[j, :n].sum()), bool(greedy[j, :n].all())))
+    hidden = model(tokens.to(device), positions.to(device), hidden=True,
+                   mask=None if mask is None else mask.to(device))
+    hidden = hidden.reshape(B * T, -1)
+    # The vocabulary matmul runs on the needed positions only, in chunks of at least MIN_ROWS rows (padded
+    # with copies of the first), so every position's logits come out the same whatever shares its chunk.
+    n_heads = len(heads)
+    padded = heads + heads[:1] * (-n_heads % MIN_ROWS)
+    rows = torch.tensor([r for p in picks for rs, _ in p for r in rs], device=device)
+    targets = torch.tensor([t for p in picks for _, ts in p for t in ts], device=device)
+    logprob = torch.empty(len(rows), dtype=torch.float64, device=device)
+    greedy = torch.empty(len(rows), dtype=torch.bool, device=device)
+    index = torch.tensor(padded, device=device)
+    for s in range(0, n_heads, HEAD_CHUNK):
+        logits = model.head(hidden[index[s : s + HEAD_CHUNK]]).float()
+        sel = (rows >= s) & (rows < s + HEAD_CHUNK)
+        local, tgt = rows[sel] - s, targets[sel]
+        logprob[sel] = F.log_softmax(logits, dim=-1)[local, tgt].double()
+        greedy[sel] = logits.argmax(-1)[local] == tgt
+    out: list[list[tuple[float, bool]]] = []
+    j = 0
+    for p in picks:
+        out.append([])
+        for rs, _ in p:
+            n = len(rs)
+            out[-1].append((float(logprob[j : j + n].sum()), bool(greedy[j : j + n].all())))
+            j += n
     return out

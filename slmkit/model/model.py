@@ -116,11 +116,11 @@ def attention_mask(
 ) -> torch.Tensor:
     """Boolean mask (B or 1, 1, T, S), True where a query may attend.
 
-    q_slots (T,) or, per row, (B, T) are the key-axis slots of the new queries; key_valid (B, S) marks real
-    (non-padding) keys. Each query always sees itself, so a padding row never becomes all -inf (NaN in softmax).
+    q_slots (T,) are the key-axis slots of the new queries; key_valid (B, S) marks real (non-padding) keys.
+    Each query always sees itself, so a padding row never becomes all -inf (NaN in softmax).
     """
     k_slots = torch.arange(n_keys, device=q_slots.device)
-    q = (q_slots[None, None] if q_slots.dim() == 1 else q_slots[:, None])[..., None]  # (1 or B, 1, T, 1)
+    q = q_slots[None, None, :, None]  # (1, 1, T, 1)
     mask = k_slots <= q  # causal
     if window is not None:
         mask = mask & (q - k_slots < window)
@@ -143,14 +143,9 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, K, T, D) at slots (T,), or per row at slots (B, T), and return the whole cache."""
-        if slots.dim() == 2:
-            index = slots[:, None, :, None].expand(k.shape)
-            self.k.scatter_(2, index, k.to(self.k.dtype))
-            self.v.scatter_(2, index, v.to(self.v.dtype))
-        else:
-            self.k.index_copy_(2, slots, k.to(self.k.dtype))
-            self.v.index_copy_(2, slots, v.to(self.v.dtype))
+        """Write k, v (B, K, T, D) at slots (T,) and return the whole cache."""
+        self.k.index_copy_(2, slots, k.to(self.k.dtype))
+        self.v.index_copy_(2, slots, v.to(self.v.dtype))
         return self.k, self.v
 
 
@@ -374,27 +369,32 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
-                last_only: bool = False, kv_len: int | None = None, hidden: bool = False) -> torch.Tensor:
+                last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
         key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
-        slots (T,): cache slots the new tokens are written to (required with a cache); (B, T) writes each row
-        at its own slots (the evaluator's right-padded layout), with causality per row.
+        slots (T,): cache slots the new tokens are written to (required with a cache).
         kv_len: attend only to the first kv_len cache slots (a prefill: the end of its slots); default all.
         hidden: return the final hidden states (B, T, emb_dim) instead of logits; `head` turns them into logits.
+        mask (B, T, T), without a cache: which tokens of its row each token attends to (it always sees itself),
+        in place of causality; with positions, rows can pack several sequences that share a prefix (the
+        evaluator scores every choice of a question in one row). Sliding windows and ALiBi use the positions.
         """
         c = self.config
         B, T = idx.shape
         if self.caches is not None:
             if slots is None:
                 raise ValueError("slots are required when KV caches are set up")
+            if mask is not None:
+                raise ValueError("an explicit mask is for rows without a KV cache")
             n_keys = kv_len if kv_len is not None else self.caches[0].k.shape[2]
         else:
             slots = torch.arange(T, device=idx.device)
             n_keys = T
         if positions is None:
-            positions = slots[None, :].expand(B, T) if slots.dim() == 1 else slots
+            positions = slots[None, :].expand(B, T)
 
         x = self.tok_emb(idx)  # (B, T, emb_dim)
         if self.proj_in is not None:
@@ -411,18 +411,27 @@ class Transformer(nn.Module):
             rope = rope_cos_sin(self.inv_freq, positions)
             rope_local = rope_cos_sin(self.inv_freq_local, positions) if c.rope_local_theta else rope
         bias = None
-        if c.pos_type == "alibi":  # slope * (key slot - query slot), (1, H, T, S)
-            dist = torch.arange(n_keys, device=idx.device) - slots[..., None]  # (T, S) or (B, T, S)
-            dist = dist[None] if slots.dim() == 1 else dist
+        if c.pos_type == "alibi":  # slope * (key position - query position), (1 or B, H, T, S)
+            if mask is None:
+                dist = (torch.arange(n_keys, device=idx.device) - slots[:, None])[None]  # (1, T, S)
+            else:
+                dist = positions[:, None, :] - positions[:, :, None]  # (B, T, T)
             bias = (self.alibi[None, :, None, None] * dist[:, None]).to(x.dtype)
         if key_valid is not None:
             key_valid = key_valid[:, :n_keys]
-        # Plain causal attention over exactly the new tokens needs no mask tensor (SDPA's is_causal path);
-        # soft-capping and ALiBi run the explicit-softmax path, which needs one.
-        plain_causal = (T > 1 and n_keys == T and slots.dim() == 1 and c.attn_softcap is None and bias is None
-                        and (key_valid is None or bool(key_valid.all())))
-        full_mask = None if plain_causal else attention_mask(slots, n_keys, key_valid, None)
-        sliding_mask = attention_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
+        if mask is not None:
+            full_mask = (mask | torch.eye(T, dtype=torch.bool, device=mask.device))[:, None]  # (B, 1, T, T)
+            sliding_mask = None
+            if c.sliding_window:
+                near = positions[:, :, None] - positions[:, None, :] < c.sliding_window
+                sliding_mask = full_mask & near[:, None]
+        else:
+            # Plain causal attention over exactly the new tokens needs no mask tensor (SDPA's is_causal path);
+            # soft-capping and ALiBi run the explicit-softmax path, which needs one.
+            plain_causal = (T > 1 and n_keys == T and c.attn_softcap is None and bias is None
+                            and (key_valid is None or bool(key_valid.all())))
+            full_mask = None if plain_causal else attention_mask(slots, n_keys, key_valid, None)
+            sliding_mask = attention_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
 
         i = 0
         for block in self.blocks:
