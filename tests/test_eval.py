@@ -12,6 +12,7 @@ from slmkit.eval.data import shared_data_dir
 from slmkit.eval.evaluator import prepare, run_requests, score
 from slmkit.eval.lm import load_lm
 from slmkit.eval.tasks import resolve
+from tests.conftest import CASES, TINY, perturb_
 from tests.test_errors import assert_one_line, run_cli
 
 needs_data = pytest.mark.skipif(shared_data_dir() is None, reason="no evaluation data: set SLMKIT_DATA or put "
@@ -33,6 +34,30 @@ def test_batch_size_1_and_8_give_identical_loglikelihoods(tiny_eval_dir, shots):
     for name in names:
         assert runs[1][name][0] == runs[8][name][0], name  # every (logprob, is_greedy), bit for bit
         assert runs[1][name][1] == runs[8][name][1], name
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_packed_choices_score_as_separate_sequences(case):
+    """Every family: a context with its choices packed in one row (tree mask, branch positions) gives the
+    log-likelihoods of running context + choice as separate plain sequences."""
+    import slmkit
+    from slmkit.eval.scorer import Group, score_groups
+
+    preset, overrides = CASES[case]
+    model = slmkit.Transformer(slmkit.from_name(preset, **{**TINY, **overrides})).eval()
+    perturb_(model)
+    g = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randint(3, 256, (n,), generator=g).tolist()  # noqa: E731
+    groups = [Group(draw(9), [draw(1), draw(4), draw(7)]), Group(draw(3), [draw(5)]), Group(draw(12), [draw(2), draw(2)])]
+    for group in groups:
+        (packed,) = score_groups(model, [group])
+        for cont, (ll, greedy) in zip(group.continuations, packed):
+            seq = torch.tensor([group.context + cont[:-1]])
+            with torch.no_grad():
+                logp = model(seq).float().log_softmax(-1)[0, len(group.context) - 1 :]
+            ref = logp[torch.arange(len(cont)), torch.tensor(cont)]
+            assert math.isclose(ll, ref.sum().item(), abs_tol=1e-4), case
+            assert greedy == bool((logp.argmax(-1) == torch.tensor(cont)).all())
 
 
 def test_rolling_loglikelihood_equals_one_full_forward(tiny_eval_dir):
