@@ -32,6 +32,21 @@ def cmd_convert(src: str, out_dir: str, dtype: str | None = None) -> None:
     print(f"wrote {path} ({lm.config.family}, {'with' if lm.tokenizer else 'no'} tokenizer)")
 
 
+def cmd_export(model: str, gguf: str, out_type: str = "f16") -> None:
+    """Write a model as a GGUF file llama.cpp runs (f32, f16, q8_0, q4_0, q4_1), tokenizer and chat template
+    included. Families: llama, qwen2, phi (phi2), gemma, gpt2."""
+    from slmkit.checkpoint import load
+    from slmkit.export.gguf import TYPES, export_gguf
+
+    if out_type not in TYPES:  # before loading anything
+        from slmkit.errors import SlmError
+
+        raise SlmError(f"unknown GGUF type {out_type!r}; choose one of {', '.join(TYPES)}")
+    lm = load(model, dtype="float32", device="cpu", progress=True)
+    path = export_gguf(lm.model, lm.tokenizer, gguf, out_type, progress=True)
+    print(f"wrote {path} ({out_type}, {path.stat().st_size / 2**20:.1f} MiB)")
+
+
 def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
     """Load a model with its tokenizer and wrap it in an Engine (compiling the decode step if asked)."""
     from slmkit.checkpoint import load
@@ -320,6 +335,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="also print the results as JSON")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_eval)
+
+    s = verb("export", cmd_export)
+    s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
+    s.add_argument("--gguf", required=True, metavar="OUT.gguf", help="GGUF file to write (atomically)")
+    s.add_argument("--type", dest="out_type", default="f16", help="f32, f16 (default), q8_0, q4_0 or q4_1")
+    s.set_defaults(fn=lambda a: cmd_export(a.model, a.gguf, a.out_type))
 
     s = verb("lm-eval", cmd_lm_eval, add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="lm_eval's arguments")

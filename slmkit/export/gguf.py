@@ -1,0 +1,295 @@
+"""Write a slmkit model and its tokenizer as a GGUF file that llama.cpp runs: f32, f16, q8_0, q4_0 or q4_1.
+
+Families: llama, qwen2, phi (GGUF "phi2"), gemma and gpt2. Tensor names and layouts are the inverse of the
+reader (slmkit/model/gguf.py), whose layouts are checked against llama.cpp's own converter. Before anything is
+written, the config that the reader (and llama.cpp) would build from the planned metadata is compared with
+the model's: a model that llama.cpp would run differently (say, a sliding window under "llama") is refused.
+
+Quantised types follow llama.cpp's choices: norms, biases and position embeddings stay F32; a matrix whose
+rows are not a multiple of the 32-value block falls back to F16; under q4_0/q4_1 the token embedding and the
+output head are Q8_0 (llama.cpp keeps them at higher precision too). The file is written under a temporary
+name and renamed, so an interrupted export leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slmkit.errors import SlmError
+from slmkit.model.config import ModelConfig
+from slmkit.tokenizer.tokenizer import Tokenizer
+
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
+ARCH = {"llama": "llama", "qwen2": "qwen2", "phi": "phi2", "gemma": "gemma", "gpt2": "gpt2"}
+_RMS_ARCHS = ("llama", "qwen2", "gemma")
+_FUSED_QKV = ("phi2", "gpt2")  # architectures whose GGUF keeps q, k, v in one attn_qkv tensor
+_IGNORED_FIELDS = {"name", "hf_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra", "context_length"}
+
+
+def _qtypes(out_type: str):
+    from gguf import GGMLQuantizationType as Q, LlamaFileType as F
+
+    return {"f32": (Q.F32, F.ALL_F32), "f16": (Q.F16, F.MOSTLY_F16), "q8_0": (Q.Q8_0, F.MOSTLY_Q8_0),
+            "q4_0": (Q.Q4_0, F.MOSTLY_Q4_0), "q4_1": (Q.Q4_1, F.MOSTLY_Q4_1)}[out_type]
+
+
+# --- metadata ----------------------------------------------------------------------------------------
+
+
+def architecture(config: ModelConfig) -> str:
+    """The GGUF architecture for a config, or an error naming the supported families."""
+    arch = ARCH.get(config.family)
+    if arch is None:
+        raise SlmError(f"GGUF export supports the families {', '.join(ARCH)}; this model is {config.family!r}")
+    if config.layer_repeat != 1:
+        raise SlmError("GGUF has no shared-block layers; save the model (which expands them) and export that")
+    if config.rope_scaling and config.rope_scaling.get("rope_type", config.rope_scaling.get("type")) != "linear":
+        raise SlmError(f"GGUF export supports linear rope scaling only, not {config.rope_scaling}")
+    return arch
+
+
+def model_metadata(config: ModelConfig, arch: str) -> dict[str, Any]:
+    """The {arch}.* keys llama.cpp reads for this architecture."""
+    c = config
+    meta: dict[str, Any] = {
+        "context_length": c.context_length, "embedding_length": c.d_model, "block_count": c.n_layer,
+        "feed_forward_length": c.intermediate_size, "attention.head_count": c.n_head,
+        "attention.head_count_kv": c.n_kv_head,
+    }
+    if arch in _RMS_ARCHS:
+        meta["attention.layer_norm_rms_epsilon"] = float(c.norm_eps)
+    else:
+        meta["attention.layer_norm_epsilon"] = float(c.norm_eps)
+    if c.pos_type == "rope":
+        meta["rope.freq_base"] = float(c.rope_theta)
+        meta["rope.dimension_count"] = c.rotary_dim
+    if c.head_dim != c.d_model // c.n_head or arch == "gemma":
+        meta["attention.key_length"] = meta["attention.value_length"] = c.head_dim
+    if c.rope_scaling:
+        meta["rope.scaling.type"] = "linear"
+        meta["rope.scaling.factor"] = float(c.rope_scaling["factor"])
+    return meta
+
+
+def _split_qkv(w: torch.Tensor, c: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k = c.n_head * c.head_dim, c.n_kv_head * c.head_dim
+    return w[:q], w[q : q + k], w[q + k :]
+
+
+def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's q/k row order for the llama architecture (half-split -> interleaved rotary pairs)."""
+    shape = w.shape
+    return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).transpose(1, 2).reshape(shape)
+
+
+def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig, arch: str) -> dict[str, torch.Tensor]:
+    """slmkit's state dict renamed and split into GGUF tensors (float32, PyTorch (out, in) order)."""
+    c = config
+    out: dict[str, torch.Tensor] = {}
+    top = {"tok_emb": "token_embd", "pos_emb": "position_embd", "norm": "output_norm", "lm_head": "output",
+           "emb_norm": "token_embd_norm"}
+    block = {"attn_norm": "attn_norm", "attn.wo": "attn_output", "mlp_norm": "ffn_norm", "mlp.w_down": "ffn_down",
+             "attn.q_norm": "attn_q_norm", "attn.k_norm": "attn_k_norm", "post_attn_norm": "post_attention_norm",
+             "post_mlp_norm": "post_ffw_norm"}
+    for key, w in state.items():
+        w = w.detach().float().cpu()
+        module, param = key.rsplit(".", 1)
+        if module == "lm_head" and c.tie_embeddings and arch != "gpt2":
+            continue  # llama.cpp reuses token_embd (its gpt2 converter writes the copy, so we do too)
+        if arch == "gemma" and param == "weight" and module.endswith("norm"):
+            w = w + 1.0  # llama.cpp stores Gemma's (1 + w)
+        if not module.startswith("blocks."):
+            out[f"{top[module]}.{param}"] = w
+            continue
+        _, i, rest = module.split(".", 2)
+        name = f"blk.{i}"
+        if rest == "attn.wqkv":
+            if arch in _FUSED_QKV:
+                out[f"{name}.attn_qkv.{param}"] = w
+                continue
+            q, k, v = _split_qkv(w, c)
+            if arch == "llama":
+                q, k = _permute(q, c.n_head), _permute(k, c.n_kv_head)
+            out.update({f"{name}.attn_q.{param}": q, f"{name}.attn_k.{param}": k, f"{name}.attn_v.{param}": v})
+        elif rest == "mlp.w_up":
+            if c.mlp_type == "gated":
+                gate, up = w.chunk(2, dim=0)
+                out.update({f"{name}.ffn_gate.{param}": gate, f"{name}.ffn_up.{param}": up})
+            else:
+                out[f"{name}.ffn_up.{param}"] = w
+        else:
+            out[f"{name}.{block[rest]}.{param}"] = w
+    return out
+
+
+class _Planned:
+    """What the reader sees of a GGUF file, without the file: metadata and tensor shapes (GGUF order)."""
+
+    def __init__(self, arch: str, meta: dict[str, Any], tensors: dict[str, torch.Tensor]):
+        self.path = Path(f"<{arch} export>")
+        self.architecture = arch
+        self.meta = {"general.architecture": arch, **{f"{arch}.{k}": v for k, v in meta.items()}}
+        self.tensors = {n: type("T", (), {"shape": tuple(reversed(t.shape))})() for n, t in tensors.items()}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.meta.get(f"{self.architecture}.{key}", default)
+
+
+def check_round_trip(config: ModelConfig, arch: str, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse an export that llama.cpp would run as a different architecture."""
+    from slmkit.model.gguf import config_from_gguf
+
+    planned = config_from_gguf(_Planned(arch, meta, tensors))  # type: ignore[arg-type]
+    want, got = asdict(config), asdict(planned)
+    differ = [f"{k}={want[k]!r} (GGUF {arch} gives {got[k]!r})" for k in want
+              if k not in _IGNORED_FIELDS and want[k] != got[k] and not (k == "tie_embeddings" and arch == "gpt2")]
+    if differ:
+        raise SlmError(f"this model cannot be exported as GGUF {arch!r} without changing it: {'; '.join(differ)}")
+
+
+# --- tokenizer ---------------------------------------------------------------------------------------
+
+
+def _pre_name(pre: dict | None) -> str:
+    """llama.cpp's tokenizer.ggml.pre for a byte-level BPE pre-tokenizer (tokenizer.json form)."""
+    from slmkit.tokenizer.gguf_vocab import _LLAMA3, _QWEN2
+
+    if pre is None:
+        raise SlmError("the tokenizer has no pre-tokenizer; GGUF export needs a byte-level BPE tokenizer")
+    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"]:
+        regex = steps[0].get("pattern", {}).get("Regex")
+        for name, known in (("llama-bpe", _LLAMA3), ("qwen2", _QWEN2)):
+            if regex == known:
+                return name
+    raise SlmError(f"the tokenizer's pre-tokenizer ({' + '.join(map(str, kinds))}) has no llama.cpp "
+                   "equivalent that slmkit knows (gpt-2, smollm, llama-bpe, qwen2)")
+
+
+def tokenizer_metadata(tok: Tokenizer, n_vocab: int) -> dict[str, Any]:
+    """tokenizer.ggml.* for a byte-level BPE tokenizer: tokens (padded to the embedding's rows, as
+    llama.cpp's converter pads), token types, merges, pre-tokenizer name and special tokens."""
+    import json
+
+    from slmkit.tokenizer.gguf_vocab import CONTROL, NORMAL, UNUSED, USER_DEFINED
+
+    spec = json.loads(tok.backend.to_str())
+    model = spec.get("model", {})
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise SlmError("GGUF export supports byte-level BPE tokenizers (GPT-2, SmolLM, Llama 3, Qwen2 style); "
+                       "SentencePiece-style tokenizers are not supported yet")
+    vocab = tok.backend.get_vocab(with_added_tokens=True)
+    if max(vocab.values()) >= n_vocab:
+        raise SlmError(f"the tokenizer has ids up to {max(vocab.values())}, beyond the model's {n_vocab} embeddings")
+    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
+    types = [UNUSED] * n_vocab
+    for t, i in vocab.items():
+        tokens[i], types[i] = t, NORMAL
+    for added in spec.get("added_tokens", []):
+        types[added["id"]] = CONTROL if added.get("special") else USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    meta: dict[str, Any] = {"model": "gpt2", "pre": _pre_name(spec.get("pre_tokenizer")), "tokens": tokens,
+                            "token_type": types, "merges": merges, "add_bos_token": bool(tok.add_bos),
+                            "add_eos_token": bool(tok.add_eos)}
+    for key, token in (("bos", tok.bos_token), ("eos", tok.eos_token), ("unknown", tok.unk_token),
+                       ("padding", tok.pad_token)):
+        if token is not None and tok.token_to_id(token) is not None:
+            meta[f"{key}_token_id"] = tok.token_to_id(token)
+    return meta
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+
+def _encode(name: str, w: torch.Tensor, out_type: str):
+    """(array, GGML type) for one tensor under the requested file type."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf import quants
+
+    arr = w.numpy()
+    if arr.ndim == 1 or out_type == "f32" or name.startswith("position_embd"):
+        return arr.astype(np.float32), Q.F32
+    qtype, _ = _qtypes(out_type)
+    if out_type.startswith("q4") and name.split(".")[0] in ("token_embd", "output"):
+        qtype = Q.Q8_0
+    if qtype == Q.F16 or arr.shape[-1] % 32:
+        return arr.astype(np.float16), Q.F16
+    return quants.quantize(arr, qtype), qtype
+
+
+def export_gguf(model, tokenizer: Tokenizer, out: str | Path, out_type: str = "f16", name: str | None = None,
+                progress: bool = False) -> Path:
+    """Write `model` (a slmkit Transformer) with `tokenizer` to `out` as a GGUF file of `out_type`."""
+    import gguf
+    from tqdm import tqdm
+
+    if out_type not in TYPES:
+        raise SlmError(f"unknown GGUF type {out_type!r}; choose one of {', '.join(TYPES)}")
+    if tokenizer is None:
+        raise SlmError("the model has no tokenizer; GGUF files carry one, so export needs it")
+    config = model.config
+    arch = architecture(config)
+    meta = model_metadata(config, arch)
+    tensors = gguf_tensors(model.state_dict(), config, arch)
+    check_round_trip(config, arch, meta, tensors)
+    n_vocab = tensors["token_embd.weight"].shape[0]
+    tok_meta = tokenizer_metadata(tokenizer, n_vocab)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    w = gguf.GGUFWriter(str(tmp), arch)
+    try:
+        w.add_name(name or config.name)
+        w.add_file_type(int(_qtypes(out_type)[1]))
+        if out_type.startswith("q"):
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        for key, value in meta.items():
+            _add(w, f"{arch}.{key}", value)
+        for key, value in tok_meta.items():
+            _add(w, f"tokenizer.ggml.{key}", value)
+        if tokenizer.chat_template:
+            w.add_chat_template(tokenizer.chat_template)
+        items = tqdm(tensors.items(), desc=f"writing {out.name}", unit="tensor", disable=not progress, leave=False)
+        for tname, t in items:
+            arr, qtype = _encode(tname, t, out_type)
+            w.add_tensor(tname, arr, raw_dtype=qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _add(w, key: str, value: Any) -> None:
+    """Add one metadata value with the GGUF type llama.cpp expects for it."""
+    from gguf import GGUFValueType as V
+
+    if isinstance(value, bool):
+        w.add_bool(key, value)
+    elif isinstance(value, int):
+        w.add_uint32(key, value) if value >= 0 else w.add_int32(key, value)
+    elif isinstance(value, float):
+        w.add_float32(key, value)
+    elif isinstance(value, str):
+        w.add_string(key, value)
+    elif isinstance(value, list):
+        if value and isinstance(value[0], str):
+            w.add_array(key, value)
+        else:
+            w.add_key_value(key, value, V.ARRAY, V.INT32)
+    else:
+        raise TypeError(f"no GGUF type for {key}={value!r}")
