@@ -91,6 +91,9 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
     device = torch.device(device) if device is not None else default_device()
     if path.is_file() and path.suffix.lower() == ".gguf":
         config, state, tokenizer = _read_gguf(path, progress)
+    elif path.is_dir() and _quant_spec(path) is not None:
+        model, tokenizer = _load_quantized(path, _quant_spec(path), dtype, device)
+        return LoadedModel(model, tokenizer, str(path))
     elif path.is_dir():
         config, state, tokenizer = _read_hf_dir(path)
     else:
@@ -172,6 +175,49 @@ def _read_hf_dir(path: Path):
     return config, state, tokenizer
 
 
+def _quant_spec(path: Path):
+    """The QuantSpec of a quantised slmkit checkpoint folder, or None."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8")).get("slmkit_quantization")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # read_config reports it
+    if data is None:
+        return None
+    from slmkit.quant.quantize import QuantSpec
+
+    return QuantSpec.from_dict(data)
+
+
+def _load_quantized(path: Path, spec, dtype: torch.dtype, device: torch.device):
+    """A checkpoint written by `slm quantize`: slmkit's own tensor names, quantised layers rebuilt first."""
+    from slmkit.quant.quantize import empty_quantized
+
+    config = read_config(path)
+    state = _read_weights(path)
+    with torch.device("meta"):
+        model = empty_quantized(Transformer(config), spec)
+    expected = {k: v for k, v in model.state_dict().items() if not (config.tie_embeddings and k == "lm_head.weight")}
+    _check_shapes(state, {k: v.shape for k, v in expected.items()}, str(path))
+    # float weights take the requested dtype; quantised values, scales and zero points keep theirs, copied into
+    # fresh (aligned) memory: torch's packed CPU kernels crash on a tensor at an odd offset of the file's buffer
+    quant = {k for k, v in expected.items() if not v.is_floating_point() or k.endswith((".scales", ".zeros"))}
+    state = {k: v.to(device=device).clone() if k in quant else v.to(device=device, dtype=dtype)
+             for k, v in state.items()}
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["tok_emb.weight"]
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise SlmError(f"{path}: weights do not fit the config ({str(e).splitlines()[0]})") from None
+    model.tie_weights()
+    model.reset_buffers(device)
+    tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    return model.eval(), tokenizer
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -220,9 +266,15 @@ def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer
     config = model.config
     out = Path(out_dir)
     hf_config = config_to_hf(config)
-    state = slmkit_to_hf(model.state_dict(), config)
+    spec = getattr(model, "quant_spec", None)
+    if spec is not None:  # quantised layers have no transformers layout: slmkit's own names, read by load()
+        hf_config["slmkit_quantization"] = spec.to_dict()
+        state = {k: v for k, v in model.state_dict().items()
+                 if not (config.tie_embeddings and k == "lm_head.weight")}
+    else:
+        state = slmkit_to_hf(model.state_dict(), config)
     if dtype is not None:
-        state = {k: v.to(parse_dtype(dtype)) for k, v in state.items()}
+        state = {k: v.to(parse_dtype(dtype)) if v.is_floating_point() and spec is None else v for k, v in state.items()}
         hf_config["torch_dtype"] = str(parse_dtype(dtype)).removeprefix("torch.")
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,39 @@ def cmd_export(model: str, gguf: str, out_type: str = "f16") -> None:
     print(f"wrote {path} ({out_type}, {path.stat().st_size / 2**20:.1f} MiB)")
 
 
+def cmd_quantize(model: str, out_dir: str, bits: int = 8, group: int | None = None, asym: bool = False,
+                 head: bool = False) -> None:
+    """Weight-only quantisation (int8 per channel, or int4 in groups of 32/64/128/256, symmetric or not) of
+    every block linear layer; writes a checkpoint slmkit loads back and reports the error against fp32."""
+    from slmkit.checkpoint import load, load_config, save
+    from slmkit.errors import SlmError
+    from slmkit.quant.quantize import QuantSpec, check, quantize
+    from slmkit.quant.report import logit_error
+
+    spec = QuantSpec(bits, group if bits == 4 else None, not asym, head)
+    if bits == 8 and group is not None:
+        spec = QuantSpec(bits, group)  # raises the one-line error
+    config, _ = load_config(model)  # a group size that does not fit is reported before any weights load
+    widths = {config.d_model, config.n_head * config.head_dim, config.intermediate_size}
+    if spec.bits == 4 and any(w % spec.group_size for w in widths):
+        raise SlmError(f"group size {spec.group_size} does not divide the layer widths {sorted(widths)} of {model}; "
+                       "choose 32, 64, 128 or 256 so that it does")
+    lm = load(model, dtype="float32", device="cpu", progress=True)
+    check(lm.model, spec)
+    reference = None
+    if lm.tokenizer is not None:
+        reference = logit_error(lm.model, lm.tokenizer)
+    quantize(lm.model, spec)
+    path = save(lm, out_dir)
+    size = sum(f.stat().st_size for f in path.glob("*.safetensors")) / 2**20
+    line = f"wrote {path} ({spec.label}{' + head' if head else ''}, {size:.1f} MiB of weights)"
+    if reference is not None:
+        err = logit_error(lm.model, lm.tokenizer, reference)
+        line += (f"; against fp32 on a {err['tokens']}-token text: KL {err['kl']:.4f} nats/token, "
+                 f"top-1 agreement {100 * err['top1']:.1f}%, max |logit diff| {err['max_abs']:.3f}")
+    print(line)
+
+
 def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
     """Load a model with its tokenizer and wrap it in an Engine (compiling the decode step if asked)."""
     from slmkit.checkpoint import load
@@ -341,6 +374,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gguf", required=True, metavar="OUT.gguf", help="GGUF file to write (atomically)")
     s.add_argument("--type", dest="out_type", default="f16", help="f32, f16 (default), q8_0, q4_0 or q4_1")
     s.set_defaults(fn=lambda a: cmd_export(a.model, a.gguf, a.out_type))
+
+    s = verb("quantize", cmd_quantize)
+    s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
+    s.add_argument("--out", "-o", required=True, help="folder to write (replaced atomically if it exists)")
+    s.add_argument("--bits", type=int, default=8, help="8 (per output channel) or 4 (grouped); default 8")
+    s.add_argument("--group", type=int, help="int4 group size: 32 (default for --bits 4), 64, 128 or 256")
+    s.add_argument("--asym", action="store_true", help="int4 with a zero point per group (default symmetric)")
+    s.add_argument("--head", action="store_true", help="quantise the output head too (unties it from the embedding)")
+    s.set_defaults(fn=lambda a: cmd_quantize(a.model, a.out, a.bits, a.group if a.group or a.bits != 4 else 32,
+                                             a.asym, a.head))
 
     s = verb("lm-eval", cmd_lm_eval, add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="lm_eval's arguments")
