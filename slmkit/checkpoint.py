@@ -106,11 +106,21 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
 
 
 def build(config: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-          where: str = "checkpoint") -> Transformer:
-    """Make a Transformer on the meta device and assign the weights (strict)."""
+          where: str = "checkpoint", quant_spec=None) -> Transformer:
+    """Make a Transformer on the meta device (with quantised layers swapped in for a quantised checkpoint)
+    and assign the weights (strict)."""
     with torch.device("meta"):
         model = Transformer(config)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+        if quant_spec is not None:
+            from slmkit.quant.quantize import empty_quantized
+
+            empty_quantized(model, quant_spec)
+    # float weights take the requested dtype; quantised values, scales and zero points keep theirs, copied into
+    # fresh (aligned) memory: torch's packed CPU kernels crash on a tensor at an odd offset of the file's buffer
+    keep = {k for k, v in model.state_dict().items() if not v.is_floating_point() or k.endswith((".scales", ".zeros"))}
+    keep = keep if quant_spec is not None else set()
+    state = {k: v.to(device=device).clone() if k in keep else v.to(device=device, dtype=dtype)
+             for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
@@ -193,29 +203,12 @@ def _quant_spec(path: Path):
 
 def _load_quantized(path: Path, spec, dtype: torch.dtype, device: torch.device):
     """A checkpoint written by `slm quantize`: slmkit's own tensor names, quantised layers rebuilt first."""
-    from slmkit.quant.quantize import empty_quantized
-
     config = read_config(path)
     state = _read_weights(path)
-    with torch.device("meta"):
-        model = empty_quantized(Transformer(config), spec)
-    expected = {k: v for k, v in model.state_dict().items() if not (config.tie_embeddings and k == "lm_head.weight")}
-    _check_shapes(state, {k: v.shape for k, v in expected.items()}, str(path))
-    # float weights take the requested dtype; quantised values, scales and zero points keep theirs, copied into
-    # fresh (aligned) memory: torch's packed CPU kernels crash on a tensor at an odd offset of the file's buffer
-    quant = {k for k, v in expected.items() if not v.is_floating_point() or k.endswith((".scales", ".zeros"))}
-    state = {k: v.to(device=device).clone() if k in quant else v.to(device=device, dtype=dtype)
-             for k, v in state.items()}
-    if config.tie_embeddings:
+    if config.tie_embeddings and "tok_emb.weight" in state:
         state["lm_head.weight"] = state["tok_emb.weight"]
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        raise SlmError(f"{path}: weights do not fit the config ({str(e).splitlines()[0]})") from None
-    model.tie_weights()
-    model.reset_buffers(device)
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
-    return model.eval(), tokenizer
+    return build(config, state, dtype, device, where=str(path), quant_spec=spec), tokenizer
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

