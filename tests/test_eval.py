@@ -78,6 +78,25 @@ def test_rolling_loglikelihood_equals_one_full_forward(tiny_eval_dir):
     assert math.isclose(ll, total, abs_tol=1e-3)
 
 
+def test_shared_context_rows_are_split_at_the_branch_budget(tiny_eval_dir, monkeypatch):
+    """Every document's first rolling window starts from the same one-token context; past BRANCH_BUDGET branch
+    tokens they go to separate rows (one row of all of them once needed 64 GB), with the same results."""
+    import slmkit.eval.lm as lm_module
+    import slmkit.eval.scorer as scorer
+
+    lm = load_lm(tiny_eval_dir, "slmkit", "float32", "cpu", batch_size=4, max_length=64)
+    texts = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * (8 + i) for i in range(4)]
+    packed = lm.loglikelihood_rolling(texts)
+    rows = []
+    real = scorer.score_groups
+    monkeypatch.setattr(scorer, "score_groups", lambda model, groups: rows.extend(g.length for g in groups)
+                        or real(model, groups))
+    monkeypatch.setattr(lm_module, "BRANCH_BUDGET", 100)
+    split = lm.loglikelihood_rolling(texts)
+    assert max(rows) <= 1 + 100 and len(rows) >= 8
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(packed, split))
+
+
 @needs_data
 def test_cache_resumes_a_run(tiny_eval_dir, tmp_path):
     from slmkit.eval.cache import RequestCache

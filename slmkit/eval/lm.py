@@ -187,6 +187,12 @@ def _by_length(items: Sequence, key: Callable) -> list[int]:
 # --- slmkit ----------------------------------------------------------------------------------------------
 
 
+# Continuations that share a context are packed into one row, up to this many branch tokens: a multiple-choice
+# item always fits, while rolling windows (which all start from the same one-token context) get a row each
+# instead of one enormous row whose attention grows with the square of its length.
+BRANCH_BUDGET = 2048
+
+
 class SlmkitLM(EvalLM):
     """A slmkit Transformer: a request group's shared context is computed once (scorer.py)."""
 
@@ -215,10 +221,11 @@ class SlmkitLM(EvalLM):
 
         groups: list[Group] = []
         members: list[list[int]] = []
-        where: dict[tuple[int, ...], int] = {}
+        where: dict[tuple[int, ...], int] = {}  # context -> the group still taking continuations
         for i, (ctx, cont) in enumerate(requests):
-            g = where.setdefault(tuple(ctx), len(groups))
-            if g == len(groups):
+            g = where.get(tuple(ctx))
+            if g is None or groups[g].branch_tokens + len(cont) - 1 > BRANCH_BUDGET:
+                g = where[tuple(ctx)] = len(groups)
                 groups.append(Group(list(ctx), []))
                 members.append([])
             groups[g].continuations.append(list(cont))

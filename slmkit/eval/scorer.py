@@ -45,9 +45,13 @@ class Group:
     continuations: list[list[int]]
 
     @property
+    def branch_tokens(self) -> int:
+        return sum(len(c) - 1 for c in self.continuations)
+
+    @property
     def length(self) -> int:
         """Tokens in the packed row."""
-        return len(self.context) + sum(len(c) - 1 for c in self.continuations)
+        return len(self.context) + self.branch_tokens
 
     @property
     def shape_key(self) -> tuple[int, bool]:
