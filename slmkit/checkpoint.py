@@ -89,6 +89,7 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
     path = resolve(name_or_path)
     dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else default_device()
+    _check_memory(path, dtype, device)
     if path.is_file() and path.suffix.lower() == ".gguf":
         config, state, tokenizer = _read_gguf(path, progress)
     elif path.is_dir() and _quant_spec(path) is not None:
@@ -103,6 +104,22 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
                        f"{config.vocab_size}; they do not belong together")
     model = build(config, state, dtype, device, where=str(path))
     return LoadedModel(model, tokenizer, str(path))
+
+
+def _check_memory(path: Path, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse, before reading any weights, a model whose weights alone exceed the memory free on the device."""
+    from slmkit.device import available_memory
+    from slmkit.model.summary import count_parameters, human_bytes
+
+    free = available_memory(device)
+    if free is None:
+        return
+    config, _ = load_config(path)
+    need = count_parameters(config).total * torch.finfo(dtype).bits // 8
+    if need > free:
+        raise SlmError(f"{path}: the weights need about {human_bytes(need)} in {str(dtype).removeprefix('torch.')} "
+                       f"but only {human_bytes(free)} of {device.type} memory is free; free some memory, or load "
+                       "it in a smaller dtype (--dtype bfloat16) or quantised")
 
 
 def build(config: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,

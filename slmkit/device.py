@@ -55,6 +55,24 @@ def supports_bf16(device: torch.device) -> bool:
     return False
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation: MemAvailable on Linux for the CPU, free memory on a CUDA device; None
+    where it cannot be told (SLMKIT_MEMORY_AVAILABLE, in bytes, overrides)."""
+    if os.environ.get("SLMKIT_MEMORY_AVAILABLE"):
+        return int(os.environ["SLMKIT_MEMORY_AVAILABLE"])
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued work on the device (a no-op on CPU); benchmarks call this before reading clocks."""
     if device.type == "cuda":

