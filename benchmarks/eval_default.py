@@ -1,7 +1,7 @@
 """The default model (SmolLM2-135M-Instruct) on every `slm eval` task at 0 and 5 shots, next to published
 scores for SmolLM2-135M(-Instruct) and the survey's measurements of its relatives (../shared/data/zoo/SLM.json).
 
-    python benchmarks/eval_default.py --run [--limit 150] [--mmlu-limit 10] [--gsm8k-limit 50]
+    python benchmarks/eval_default.py --run [--limit 100] [--mmlu-limit 10] [--gsm8k-limit 50]
     python benchmarks/eval_default.py            # only render the tables from the last run's results.json files
 
 Three `slm eval` runs (the main tasks; mmlu with a per-subject limit; gsm8k, which generates) write to
@@ -122,7 +122,7 @@ def relatives(r: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="store_true", help="run the evaluations first (else render the last run)")
-    p.add_argument("--limit", type=int, default=150, help="documents per main task (default 150)")
+    p.add_argument("--limit", type=int, default=100, help="documents per main task (default 100)")
     p.add_argument("--mmlu-limit", type=int, default=10, help="documents per mmlu subject (default 10)")
     p.add_argument("--gsm8k-limit", type=int, default=50, help="gsm8k problems (default 50)")
     p.add_argument("--results", type=Path, default=OUT, help=f"where the runs write (default {OUT})")
