@@ -1,11 +1,12 @@
 """The default model (SmolLM2-135M-Instruct) on every `slm eval` task at 0 and 5 shots, next to published
 scores for SmolLM2-135M(-Instruct) and the survey's measurements of its relatives (../shared/data/zoo/SLM.json).
 
-    python benchmarks/eval_default.py --run [--limit 100] [--mmlu-limit 10] [--gsm8k-limit 50]
+    python benchmarks/eval_default.py --run [--limit 100] [--mmlu-limit 10] [--gsm8k-limit 50] [--wikitext-limit 5]
     python benchmarks/eval_default.py            # only render the tables from the last run's results.json files
 
-Three `slm eval` runs (the main tasks; mmlu with a per-subject limit; gsm8k, which generates) write to
-.cache/bench/eval-default/{main,mmlu,gsm8k}; the tables merge them and recompute the survey's groups.
+Four `slm eval` runs (the main tasks; mmlu with a per-subject limit; gsm8k, which generates; wikitext, whose
+documents are scored in 8192-token windows) write to .cache/bench/eval-default/{main,mmlu,gsm8k,wikitext}; the
+tables merge them and recompute the survey's groups.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".cache" / "bench" / "eval-default"
 MAIN_TASKS = ("hellaswag,winogrande,piqa,social_iqa,openbookqa,arc_easy,arc_challenge,boolq,commonsense_qa,sst2,"
-              "lambada_openai,wikitext")
+              "lambada_openai")
+RUNS = ("main", "mmlu", "gsm8k", "wikitext")
 
 # Published for SmolLM2-135M-Instruct and SmolLM2-135M (base) in the HuggingFaceTB model cards' evaluation
 # tables (lighteval, zero-shot unless stated, their own prompt formulations, MMLU as cloze, ARC the average
@@ -36,7 +38,7 @@ RELATIVES = ("HuggingFaceTB/SmolLM-135M", "HuggingFaceTB/SmolLM-360M", "facebook
 def run(a: argparse.Namespace) -> None:
     slm = [sys.executable, "-m", "slmkit.cli", "eval", "-m", "default", "--shots", "0,5", "-q"]
     for name, tasks, limit in (("main", MAIN_TASKS, a.limit), ("mmlu", "mmlu", a.mmlu_limit),
-                               ("gsm8k", "gsm8k", a.gsm8k_limit)):
+                               ("gsm8k", "gsm8k", a.gsm8k_limit), ("wikitext", "wikitext", a.wikitext_limit)):
         subprocess.run(slm + ["--tasks", tasks, "--limit", str(limit), "-o", str(a.results / name)], check=True)
 
 
@@ -45,7 +47,7 @@ def merged(where: Path) -> dict:
     from slmkit.eval.tasks import TASKS
 
     out: dict = {"results": {}, "data": {}, "timings": {}}
-    for name in ("main", "mmlu", "gsm8k"):
+    for name in RUNS:
         r = json.loads((where / name / "results.json").read_text())
         for k, res in r["results"].items():
             out["results"].setdefault(k, {}).update(res)
@@ -125,6 +127,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=100, help="documents per main task (default 100)")
     p.add_argument("--mmlu-limit", type=int, default=10, help="documents per mmlu subject (default 10)")
     p.add_argument("--gsm8k-limit", type=int, default=50, help="gsm8k problems (default 50)")
+    p.add_argument("--wikitext-limit", type=int, default=5,
+                   help="wikitext documents (default 5: a few thousand tokens each, scored in 8192-token windows, about a minute each here)")
     p.add_argument("--results", type=Path, default=OUT, help=f"where the runs write (default {OUT})")
     a = p.parse_args()
     if a.run:
