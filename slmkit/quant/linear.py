@@ -34,6 +34,14 @@ class QuantLinear(nn.Module):
         """(M, in) bf16 -> (M, out)"""
         raise NotImplementedError
 
+    def _fill(self, linear: nn.Linear, **buffers: torch.Tensor) -> "QuantLinear":
+        """Copy quantised buffers in, and the float layer's bias."""
+        for name, value in buffers.items():
+            getattr(self, name).copy_(value)
+        if linear.bias is not None:
+            self.bias = nn.Parameter(linear.bias.detach().clone())
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu":
             y = self._cpu_matmul(x.reshape(-1, self.in_features).to(torch.bfloat16)).to(x.dtype)
@@ -62,11 +70,7 @@ class Int8Linear(QuantLinear):
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # (out,)
         q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, device=w.device)
-        layer.weight.copy_(q)
-        layer.scales.copy_(scales)
-        if linear.bias is not None:
-            layer.bias = nn.Parameter(linear.bias.detach().clone())
-        return layer
+        return layer._fill(linear, weight=q, scales=scales)
 
     def dequantize(self) -> torch.Tensor:
         return self.weight.float() * self.scales[:, None]
@@ -116,12 +120,7 @@ class Int4Linear(QuantLinear):
             q = torch.round((w - lo[..., None]) / scales[..., None]).clamp(0, 15)
         q = q.to(torch.uint8).reshape(out_f, in_f)
         layer = cls(in_f, out_f, group_size, linear.bias is not None, device=w.device)
-        layer.qweight.copy_(q[:, 0::2] | (q[:, 1::2] << 4))
-        layer.scales.copy_(scales)
-        layer.zeros.copy_(zeros)
-        if linear.bias is not None:
-            layer.bias = nn.Parameter(linear.bias.detach().clone())
-        return layer
+        return layer._fill(linear, qweight=q[:, 0::2] | (q[:, 1::2] << 4), scales=scales, zeros=zeros)
 
     def unpacked(self) -> torch.Tensor:
         """The 4-bit values q (out, in) as uint8 in 0..15."""
