@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--mmlu-limit", type=int, default=10, help="documents per mmlu subject (default 10)")
     p.add_argument("--gsm8k-limit", type=int, default=50, help="gsm8k problems (default 50)")
     p.add_argument("--wikitext-limit", type=int, default=5,
-                   help="wikitext documents (default 5: a few thousand tokens each, scored in 8192-token windows, about a minute each here)")
+                   help="wikitext documents (default 5: a few thousand tokens each, scored in 8192-token windows)")
     p.add_argument("--results", type=Path, default=OUT, help=f"where the runs write (default {OUT})")
     a = p.parse_args()
     if a.run:
