@@ -89,14 +89,14 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
     path = resolve(name_or_path)
     dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else default_device()
-    _check_memory(path, dtype, device)
+    spec = _quant_spec(path) if path.is_dir() else None
     if path.is_file() and path.suffix.lower() == ".gguf":
-        config, state, tokenizer = _read_gguf(path, progress)
-    elif path.is_dir() and _quant_spec(path) is not None:
-        model, tokenizer = _load_quantized(path, _quant_spec(path), dtype, device)
+        config, state, tokenizer = _read_gguf(path, progress, dtype, device)
+    elif spec is not None:
+        model, tokenizer = _load_quantized(path, spec, dtype, device)
         return LoadedModel(model, tokenizer, str(path))
     elif path.is_dir():
-        config, state, tokenizer = _read_hf_dir(path)
+        config, state, tokenizer = _read_hf_dir(path, dtype, device)
     else:
         raise SlmError(f"{path}: expected a model folder (config.json + safetensors) or a .gguf file")
     if tokenizer is not None and tokenizer.max_id >= config.vocab_size:
@@ -106,17 +106,13 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
     return LoadedModel(model, tokenizer, str(path))
 
 
-def _check_memory(path: Path, dtype: torch.dtype, device: torch.device) -> None:
-    """Refuse, before reading any weights, a model whose weights alone exceed the memory free on the device."""
+def _check_memory(need: int, dtype: torch.dtype, device: torch.device, path: Path) -> None:
+    """Refuse, before any weights are read, a model whose weights (need bytes) exceed the device's free memory."""
     from slmkit.device import available_memory
-    from slmkit.model.summary import count_parameters, human_bytes
+    from slmkit.model.summary import human_bytes
 
     free = available_memory(device)
-    if free is None:
-        return
-    config, _ = load_config(path)
-    need = count_parameters(config).total * torch.finfo(dtype).bits // 8
-    if need > free:
+    if free is not None and need > free:
         raise SlmError(f"{path}: the weights need about {human_bytes(need)} in {str(dtype).removeprefix('torch.')} "
                        f"but only {human_bytes(free)} of {device.type} memory is free; free some memory, or load "
                        "it in a smaller dtype (--dtype bfloat16) or quantised")
@@ -152,14 +148,22 @@ def _expected_shapes(config: ModelConfig) -> dict[str, torch.Size]:
         return {k: v.shape for k, v in Transformer(config).state_dict().items()}
 
 
-def _read_gguf(path: Path, progress: bool):
+def _weight_bytes(config: ModelConfig, expected: dict[str, torch.Size], dtype: torch.dtype) -> int:
+    """Bytes of the model's weights in dtype (a tied head counted once)."""
+    n = sum(s.numel() for k, s in expected.items() if not (config.tie_embeddings and k == "lm_head.weight"))
+    return n * torch.finfo(dtype).bits // 8
+
+
+def _read_gguf(path: Path, progress: bool, dtype: torch.dtype, device: torch.device):
     from slmkit.model.gguf import GGUFFile, config_from_gguf, state_dict_from_gguf
     from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
 
     g = GGUFFile(path)
     config = config_from_gguf(g)
+    expected = _expected_shapes(config)
+    _check_memory(_weight_bytes(config, expected, dtype), dtype, device, path)
     state = state_dict_from_gguf(g, config, progress=progress)
-    _check_shapes(state, _expected_shapes(config), str(path))
+    _check_shapes(state, expected, str(path))
     tokenizer = tokenizer_from_gguf(g.meta, str(path)) if "tokenizer.ggml.tokens" in g.meta else None
     return config, state, tokenizer
 
@@ -190,14 +194,16 @@ def read_config(path: Path) -> ModelConfig:
     return config_from_hf(data, where=str(cfg_file))
 
 
-def _read_hf_dir(path: Path):
+def _read_hf_dir(path: Path, dtype: torch.dtype, device: torch.device):
     from slmkit.model.hf import hf_to_slmkit
 
     config = read_config(path)
     if config.name == config.family:  # no _name_or_path in config.json: name it after the folder
         config.name = path.resolve().name
+    expected = _expected_shapes(config)
+    _check_memory(_weight_bytes(config, expected, dtype), dtype, device, path)
     hf_state = _read_weights(path)
-    state = hf_to_slmkit(hf_state, config, _expected_shapes(config), where=str(path))
+    state = hf_to_slmkit(hf_state, config, expected, where=str(path))
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
     return config, state, tokenizer
 
@@ -221,6 +227,7 @@ def _quant_spec(path: Path):
 def _load_quantized(path: Path, spec, dtype: torch.dtype, device: torch.device):
     """A checkpoint written by `slm quantize`: slmkit's own tensor names, quantised layers rebuilt first."""
     config = read_config(path)
+    _check_memory(sum(f.stat().st_size for f in path.glob("*.safetensors")), dtype, device, path)  # as stored
     state = _read_weights(path)
     if config.tie_embeddings and "tok_emb.weight" in state:
         state["lm_head.weight"] = state["tok_emb.weight"]

@@ -72,7 +72,7 @@ def test_default_model_quantization_error(default_gguf):
 def test_quantize_cli_errors(capsys, tmp_path):
     out = str(tmp_path / "q")
     assert_one_line(*run_cli(capsys, "quantize", "default", "-o", out, "--bits", "4", "--group", "128"),
-                    "group size 128 does not divide the layer widths [576, 1536]")
+                    "group size 128 does not divide the input width 576 of blocks.0.attn.wqkv")
     assert_one_line(*run_cli(capsys, "quantize", "default", "-o", out, "--bits", "8", "--group", "32"),
                     "--group applies to --bits 4 only")
     assert_one_line(*run_cli(capsys, "quantize", "default", "-o", out, "--bits", "3"), "--bits must be 8 or 4")

@@ -139,7 +139,9 @@ class EvalLM(abc.ABC):
             for w in self.rolling_windows(text):
                 owners.append(i)
                 pairs.append(w)
-        left = [sum(1 for o in owners if o == i) for i in range(len(texts))]
+        left = [0] * len(texts)  # windows still to score, per text
+        for o in owners:
+            left[o] += 1
         totals = [0.0] * len(texts)
 
         def done(idx: list[int], res: list) -> None:
@@ -425,9 +427,13 @@ class LlamaCppLM(EvalLM):
 
 
 def _gguf_type(file_type) -> str:
-    names = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 15: "q4_k_m", 17: "q5_k_m",
-             18: "q6_k"}
-    return "gguf-" + names.get(int(file_type), "other") if file_type is not None else "gguf"
+    """'gguf-q4_1' and the like, from general.file_type (llama.cpp's LlamaFileType)."""
+    from gguf import LlamaFileType
+
+    try:
+        return "gguf-" + LlamaFileType(int(file_type)).name.lower().split("_", 1)[1]  # MOSTLY_Q4_1 -> q4_1
+    except (TypeError, ValueError):
+        return "gguf"
 
 
 def load_lm(model: str, backend: str = "slmkit", dtype: str | None = None, device: str | None = None,

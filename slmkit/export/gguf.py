@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -135,7 +136,7 @@ class _Planned:
         self.path = Path(f"<{arch} export>")
         self.architecture = arch
         self.meta = {"general.architecture": arch, **{f"{arch}.{k}": v for k, v in meta.items()}}
-        self.tensors = {n: type("T", (), {"shape": tuple(reversed(t.shape))})() for n, t in tensors.items()}
+        self.tensors = {n: SimpleNamespace(shape=tuple(reversed(t.shape))) for n, t in tensors.items()}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.meta.get(f"{self.architecture}.{key}", default)

@@ -15,24 +15,27 @@ zero = min + 8 * scale. That is the layout of torch's int4 kernels (and gpt-fast
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(nn.Module, abc.ABC):
     """Shared forward: the CPU kernel on bf16 activations, else F.linear on the dequantised weight."""
 
     in_features: int
     out_features: int
     bias: nn.Parameter | None
 
+    @abc.abstractmethod
     def dequantize(self) -> torch.Tensor:
-        raise NotImplementedError
+        """The float32 weight (out, in) the quantised values stand for."""
 
+    @abc.abstractmethod
     def _cpu_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, in) bf16 -> (M, out)"""
-        raise NotImplementedError
+        """(M, in) bf16 -> (M, out) with torch's packed CPU kernel."""
 
     def _fill(self, linear: nn.Linear, **buffers: torch.Tensor) -> "QuantLinear":
         """Copy quantised buffers in, and the float layer's bias."""

@@ -88,7 +88,7 @@ def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
 
 
 def empty_quantized(model: nn.Module, spec: QuantSpec) -> nn.Module:
-    """Swap in quantised layers with placeholder weights (for loading a quantised checkpoint into)."""
+    """Swap in quantised layers with empty buffers, which loading a quantised checkpoint then assigns."""
     check(model, spec)
     for parent, attr, layer in _targets(model, spec):
         bias = layer.bias is not None
