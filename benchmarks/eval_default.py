@@ -26,6 +26,7 @@ RUNS = ("main", "mmlu", "gsm8k", "wikitext")
 # Published for SmolLM2-135M-Instruct and SmolLM2-135M (base) in the HuggingFaceTB model cards' evaluation
 # tables (lighteval, zero-shot unless stated, their own prompt formulations, MMLU as cloze, ARC the average
 # of easy and challenge): different prompts from lm-eval's, so a guide, not a like-for-like comparison.
+# Written down from memory of the cards (this machine is offline): unverified, check before relying on them.
 CARD = {
     "hellaswag": (40.9, 42.1), "arc (average)": (37.3, 43.9), "piqa": (66.3, 68.4), "mmlu (cloze)": (29.3, 31.5),
     "commonsense_qa": (None, 33.9), "winogrande": (None, 51.3), "openbookqa": (None, 34.6),
