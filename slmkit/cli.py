@@ -77,6 +77,109 @@ def cmd_quantize(model: str, out_dir: str, bits: int = 8, group: int | None = No
     print(line)
 
 
+def _ints(text: str, what: str) -> list[int]:
+    from slmkit.errors import SlmError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SlmError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    """Prefill and decode speed, TTFT, per-token latency percentiles and memory, for slmkit at each precision
+    beside transformers and llama.cpp (each in its own process); a table, plus bench.json (llama-bench's fields),
+    bench.csv and bench.md with -o. --calibrate measures the machine's ceilings; --predict estimates a config's
+    latency and memory from them without running it."""
+    import json
+
+    from slmkit.bench import costmodel
+    from slmkit.bench.run import BenchSpec, bench, table, write_outputs
+
+    device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    precisions = [p.strip() for p in a.precisions.split(",") if p.strip()]
+    if a.calibrate or a.predict:
+        cal = costmodel.load_calibration(device) if not a.calibrate else None
+        if cal is None:
+            print(f"calibrating {device} (memory bandwidth, kernel rates, engine overheads; about a minute) ...",
+                  file=sys.stderr)
+            cal = costmodel.calibrate(device)
+            print(f"wrote {costmodel.calibration_path(device)}", file=sys.stderr)
+        if a.calibrate:
+            print(_calibration_text(cal))
+        if a.predict:
+            print(_prediction_text(a.predict, cal, precisions, _ints(a.prompts, "--prompts"),
+                                   _ints(a.depths, "--depths")))
+        return
+    spec = BenchSpec(model=a.model, backends=[b.strip() for b in a.backends.split(",") if b.strip()],
+                     precisions=precisions, prompts=_ints(a.prompts, "--prompts"),
+                     depths=_ints(a.depths, "--depths"), n_gen=a.n_gen, repeats=a.repeats, warmup=a.warmup,
+                     threads=a.threads or os.cpu_count() or 1, device=a.device, compile=not a.no_compile,
+                     group_size=a.group)
+    result = bench(spec, echo=lambda line: print(line, file=sys.stderr, flush=True))
+    m = result["machine"]
+    print(f"\n{a.model} ({result['config_name']}), batch 1, greedy, prompt ids: {result['prompt_source']}; "
+          f"{m['threads']} threads, torch {m['torch']}, {m['gpu'] or m['processor'] or m['machine']}, "
+          f"{m['cpus']} cpus; {spec.repeats} repeats after {spec.warmup} warm-up\n")
+    print(table(result))
+    for line in result["skipped"]:
+        print(f"- skipped: {line}")
+    for line in result["errors"]:
+        print(f"- failed: {line}")
+    if a.output:
+        print(f"wrote {write_outputs(result, a.output)}/bench.{{json,csv,md}}")
+    if a.json:
+        print(json.dumps(result["rows"], indent=1))
+    if not result["rows"]:
+        from slmkit.errors import SlmError
+
+        raise SlmError("no backend ran; see the lines above")
+
+
+def _calibration_text(cal) -> str:
+    lines = [f"machine: {cal.machine}, {cal.threads} threads, device {cal.device} (measured in {cal.seconds:.0f} s)",
+             f"memory read bandwidth: {cal.stream_gbs:.1f} GB/s"]
+    from slmkit.bench.costmodel import TRAFFIC
+
+    for p, grid in cal.matvec.items():
+        rates = [int(k.split("x")[0]) * int(k.split("x")[1]) * TRAFFIC[p] / t / 1e9 for k, t in grid.items()]
+        lines.append(f"one-row linear ({p}): {min(rates):.1f}-{max(rates):.1f} GB/s of weights over "
+                     f"{len(grid)} shapes")
+    for p, by_rows in cal.gemm.items():
+        rates = []
+        for m, grid in by_rows.items():
+            flops = [2 * int(m) * int(k.split("x")[0]) * int(k.split("x")[1]) / t for k, t in grid.items()]
+            rates.append(f"{max(flops) / 1e9:.0f} at {m} rows")
+        lines.append(f"prefill linear ({p}): best GFLOP/s " + ", ".join(rates))
+    lines.append(f"eager engine overheads: {cal.c_layer * 1e6:.0f} us per layer and {cal.c_step * 1e6:.0f} us per "
+                 f"decode step; {cal.c_layer_prefill * 1e6:.0f} us per layer and {cal.c_prefill * 1e6:.0f} us per "
+                 "prefill")
+    return "\n".join(lines)
+
+
+def _prediction_text(model: str, cal, precisions: list[str], prompts: list[int], depths: list[int]) -> str:
+    from slmkit.bench.costmodel import predict
+    from slmkit.checkpoint import load_config
+    from slmkit.model.summary import count_parameters, human
+
+    config, source = load_config(model)
+    params = count_parameters(config).total
+    kv_tokens = max(prompts + [d + 32 for d in depths])
+    lines = [f"predicted for {source} ({human(params)} parameters), slmkit eager engine, batch 1, on {cal.machine}",
+             "", "| precision | " + " | ".join(f"prefill {t} ms" for t in prompts) + " | "
+             + " | ".join(f"decode @{d} tok/s" for d in depths) + " | weights MB | KV cache MB | activations MB |",
+             "|---|" + "---|" * (len(prompts) + len(depths) + 3)]
+    for p in precisions:
+        if p not in cal.matvec:
+            lines.append(f"| {p} | no calibration for this precision on {cal.device} |")
+            continue
+        pr = predict(config, cal, p, prompts, depths, kv_tokens)
+        lines.append(f"| {p} | " + " | ".join(f"{pr.prefill_s[t] * 1e3:.1f}" for t in prompts) + " | "
+                     + " | ".join(f"{1 / pr.decode_s[d]:.1f}" for d in depths)
+                     + f" | {pr.weights_mb:.0f} | {pr.kv_cache_mb:.1f} ({kv_tokens} tokens) | {pr.activations_mb:.1f} |")
+    return "\n".join(lines)
+
+
 def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
     """Load a model with its tokenizer and wrap it in an Engine (compiling the decode step if asked)."""
     from slmkit.checkpoint import load
@@ -365,6 +468,33 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="also print the results as JSON")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_eval)
+
+    s = verb("bench", cmd_bench)
+    s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
+    s.add_argument("--backends", default="slmkit,transformers,llamacpp",
+                   help="comma-separated: slmkit, transformers, llamacpp (default all three; missing ones are "
+                        "skipped with a note)")
+    s.add_argument("--precisions", default="fp32,int8,int4",
+                   help="comma-separated: fp32 bf16 fp16 int8 int4 (default fp32,int8,int4); llama.cpp runs "
+                        "f32, f16, q8_0 and q4_0+q4_1 for them, transformers the float ones")
+    s.add_argument("--prompts", default="32,128,512", help="prefill lengths (default 32,128,512)")
+    s.add_argument("--depths", default="0,128,512", help="KV depths the decode tests start at (default 0,128,512)")
+    s.add_argument("--n-gen", type=int, default=32, help="decode steps per test (default 32)")
+    s.add_argument("--repeats", "-r", type=int, default=3, help="timed runs of each test (default 3)")
+    s.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default 1)")
+    s.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    s.add_argument("--device", help="cpu, cuda (default: CUDA when present, else CPU)")
+    s.add_argument("--no-compile", action="store_true",
+                   help="slmkit's eager engine (what --predict models); default compiles the decode step")
+    s.add_argument("--group", type=int, default=32, help="int4 group size (default 32, as llama.cpp's q4_0)")
+    s.add_argument("--output", "-o", help="folder for bench.json, bench.csv and bench.md")
+    s.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    s.add_argument("--calibrate", action="store_true",
+                   help="measure memory bandwidth, kernel rates and engine overheads for --predict, and save them")
+    s.add_argument("--predict", metavar="CONFIG_OR_PRESET",
+                   help="estimate prefill/decode latency and memory of a preset, config folder or GGUF without "
+                        "running it (calibrates first if needed)")
+    s.set_defaults(fn=cmd_bench)
 
     s = verb("export", cmd_export)
     s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)

@@ -28,14 +28,26 @@ def memory_bandwidth(size_mb: int = 512, repeats: int = 5, device: torch.device 
     return x.numel() * 4 / best / 1e9
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set size in MB since start or the last reset_peak_rss()."""
+def _status_mb(field: str) -> float | None:
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MB (0 where /proc is missing)."""
+    return _status_mb("VmRSS") or 0.0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB since start or the last reset_peak_rss()."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS; never resets
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 

@@ -23,7 +23,7 @@ class QuantSpec:
     bits: int = 8
     group_size: int | None = None  # int4 only: inputs per scale
     symmetric: bool = True  # int4: no zero point; int8 is always symmetric per channel
-    head: bool = False  # also quantise the output head (an untied copy when it shares the embedding)
+    head: bool = False  # also quantise the output head, always to int8 (an untied copy when it shares the embedding)
 
     def __post_init__(self):
         if self.bits not in (4, 8):
@@ -51,12 +51,12 @@ class QuantSpec:
 
 
 def _targets(model: nn.Module, spec: QuantSpec) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every linear layer the spec quantises: all block linears, and the head."""
+    """(parent, attribute, layer) for every block linear layer the spec quantises (the head is not among them)."""
     out = []
     for name, module in model.named_modules():
         for attr, child in module.named_children():
             full = f"{name}.{attr}" if name else attr
-            if isinstance(child, nn.Linear) and (full.startswith("blocks.") or (spec.head and full == "lm_head")):
+            if isinstance(child, nn.Linear) and full.startswith("blocks."):
                 out.append((module, attr, child))
     return out
 
@@ -73,7 +73,11 @@ def check(model: nn.Module, spec: QuantSpec) -> None:
 
 
 def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
-    """Replace the model's block linears (and the head if asked) with quantised ones, in place."""
+    """Replace the model's block linears (and the head if asked) with quantised ones, in place.
+
+    The head becomes int8 per channel whatever `bits` is: the vocabulary projection is the layer most
+    sensitive to rounding, and llama.cpp keeps it at 8 bits in its 4-bit files too.
+    """
     check(model, spec)
     for parent, attr, layer in _targets(model, spec):
         if spec.bits == 8:
@@ -82,6 +86,7 @@ def quantize(model: nn.Module, spec: QuantSpec) -> nn.Module:
             new = Int4Linear.from_linear(layer, spec.group_size, spec.symmetric)
         setattr(parent, attr, new)
     if spec.head:
+        model.lm_head = Int8Linear.from_linear(model.lm_head)
         model.config.tie_embeddings = False  # the head is now its own (quantised) weight
     model.quant_spec = spec
     return model
@@ -97,5 +102,8 @@ def empty_quantized(model: nn.Module, spec: QuantSpec) -> nn.Module:
         else:
             new = Int4Linear(layer.in_features, layer.out_features, spec.group_size, bias, device=layer.weight.device)
         setattr(parent, attr, new)
+    if spec.head:
+        head = model.lm_head
+        model.lm_head = Int8Linear(head.in_features, head.out_features, head.bias is not None, head.weight.device)
     model.quant_spec = spec
     return model
