@@ -115,7 +115,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
                      precisions=precisions, prompts=_ints(a.prompts, "--prompts"),
                      depths=_ints(a.depths, "--depths"), n_gen=a.n_gen, repeats=a.repeats, warmup=a.warmup,
                      threads=a.threads or os.cpu_count() or 1, device=a.device, compile=not a.no_compile,
-                     group_size=a.group)
+                     group_size=a.group, symmetric=not a.asym)
     result = bench(spec, echo=lambda line: print(line, file=sys.stderr, flush=True))
     m = result["machine"]
     print(f"\n{a.model} ({result['config_name']}), batch 1, greedy, prompt ids: {result['prompt_source']}; "
@@ -487,6 +487,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-compile", action="store_true",
                    help="slmkit's eager engine (what --predict models); default compiles the decode step")
     s.add_argument("--group", type=int, default=32, help="int4 group size (default 32, as llama.cpp's q4_0)")
+    s.add_argument("--asym", action="store_true", help="int4 with a zero point per group (q4_1-like)")
     s.add_argument("--output", "-o", help="folder for bench.json, bench.csv and bench.md")
     s.add_argument("--json", action="store_true", help="also print the rows as JSON")
     s.add_argument("--calibrate", action="store_true",

@@ -66,9 +66,9 @@ class SlmkitBackend(Backend):
     name = "slmkit"
 
     def __init__(self, model: str, precision: str, device: str | None = None, compile: bool = True,
-                 group_size: int = 32):
+                 group_size: int = 32, symmetric: bool = True):
         self.model_name, self.precision, self.device = model, precision, device
-        self.compile, self.group_size = compile, group_size
+        self.compile, self.group_size, self.symmetric = compile, group_size, symmetric
 
     def load(self, max_len: int) -> None:
         import torch
@@ -84,7 +84,7 @@ class SlmkitBackend(Backend):
             raise SlmError(f"{self.model_name} is already quantised ({stored.label}); bench it as int{stored.bits}")
         if self.precision in ("int8", "int4") and stored is None:
             bits = 8 if self.precision == "int8" else 4
-            quantize(lm.model, QuantSpec(bits, None if bits == 8 else self.group_size, True, head=True))
+            quantize(lm.model, QuantSpec(bits, None if bits == 8 else self.group_size, self.symmetric, head=True))
         self.label = getattr(lm.model, "quant_spec", None)
         self.label = self.label.label + ("+head" if self.label.head else "") if self.label else self.precision
         with torch.inference_mode():  # build the kernels' packed layouts now, not inside the first timed call

@@ -96,7 +96,7 @@ def _dtype(precision: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
-def _matvec(precision: str, device: torch.device) -> dict[str, float] | None:
+def _matvec(precision: str, device: torch.device, stream_bytes: int) -> dict[str, float] | None:
     """Seconds per one-row call for each grid shape, timed while cycling through enough distinct layers
     (STREAM_BYTES) that the weights come from memory, as they do in decode."""
     out = {}
@@ -106,7 +106,7 @@ def _matvec(precision: str, device: torch.device) -> dict[str, float] | None:
                 if n_in * n_out * 4 > MAX_LAYER_BYTES:
                     continue
                 layer, bytes_ = _layer(precision, n_in, n_out, device)
-                count = min(max(2, int(STREAM_BYTES // bytes_)), 512)
+                count = min(max(2, int(stream_bytes // bytes_)), 512)
                 layers = [layer] + [_layer(precision, n_in, n_out, device)[0] for _ in range(count - 1)]
                 x = torch.randn(1, n_in, device=device, dtype=_dtype(precision))
                 try:
@@ -215,8 +215,13 @@ def _overheads(device: torch.device, per_call: float) -> tuple[float, float, flo
             max(c_prefill, 0.0))
 
 
-def calibrate(device: str | torch.device = "cpu", save: bool = True) -> Calibration:
-    """Measure this machine's ceilings and the engine's fixed costs (about a minute on a 2-core CPU)."""
+def calibrate(device: str | torch.device = "cpu", save: bool = True, precisions: list[str] | None = None,
+              stream_bytes: int = STREAM_BYTES) -> Calibration:
+    """Measure this machine's ceilings and the engine's fixed costs (about a minute on a 2-core CPU).
+
+    precisions: the kernels to time (default fp32, int8, int4, and bf16 where native); stream_bytes: the
+    weight bytes each one-row timing cycles through (smaller is quicker but lets caches flatter the result).
+    """
     from slmkit.bench.hardware import memory_bandwidth
     from slmkit.device import supports_bf16
 
@@ -225,9 +230,10 @@ def calibrate(device: str | torch.device = "cpu", save: bool = True) -> Calibrat
     cal = Calibration(device=str(device), threads=torch.get_num_threads(),
                       machine=f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
                       stream_gbs=max(memory_bandwidth(512, device=device) for _ in range(3)))
-    precisions = ["fp32", "int8", "int4"] + (["bf16"] if supports_bf16(device) else [])
-    for p in precisions:
-        grid = _matvec(p, device)
+    if precisions is None:
+        precisions = ["fp32", "int8", "int4"] + (["bf16"] if supports_bf16(device) else [])
+    for p in dict.fromkeys(["fp32"] + precisions):  # fp32 always: the overheads are measured against it
+        grid = _matvec(p, device, stream_bytes)
         if grid:
             cal.matvec[p] = grid
             cal.gemm[p] = _gemm(p, device)

@@ -83,19 +83,20 @@ def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_ge
         rates, latencies = [], []
         for r in range(warmup + repeats):
             token = backend.prefill(ids[: max(d, 1)])
-            steps = []
+            steps, tokens = [], [token]
             for _ in range(n_gen):
                 sync()
                 t = time.perf_counter()
                 token = backend.step(token)
                 sync()
                 steps.append(time.perf_counter() - t)
+                tokens.append(token)
             if r >= warmup:
                 rates.append(n_gen / sum(steps))
                 latencies += steps
         ms = [x * 1e3 for x in latencies]
         records.append(_record(f"tg{n_gen}@d{d}", 0, n_gen, d, rates, p50_ms=percentile(ms, 50),
-                               p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99)))
+                               p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99), tokens=tokens))
         if progress:
             progress(records[-1])
 
@@ -114,7 +115,7 @@ def make_backend(spec: dict):
     kind = spec["backend"]
     if kind == "slmkit":
         return SlmkitBackend(spec["model"], spec["precision"], spec.get("device"), spec.get("compile", True),
-                             spec.get("group_size", 32))
+                             spec.get("group_size", 32), spec.get("symmetric", True))
     if kind == "transformers":
         return TransformersBackend(spec["model"], spec["precision"], spec.get("device"))
     if kind == "llamacpp":

@@ -46,6 +46,7 @@ class BenchSpec:
     device: str | None = None
     compile: bool = True
     group_size: int = 32
+    symmetric: bool = True
 
     def check(self) -> None:
         for name, values, allowed in (("backend", self.backends, BACKENDS), ("precision", self.precisions, PRECISIONS)):
@@ -120,12 +121,19 @@ def prompt_ids(model: str, n: int) -> tuple[list[int], str]:
     return torch.randint(3, config.vocab_size, (n,), generator=g).tolist(), "random ids (no tokenizer)"
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_worker(spec: BenchSpec, run: dict, ids: list[int], echo=print) -> dict:
     """One backend x precision in its own process; its result, or {'error': ...}."""
     payload = dict(backend=run["backend"], precision=run["precision"], model=spec.model, ids=ids,
                    prompts=spec.prompts, depths=spec.depths, n_gen=spec.n_gen, repeats=spec.repeats,
                    warmup=spec.warmup, threads=spec.threads, device=spec.device, compile=spec.compile,
-                   group_size=spec.group_size)
+                   group_size=spec.group_size, symmetric=spec.symmetric,
+                   gpu=(spec.device or "").startswith("cuda") or (spec.device is None and _has_cuda()))
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads)}
     proc = subprocess.Popen([sys.executable, "-m", "slmkit.bench.measure", json.dumps(payload)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
