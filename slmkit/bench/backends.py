@@ -121,6 +121,7 @@ class TransformersBackend(Backend):
         if precision not in TRANSFORMERS_DTYPES:
             raise SlmError(f"the transformers backend runs {', '.join(TRANSFORMERS_DTYPES)}, not {precision}")
         self.model_name, self.precision, self.device = model, precision, device
+        self.path = hf_folder(model)  # converted (and cached) before the load is timed
 
     def load(self, max_len: int) -> None:
         import torch
@@ -130,7 +131,7 @@ class TransformersBackend(Backend):
 
         self.dev = torch.device(self.device) if self.device else default_device()
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            hf_folder(self.model_name), dtype=getattr(torch, TRANSFORMERS_DTYPES[self.precision]),
+            self.path, dtype=getattr(torch, TRANSFORMERS_DTYPES[self.precision]),
             attn_implementation="sdpa").to(self.dev).eval()
         self.weight_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in self.model.parameters()}.values())
         c = self.model.config
@@ -160,6 +161,7 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, model: str, precision: str, threads: int, gpu: bool = False):
         self.model_name, self.precision, self.threads, self.gpu = model, precision, threads, gpu
+        self.path = llamacpp_file(model, precision)  # written (and cached) before the load is timed
 
     def load(self, max_len: int) -> None:
         import llama_cpp
@@ -167,7 +169,7 @@ class LlamaCppBackend(Backend):
 
         from slmkit.model.gguf import GGUFFile, config_from_gguf
 
-        path = llamacpp_file(self.model_name, self.precision)
+        path = self.path
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=max_len, n_batch=512, n_ubatch=512,
                                    n_threads=self.threads, n_threads_batch=self.threads, verbose=False,
                                    n_gpu_layers=-1 if self.gpu else 0)
