@@ -122,6 +122,8 @@ def cmd_bench(a: argparse.Namespace) -> None:
           f"{m['threads']} threads, torch {m['torch']}, {m['gpu'] or m['processor'] or m['machine']}, "
           f"{m['cpus']} cpus; {spec.repeats} repeats after {spec.warmup} warm-up\n")
     print(table(result))
+    if not result["calibrated"] and "slmkit" in spec.backends:
+        print("- no predictions: run `slm bench --calibrate` once to see the cost model's beside the measurements")
     for line in result["skipped"]:
         print(f"- skipped: {line}")
     for line in result["errors"]:

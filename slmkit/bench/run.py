@@ -175,9 +175,9 @@ def bench(spec: BenchSpec, echo=print) -> dict:
             echo(f"  failed: {result['error']}")
             continue
         pred = None
-        if cal is not None and run["backend"] == "slmkit" and not spec.compile and run["precision"] in cal.matvec:
+        if cal is not None and run["backend"] == "slmkit" and run["precision"] in cal.matvec:
             pred = predict(config, cal, run["precision"], spec.prompts, spec.depths, result["memory"]["kv_tokens"])
-        rows += _rows(spec, run, result, pred, config)
+        rows += _rows(spec, run, result, pred)
     return dict(model=spec.model, source=source, config_name=config.name, rows=rows, skipped=skipped, errors=errors,
                 prompt_source=id_source, calibrated=cal is not None,
                 machine=dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
@@ -185,7 +185,9 @@ def bench(spec: BenchSpec, echo=print) -> dict:
                              gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None))
 
 
-def _rows(spec: BenchSpec, run: dict, result: dict, pred, config) -> list[dict]:
+def _rows(spec: BenchSpec, run: dict, result: dict, pred) -> list[dict]:
+    """One flat row per test; with a prediction, its memory always and its latency for the eager engine (the
+    one the cost model describes)."""
     mem = result["memory"]
     out = []
     for r in result["records"]:
@@ -196,6 +198,8 @@ def _rows(spec: BenchSpec, run: dict, result: dict, pred, config) -> list[dict]:
                    kv_cache_mb=mem["kv_cache_mb"], activations_mb=mem["activations_mb"])
         if pred is not None:
             ms = (pred.prefill_s.get(r["n_prompt"]) if r["n_gen"] == 0 else pred.decode_s.get(r["n_depth"]))
+            if spec.compile:
+                ms = None
             row.update(pred_ms=ms * 1e3 if ms is not None else None, pred_weights_mb=pred.weights_mb,
                        pred_kv_cache_mb=pred.kv_cache_mb, pred_activations_mb=pred.activations_mb)
         out.append(row)
@@ -234,7 +238,7 @@ def table(result: dict) -> str:
         peak = any_row["peak_cuda_mb"] if result["machine"]["device"] != "cpu" else any_row["peak_rss_mb"]
         cells.append(f"{peak:.0f}" if peak is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Memory (MB): measured, and predicted by the cost model where it applies (slmkit, eager)", "",
+    lines += ["", "Memory (MB): measured, and predicted by the cost model for slmkit (after slm bench --calibrate)", "",
               "| backend | precision | weights | KV cache (tokens) | activations (largest prefill) | peak RSS |",
               "|---|---|---|---|---|---|"]
     for backend, precision in runs:
