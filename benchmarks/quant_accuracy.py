@@ -12,6 +12,9 @@ Variants (all from the shipped Q4_1 GGUF, whose dequantised weights are the fp32
   q8_0, q4_0  llama.cpp's own quantiser (llama_model_quantize) on an F32 GGUF of the same weights; slmkit
               reads the file and dequantises it, so this row is llama.cpp's weight rounding with float
               activations
+  llamacpp-q8_0, llamacpp-q4_0, llamacpp-q4_1
+              the same files (q4_1: the shipped one) evaluated by llama.cpp itself (slm eval --backend
+              llamacpp), with its 8-bit activation rounding
 Each variant is one `slm eval` run (in its own process, results in .cache/bench/quant-accuracy/VARIANT/).
 """
 
@@ -26,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("SLMKIT_BENCH_CACHE", ROOT / ".cache" / "bench")) / "quant-accuracy"
-VARIANTS = ["fp32", "int8", "int4", "int4-asym", "q8_0", "q4_0"]
+VARIANTS = ["fp32", "int8", "int4", "int4-asym", "q8_0", "q4_0", "llamacpp-q8_0", "llamacpp-q4_0", "llamacpp-q4_1"]
 QUANTIZE = {"int8": ["--bits", "8", "--head"], "int4": ["--bits", "4", "--group", "32", "--head"],
             "int4-asym": ["--bits", "4", "--group", "32", "--asym", "--head"]}
 
@@ -41,7 +44,7 @@ def model_for(variant: str) -> str:
         return str(path)
     from slmkit.bench.backends import llamacpp_file
 
-    return str(llamacpp_file("default", variant))
+    return str(llamacpp_file("default", variant.removeprefix("llamacpp-")))
 
 
 def main() -> None:
@@ -56,8 +59,9 @@ def main() -> None:
         out = OUT / f"{variant}-{a.limit}"
         if not (out / "results.json").is_file():
             print(f"{variant} ...", file=sys.stderr, flush=True)
+            backend = ["--backend", "llamacpp"] if variant.startswith("llamacpp-") else []
             subprocess.run(["slm", "eval", "-m", model_for(variant), "--tasks", a.tasks, "--limit", str(a.limit),
-                            "--shots", "0", "-o", str(out), "--no-cache", "-q"], check=True)
+                            "--shots", "0", "-o", str(out), "--no-cache", "-q", *backend], check=True)
         result = json.loads((out / "results.json").read_text())
         rows[variant] = (result["results"]["0"], result["total_s"])
     head = "| variant | " + " | ".join(f"{t} acc / acc_norm" for t in tasks) + " | mean acc_norm | eval s |"

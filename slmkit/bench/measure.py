@@ -54,8 +54,9 @@ def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_ge
     loaded_rss = rss_mb()
     records = []
     # activations: the longest prefill, run first, so that the heap has to grow for it (later runs reuse it)
-    before = rss_mb()
+    before, load_peak = rss_mb(), peak_rss_mb()  # the peak so far (the load's) is kept: the reset drops it
     reset_peak_rss()
+    cuda_load_peak = torch.cuda.max_memory_reserved() if cuda else 0
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         cuda_before = torch.cuda.memory_allocated()
@@ -100,11 +101,11 @@ def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_ge
         if progress:
             progress(records[-1])
 
-    memory = dict(base_rss_mb=base_rss, loaded_rss_mb=loaded_rss, peak_rss_mb=peak_rss_mb(),
+    memory = dict(base_rss_mb=base_rss, loaded_rss_mb=loaded_rss, peak_rss_mb=max(load_peak, peak_rss_mb()),
                   weights_mb=backend.weight_bytes / 2**20, kv_cache_mb=backend.kv_bytes / 2**20,
                   activations_mb=max(activation_mb, 0.0), kv_tokens=max_len)
     if cuda:
-        memory["peak_cuda_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        memory["peak_cuda_mb"] = max(cuda_load_peak, torch.cuda.max_memory_reserved()) / 2**20
     return dict(load_s=load_s, compile_s=backend.compile_s, records=records, memory=memory,
                 label=getattr(backend, "label", backend.precision))
 
