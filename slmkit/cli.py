@@ -96,6 +96,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
     from slmkit.bench import costmodel
     from slmkit.bench.run import BenchSpec, bench, table, write_outputs
 
+    a.model = a.model_option or a.model
     device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     precisions = [p.strip() for p in a.precisions.split(",") if p.strip()]
     if a.calibrate or a.predict:
@@ -473,6 +474,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = verb("bench", cmd_bench)
     s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
+    s.add_argument("--model", "-m", dest="model_option", help="the same as MODEL, as the other verbs take it")
     s.add_argument("--backends", default="slmkit,transformers,llamacpp",
                    help="comma-separated: slmkit, transformers, llamacpp (default all three; missing ones are "
                         "skipped with a note)")
