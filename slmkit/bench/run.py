@@ -121,19 +121,13 @@ def prompt_ids(model: str, n: int) -> tuple[list[int], str]:
     return torch.randint(3, config.vocab_size, (n,), generator=g).tolist(), "random ids (no tokenizer)"
 
 
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def run_worker(spec: BenchSpec, run: dict, ids: list[int], echo=print) -> dict:
+def run_worker(spec: BenchSpec, run: dict, ids: list[int], device: str, echo=print) -> dict:
     """One backend x precision in its own process; its result, or {'error': ...}."""
     payload = dict(backend=run["backend"], precision=run["precision"], model=spec.model, ids=ids,
                    prompts=spec.prompts, depths=spec.depths, n_gen=spec.n_gen, repeats=spec.repeats,
                    warmup=spec.warmup, threads=spec.threads, device=spec.device, compile=spec.compile,
                    group_size=spec.group_size, symmetric=spec.symmetric,
-                   gpu=(spec.device or "").startswith("cuda") or (spec.device is None and _has_cuda()))
+                   gpu=device.startswith("cuda"))
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads)}
     proc = subprocess.Popen([sys.executable, "-m", "slmkit.bench.measure", json.dumps(payload)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -169,7 +163,7 @@ def bench(spec: BenchSpec, echo=print) -> dict:
     rows, errors = [], []
     for i, run in enumerate(runs, 1):
         echo(f"[{i}/{len(runs)}] {run['backend']} {run['precision']} ...")
-        result = run_worker(spec, run, ids, echo)
+        result = run_worker(spec, run, ids, device, echo)
         if "error" in result:
             errors.append(f"{run['backend']} {run['precision']}: {result['error']}")
             echo(f"  failed: {result['error']}")
@@ -222,8 +216,7 @@ def table(result: dict) -> str:
     head += ["peak RSS MB" if result["machine"]["device"] == "cpu" else "peak GPU MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for backend, precision in runs:
-        any_row = by[(backend, precision, tests[0])] if (backend, precision, tests[0]) in by else next(
-            r for r in rows if (r["backend"], r["precision"]) == (backend, precision))
+        any_row = next(r for r in rows if (r["backend"], r["precision"]) == (backend, precision))
         cells = [backend, any_row["type"], f"{any_row['load_s']:.1f}" + (
             f" (+{any_row['compile_s']:.0f} compile)" if any_row.get("compile_s") else "")]
         for t in tests:
