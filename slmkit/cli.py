@@ -418,7 +418,7 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
             raise SlmError(f"{a.tokenizer}: has no tokenizer; name a model with one, or use --train-tokenizer SIZE")
         source = a.tokenizer
     out, meta = prepare(a.inputs, a.out, tokenizer, source, val_fraction=a.val_fraction, block=a.block,
-                        template=a.template, progress=not a.quiet)
+                        template=a.template, progress=not a.quiet, separator=a.separator)
     for s in meta["sources"]:
         print(f"  {s['file']}: {s['documents']:,} documents, {s['tokens']:,} tokens")
     print(f"wrote {out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens from "
@@ -583,6 +583,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--template", help="how a record becomes text: '{prompt}{completion}' for JSON fields, "
                                       "'{0}\\n{1}' for table columns (default: the text field, or "
                                       "prompt+completion, question+answer; table columns joined by newlines)")
+    d.add_argument("--separator", help="token between documents (default <|endoftext|> if the vocabulary has it, "
+                                       "else the end-of-sequence token)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(fn=cmd_data_prepare)
 

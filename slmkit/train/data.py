@@ -88,7 +88,7 @@ class Template:
                                f"{', '.join(record)}") from None
         for fields in AUTO_TEMPLATES:
             if all(isinstance(record.get(f), str) for f in fields):
-                return "".join(record[f] if i == 0 else _joiner(record[fields[i - 1]]) + record[f]
+                return "".join(record[f] if i == 0 else _joiner(record[fields[i - 1]], record[f]) + record[f]
                                for i, f in enumerate(fields))
         raise SlmError(f"{where}: no text field found (fields: {', '.join(record)}); name them with --template, "
                        f"e.g. --template '{{{next(iter(record), 'text')}}}'")
@@ -105,8 +105,9 @@ class Template:
         return "\n".join(row)
 
 
-def _joiner(previous: str) -> str:
-    return "" if previous.endswith(("\n", " ")) else "\n"
+def _joiner(previous: str, following: str) -> str:
+    """Nothing where the fields already meet at whitespace (a completion starting with a space), else a newline."""
+    return "" if previous[-1:].isspace() or following[:1].isspace() else "\n"
 
 
 def _open_text(path: Path):
@@ -139,6 +140,8 @@ def read_documents(path: Path, template: Template) -> Iterator[str]:
                           else csv.reader(fh))
                 for n, row in enumerate(reader, 1):
                     if row:
+                        if kind == ".tsv":  # TSV fields cannot hold tabs or newlines: they come escaped
+                            row = [_unescape_tsv(f) for f in row]
                         yield template.row(row, f"{path}:{n}")
             else:
                 yield from _text_pieces(fh)
@@ -147,6 +150,25 @@ def read_documents(path: Path, template: Template) -> Iterator[str]:
                        f"e.g. iconv -f latin1 -t utf-8") from None
     except (OSError, EOFError) as e:
         raise SlmError(f"{path}: cannot read ({e})") from None
+
+
+_TSV_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape_tsv(field: str) -> str:
+    """Undo the linear-TSV escapes \\n, \\t, \\r and \\\\ (FLAN's TSVs write line breaks this way)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        c = field[i]
+        if c == "\\" and i + 1 < len(field) and field[i + 1] in _TSV_ESCAPES:
+            out.append(_TSV_ESCAPES[field[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 class Piece(str):
@@ -241,17 +263,25 @@ class _SplitWriter:
 
 def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer, tokenizer_source: str,
             val_fraction: float = 0.01, block: int = 2048, template: str | None = None,
-            progress: bool = True, batch_docs: int = 256) -> tuple[Path, dict]:
-    """Tokenize the inputs into a shard folder (written atomically); returns its path and its meta."""
+            progress: bool = True, batch_docs: int = 256, separator: str | None = None) -> tuple[Path, dict]:
+    """Tokenize the inputs into a shard folder (written atomically); returns its path and its meta.
+    separator: the token between documents (default <|endoftext|> when the vocabulary has it, else EOS)."""
     from tqdm import tqdm
 
     if not 0 <= val_fraction <= 1:
         raise SlmError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if block < 1:
         raise SlmError(f"--block must be positive, got {block}")
-    eos = tokenizer.eos_id
+    if separator is not None:
+        eos = tokenizer.token_to_id(separator)
+        if eos is None:
+            raise SlmError(f"--separator {separator!r} is not a token of the tokenizer from {tokenizer_source}")
+    else:
+        eos = tokenizer.token_to_id("<|endoftext|>")
+        eos = eos if eos is not None else tokenizer.eos_id
     if eos is None:
-        raise SlmError(f"the tokenizer from {tokenizer_source} has no end-of-text token to separate documents")
+        raise SlmError(f"the tokenizer from {tokenizer_source} has no end-of-text token to separate documents; "
+                       f"name one with --separator")
     files = input_files(inputs)
     tmpl = Template(template)
     vocab = tokenizer.max_id + 1
@@ -263,7 +293,7 @@ def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer,
     with atomic_dir(out) as tmp:
         writer = _SplitWriter(tmp, dtype, block, val_every)
         bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="tokenizing",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=True if not progress else None, dynamic_ncols=True)
         for f in files:
             before = stats.documents, writer.counts["train"] + writer.counts["val"] + writer.buffered
             pending: list[str] = []

@@ -245,7 +245,8 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     def stage_of(s: int) -> int:
         return int(np.searchsorted(ends, s, side="right")) if s < total_steps else len(stages) - 1
 
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=True if not progress else None, unit="step",
+               dynamic_ncols=True)
     last_val = state.get("val_loss") if state else None
     tok_rate = None
     stage = stage_of(step)
@@ -319,7 +320,12 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         log.close()
         echo(f"stopped at step {step} of {total_steps}: {ckpts.latest()}; --resume continues")
         return TrainResult(out, step, step * recipe.tokens_per_step(), last_val, ckpts.latest())
-    model_dir = ckpts.export_final(wrapped, model, tokenizer) if ckpts.latest() else out / "model"
+    model_dir = ckpts.export_final(out / "model")
+    if recipe.export_as and ctx.main:
+        from slmkit.paths import cache_dir
+
+        named = ckpts.export_final(cache_dir("models", recipe.export_as))
+        echo(f"saved as {named}: load it with -m {recipe.export_as}")
     log.write(dict(event="end", step=step, val_loss=last_val))
     log.close()
     if last_val is not None:

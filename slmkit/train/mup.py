@@ -67,3 +67,35 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, base_width: i
         decay = weight_decay if kind != "vector" else 0.0
         groups.setdefault((scale, decay), []).append(p)
     return [dict(params=ps, lr=lr * scale, lr_scale=scale, weight_decay=decay) for (scale, decay), ps in groups.items()]
+
+
+def coordinate_check(widths: list[int], use_mup: bool, steps: int = 5, lr: float = 1e-2, base_width: int = 64,
+                     head_dim: int = 16, seed: int = 0) -> dict[int, dict[str, float]]:
+    """The muP coordinate check (Tensor Programs V, figure 5): train copies of one small model at several widths
+    for a few Adam steps on the same random tokens, and return per width the mean |value| of the last hidden
+    state and of the output logits. Under muP they stay flat across widths; in standard parametrisation
+    (one init std and one lr for all widths) the logits grow with width."""
+    from slmkit.model.config import ModelConfig
+    from slmkit.model.model import Transformer
+    from slmkit.train.losses import cross_entropy_sum
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (4, 33), generator=g)
+    out: dict[int, dict[str, float]] = {}
+    for width in widths:
+        config = ModelConfig(vocab_size=256, n_layer=2, d_model=width, n_head=width // head_dim,
+                             intermediate_size=2 * width, context_length=64, tie_embeddings=False)
+        torch.manual_seed(seed)
+        model = Transformer(config)
+        init(model, base_width if use_mup else None)
+        opt = torch.optim.AdamW(param_groups(model, lr, 0.0, base_width if use_mup else None), lr=lr)
+        for _ in range(steps):
+            loss = cross_entropy_sum(model(x[:, :-1]), x[:, 1:]) / x[:, 1:].numel()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        with torch.no_grad():
+            hidden = model(x[:, :-1], hidden=True)
+            logits = model.head(hidden)
+        out[width] = {"hidden": hidden.abs().mean().item(), "logits": logits.abs().mean().item()}
+    return out

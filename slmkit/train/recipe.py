@@ -104,6 +104,7 @@ class Recipe:
     save_every: int = 500  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
     log_every: int = 10
+    export_as: str | None = None  # also copy the final model to ~/.cache/slmkit/models/NAME: `-m NAME` loads it
     distill: DistillSpec | None = None
     mup: MupSpec = field(default_factory=MupSpec)
     dist: DistSpec = field(default_factory=DistSpec)
@@ -163,6 +164,9 @@ class Recipe:
             if d.temperature <= 0 or not 0 <= d.alpha <= 1 or d.top_k < 1:
                 raise SlmError(f"distill needs temperature > 0, alpha in [0, 1] and top_k >= 1, got "
                                f"{d.temperature}, {d.alpha}, {d.top_k}")
+        if self.export_as is not None and (not self.export_as or "/" in self.export_as
+                                           or self.export_as.startswith(".") or self.export_as == "default"):
+            raise SlmError(f"export_as must be a plain name (no '/', not 'default'), got {self.export_as!r}")
         if self.mup.base_width is not None and self.mup.base_width < 1:
             raise SlmError(f"mup.base_width must be positive, got {self.mup.base_width}")
         if self.model.preset is None and self.model.config is None and self.model.init is None:

@@ -95,10 +95,9 @@ class Checkpoints:
         for old in done[:max(0, len(done) - (self.keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def export_final(self, wrapped: nn.Module, model: Transformer, tokenizer) -> Path:
-        """out/model: the last checkpoint's weights, config and tokenizer, without the trainer state."""
+    def export_final(self, target: Path) -> Path:
+        """Copy the last checkpoint's weights, config and tokenizer (not the trainer state) to target."""
         latest = self.latest()
-        target = self.out / "model"
         if self.ctx.main and latest is not None:
             from slmkit.paths import atomic_dir
 
@@ -106,7 +105,6 @@ class Checkpoints:
                 for f in latest.iterdir():
                     if f.name != STATE_FILE:
                         shutil.copy2(f, tmp / f.name)
-        dist.barrier(self.ctx)
         return target
 
     # --- resuming ----------------------------------------------------------------------------------------------
