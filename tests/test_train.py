@@ -432,3 +432,27 @@ def test_two_processes_match_one(shards, tmp_path, fsdp, tol):
         from slmkit.checkpoint import load
 
         assert load(tmp_path / "two/model", device="cpu").config.n_layer == 2
+
+
+def test_prepare_the_shared_corpora_with_the_default_tokenizer(tmp_path, default_gguf):
+    """The shared corpora and instruction data through the CLI with the default model's tokenizer."""
+    from tests.conftest import shared_dir
+
+    shared = shared_dir()
+    if shared is None:
+        pytest.skip("../shared/data is absent (set SLMKIT_SHARED); the shared corpora are not tested")
+    from slmkit.checkpoint import load_tokenizer
+    from slmkit.train.data import Shards
+
+    data = shared / "data"
+    r = slm("data", "prepare", str(data / "corpus/tinyshakespeare"), str(data / "instruct/flan_cot/qasc_train.tsv"),
+            "-o", str(tmp_path / "s"), "--template", "{0}\\n{2} So the answer is {1}.", "-q")
+    assert r.returncode == 0, r.stderr
+    s = Shards.open(tmp_path / "s")
+    assert s.meta["documents"] == 1 + 1084  # the play, and one per FLAN row
+    assert 300_000 < s.meta["train_tokens"] + s.meta["val_tokens"] < 600_000
+    tok = load_tokenizer("default")
+    first = tok.decode(s.train[:40].tolist())
+    assert first.startswith("First Citizen:\nBefore we proceed any further")
+    assert "So the answer is" in tok.decode(np.asarray(s.train[-3000:]).tolist())
+    assert f"{s.meta['train_tokens']:,} train" in r.stdout
