@@ -290,13 +290,13 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(shards, tmp_path):
 def test_killed_during_a_checkpoint_write_keeps_the_previous_one(shards, tmp_path):
     r = recipe_dict(shards, tmp_path / "run", save_every=4)
     path = write_recipe(tmp_path / "r.yaml", r)
-    env = {**os.environ, "CI": "1", "SLMKIT_TEST_SAVE_DELAY": "60"}
+    env = {**os.environ, "CI": "1", "SLMKIT_TEST_SAVE_DELAY": "8:60"}
     proc = subprocess.Popen([sys.executable, "-m", "slmkit.cli", "train", str(path), "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "run/checkpoints"
     try:
         deadline = time.time() + 120
-        # the first save (step 4) sleeps too: wait for it to land, then for the second one's temp folder
+        # the step-4 checkpoint lands; the step-8 write stops halfway (its files are in the temp folder)
         while time.time() < deadline and not (ckpts / "step-0000004").is_dir():
             time.sleep(0.2)
         while time.time() < deadline and not list(ckpts.glob(".step-0000008.*/trainer_state.pt")):
@@ -456,3 +456,12 @@ def test_prepare_the_shared_corpora_with_the_default_tokenizer(tmp_path, default
     assert first.startswith("First Citizen:\nBefore we proceed any further")
     assert "So the answer is" in tok.decode(np.asarray(s.train[-3000:]).tolist())
     assert f"{s.meta['train_tokens']:,} train" in r.stdout
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path):
+    from slmkit.train.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    recipe.validate(world=1)
+    assert sum(recipe.stage_steps()) > recipe.optim.warmup_steps

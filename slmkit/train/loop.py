@@ -227,11 +227,11 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
                                                   if teacher is not None else ""))
     log.write(dict(event="start" if state is None else "resume", step=step, total_steps=total_steps,
                    params=n_params, world=ctx.world, precision=precision, recipe=recipe.to_dict()))
-    val_windows = [d.val_windows(recipe.eval_tokens) for d in data]
+    sources = list(dict.fromkeys(p for s in stages for p in s.data))  # each source once, whatever its stages
+    windows = TokenData({p: 1.0 for p in sources}, recipe.batch.seq_len, recipe.seed).val_windows(recipe.eval_tokens)
     val_batch = max(1, mb)
 
     def run_validation(at_step: int) -> float | None:
-        windows = [w for ws in val_windows for w in ws]
         if not windows:
             return None
         loss = validation_loss(forward, windows, val_batch, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp)

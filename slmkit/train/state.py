@@ -57,8 +57,9 @@ class Checkpoints:
             def extra(tmp: Path) -> None:
                 torch.save(state, tmp / STATE_FILE)
                 (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
-                if os.environ.get("SLMKIT_TEST_SAVE_DELAY"):  # fault injection: lets a test kill a write midway
-                    time.sleep(float(os.environ["SLMKIT_TEST_SAVE_DELAY"]))
+                at, _, seconds = os.environ.get("SLMKIT_TEST_SAVE_DELAY", "").partition(":")
+                if at and int(at) == step:  # fault injection, STEP:SECONDS: lets a test kill a write midway
+                    time.sleep(float(seconds))
 
             save(self._plain(model, weights), path, tokenizer, extra=extra)
             tmp = self.out / ".latest.tmp"
