@@ -74,7 +74,8 @@ class Template:
     """Turns one record (a JSON object, or a table row) into a document's text."""
 
     def __init__(self, template: str | None):
-        self.template = template.encode().decode("unicode_escape") if template else None  # "\n" on the CLI
+        # a shell passes "\n" as two characters: turn the usual escapes into the characters (non-ASCII text stays)
+        self.template = _unescape(template) if template else None
         self.fields = [f for _, f, _, _ in string.Formatter().parse(self.template or "") if f is not None]
 
     def json(self, record: object, where: str) -> str:
@@ -141,7 +142,7 @@ def read_documents(path: Path, template: Template) -> Iterator[str]:
                 for n, row in enumerate(reader, 1):
                     if row:
                         if kind == ".tsv":  # TSV fields cannot hold tabs or newlines: they come escaped
-                            row = [_unescape_tsv(f) for f in row]
+                            row = [_unescape(f) for f in row]
                         yield template.row(row, f"{path}:{n}")
             else:
                 yield from _text_pieces(fh)
@@ -155,8 +156,8 @@ def read_documents(path: Path, template: Template) -> Iterator[str]:
 _TSV_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
-def _unescape_tsv(field: str) -> str:
-    """Undo the linear-TSV escapes \\n, \\t, \\r and \\\\ (FLAN's TSVs write line breaks this way)."""
+def _unescape(field: str) -> str:
+    """Undo the escapes \\n, \\t, \\r and \\\\ (FLAN's TSVs write line breaks this way)."""
     if "\\" not in field:
         return field
     out, i = [], 0
