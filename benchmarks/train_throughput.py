@@ -104,6 +104,7 @@ def main() -> None:
     from slmkit.checkpoint import load_tokenizer
     from slmkit.device import supports_bf16
     from slmkit.model.config import ModelConfig
+    from slmkit.model.summary import count_parameters
     from slmkit.train.data import prepare
     from tests.conftest import shared_dir
 
@@ -111,7 +112,7 @@ def main() -> None:
     if shared is None:
         sys.exit("needs ../shared/data (tinyshakespeare); set SLMKIT_SHARED")
     config = ModelConfig.from_name("SmolLM2-135M", **SHAPE)
-    n = sum(p.numel() for p in __import__("slmkit.model.model", fromlist=["x"]).Transformer(config).parameters())
+    n = count_parameters(config).total
     fpt = flops_per_token(config, a.seq_len)
     print(f"model: {n / 1e6:.1f}M parameters, {fpt / 1e6:.0f} MFLOP per token; batch {a.batch} x {a.seq_len}, "
           f"micro-batch {a.micro_batch}, {torch.get_num_threads()} threads")

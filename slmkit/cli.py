@@ -402,13 +402,12 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
     """Tokenize text, JSONL(.gz), CSV/TSV or parquet files and folders into token shards (train.bin, val.bin,
     meta.json, tokenizer) for `slm train`; documents are separated by the end-of-text token."""
     from slmkit.errors import SlmError
-    from slmkit.train.data import input_files, prepare
+    from slmkit.train.data import prepare
 
     if a.train_tokenizer:
         from slmkit.tokenizer.train import train_bpe
 
-        files = [str(f) for f in input_files(a.inputs)]
-        tokenizer = train_bpe(files, vocab_size=a.train_tokenizer)
+        tokenizer = train_bpe(a.inputs, vocab_size=a.train_tokenizer, template=a.template)
         source = f"BPE trained on the inputs ({a.train_tokenizer} tokens)"
     else:
         from slmkit.checkpoint import load_tokenizer
@@ -616,7 +615,8 @@ def _parser() -> argparse.ArgumentParser:
     tsub = s.add_subparsers(dest="action", metavar="ACTION")
     tsub.required = True
     t = tsub.add_parser("train", help=cmd_tokenizer_train.__doc__.strip(), description=cmd_tokenizer_train.__doc__)
-    t.add_argument("files", nargs="+", help="text, .jsonl (field 'text') files, or folders of them")
+    t.add_argument("files", nargs="+", help="files or folders: .txt .md .jsonl(.gz) (a 'text' field, or prompt + "
+                                            "completion, ...) .csv .tsv .parquet, as `slm data prepare` reads them")
     t.add_argument("-o", "--out", required=True, help="output folder")
     t.add_argument("--vocab-size", type=int, default=8192)
     t.add_argument("--min-frequency", type=int, default=2)

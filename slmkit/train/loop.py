@@ -62,7 +62,7 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
     torch.manual_seed(recipe.seed)
     with torch.device(device):
         model = Transformer(config)
-    mup.init(model, recipe.mup.base_width, recipe.mup.init_std if recipe.mup.base_width else recipe.init_std)
+    mup.init(model, recipe.mup.base_width, recipe.init_std)
     return model.float().train()
 
 

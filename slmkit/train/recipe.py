@@ -76,7 +76,6 @@ class MupSpec:
     """muP (Tensor Programs V, table 3, for Adam): set base_width to the width whose hyperparameters transfer."""
 
     base_width: int | None = None
-    init_std: float = 0.02
 
 
 @dataclass
@@ -95,10 +94,10 @@ class Recipe:
     stages: list[Stage] = field(default_factory=list)  # or several stages (overrides data/tokens)
     batch: BatchSpec = field(default_factory=BatchSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str | None = None
     compile: bool = False
-    init_std: float = 0.02
+    init_std: float = 0.02  # normal(0, init_std) weights; under muP, the base width's std
     eval_every: int = 200  # steps between validation runs (0: only at the end)
     eval_tokens: int = 65536  # validation tokens per data source
     save_every: int = 500  # steps between checkpoints (0: only at the end)
