@@ -246,6 +246,58 @@ def cmd_generate(a: argparse.Namespace) -> None:
     print(_stats_line(stats), file=sys.stderr)
 
 
+def cmd_serve(a: argparse.Namespace) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (completions, chat, streaming) with continuous batching.
+
+    Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /health, /metrics (Prometheus). Binds to
+    127.0.0.1 unless --host says otherwise; --api-key (or $SLMKIT_API_KEY) requires 'Authorization: Bearer KEY'.
+    """
+    import ipaddress
+    import socket
+
+    from slmkit.checkpoint import load
+    from slmkit.errors import SlmError
+
+    try:
+        import uvicorn
+
+        from slmkit.serve.app import ServeConfig, create_app
+    except ImportError as e:
+        raise SlmError(f"slm serve needs the serve extra ({e.name} is missing): pip install 'slmkit[serve]'") from None
+    for flag, value, low in (("--slots", a.slots, 1), ("--context", a.context, 2), ("--max-tokens", a.max_tokens, 1),
+                             ("--max-queue", a.max_queue, 0), ("--port", a.port, 0)):
+        if value is not None and value < low:
+            raise SlmError(f"{flag} must be >= {low}, got {value}")
+    api_key = a.api_key or os.environ.get("SLMKIT_API_KEY") or None
+    with socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET) as probe:  # a clear line, not a trace
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((a.host, a.port))
+        except OSError as e:
+            raise SlmError(f"cannot listen on {a.host}:{a.port} ({e.strerror}); pick another --port or --host") from None
+    lm = load(a.model, dtype=a.dtype, device=a.device, progress=True)
+    if lm.tokenizer is None:
+        raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
+    config = ServeConfig(name=a.served_name or a.model, slots=a.slots,
+                         context=a.context or min(lm.config.context_length, 2048), max_tokens=a.max_tokens,
+                         max_queue=a.max_queue, api_key=api_key, compile=a.compile)
+    if a.compile:
+        print(f"compiling the decode step for {a.slots} slots (1-2 min on a 2-core CPU the first time)",
+              file=sys.stderr)
+    app = create_app(lm.model, lm.tokenizer, config)
+    try:
+        loopback = ipaddress.ip_address(a.host).is_loopback
+    except ValueError:
+        loopback = a.host == "localhost"
+    if not loopback and api_key is None:
+        print(f"slm serve: warning: listening on {a.host} without an API key; anyone who can reach this port can "
+              "use the model (set --api-key)", file=sys.stderr)
+    print(f"serving '{config.name}' at http://{a.host}:{a.port}/v1 ({config.slots} slots x "
+          f"{app.state.server.context} tokens, max_tokens <= {config.max_tokens}, queue {config.max_queue})",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=5)
+
+
 def cmd_chat(a: argparse.Namespace) -> None:
     """Interactive multi-turn chat with the model's chat template, streamed. /reset clears the history,
     /system TEXT sets the system prompt, /exit (or Ctrl-D) quits. Earlier turns' KV cache is reused."""
@@ -490,6 +542,26 @@ def _parser() -> argparse.ArgumentParser:
     engine_args(s, 512, 0.7)
     s.add_argument("--verbose", "-v", action="store_true", help="print prefill/decode speed after each reply")
     s.set_defaults(fn=cmd_chat)
+
+    s = verb("serve", cmd_serve)
+    s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="default 8000")
+    s.add_argument("--served-name", help="the model id clients send and /v1/models lists (default: MODEL as given)")
+    s.add_argument("--slots", type=int, default=4, help="requests decoded together, one KV-cache row each (default 4)")
+    s.add_argument("--context", type=int, help="tokens per cache row, prompt + completion (default: the model's, "
+                                               "at most 2048)")
+    s.add_argument("--max-tokens", type=int, default=512, help="cap on a request's max_tokens (default 512)")
+    s.add_argument("--max-queue", type=int, default=64,
+                   help="requests waiting for a free slot before new ones get 429 (default 64)")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: $SLMKIT_API_KEY, else none)")
+    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default float32)")
+    s.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: CUDA when present, else CPU)")
+    s.add_argument("--compile", action="store_true", help="compile the batched decode step (faster decode after a "
+                                                          "one-off compile at start-up)")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default info: one access line per request)")
+    s.set_defaults(fn=cmd_serve)
 
     s = verb("eval", cmd_eval)
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)

@@ -8,6 +8,7 @@ import torch
 
 import slmkit
 from slmkit.engine import Engine, GenerationStats, SamplingParams
+from slmkit.engine.rows import RowEngine
 from slmkit.engine.sampling import apply_repetition_penalty, filter_logits
 from slmkit.engine.text import IncrementalDecoder, StopStringMatcher
 from slmkit.errors import SlmError
@@ -235,3 +236,39 @@ def test_repetition_penalty_in_the_loop_matches_transformers():
                 seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
         assert row == seq[0, len(prompt):].tolist()
     assert got != Engine(model).generate(prompts, 12, SamplingParams(temperature=0)), "the penalty changed nothing"
+
+
+@pytest.mark.parametrize("case", ["llama (SmolLM2, GQA, tied)", "gemma2 (softcaps, sandwich norms, local/global)",
+                                  "bloom (ALiBi, 6 heads)", "gpt2 (learned positions)"])
+def test_rows_at_different_lengths_equal_single_runs(case):
+    """Requests joining and leaving cache rows at different times get the tokens each gets alone."""
+    model = _model(case)
+    prompts = _prompts(model.config.vocab_size, (7, 3, 11, 5, 9))
+    want = [Engine(model).generate([p], 10, SamplingParams(temperature=0))[0] for p in prompts]
+    engine = RowEngine(model)
+    engine.setup_caches(3, 64)
+    got: dict[int, list[int]] = {i: [] for i in range(len(prompts))}
+    rows: dict[int, int] = {}  # request -> row
+    tokens, lengths = torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long)
+    waiting, step = list(range(len(prompts))), 0
+    with torch.inference_mode():
+        while waiting or rows:
+            if waiting and len(rows) < 3 and step % 3 == 0:  # a new request every third step, into the lowest row
+                i = waiting.pop(0)
+                row = min(set(range(3)) - set(rows.values()))
+                t = int(engine.prefill_row(row, prompts[i]).argmax())
+                got[i].append(t)
+                rows[i], tokens[row], lengths[row] = row, t, len(prompts[i])
+            step += 1
+            for i, row in list(rows.items()):
+                if len(got[i]) == 10:
+                    del rows[i]
+                    tokens[row] = lengths[row] = 0
+            if not rows:
+                continue
+            logits = engine.decode_rows(tokens, lengths, busy=max(rows.values()) + 1)
+            for i, row in rows.items():
+                t = int(logits[row].argmax())
+                got[i].append(t)
+                tokens[row], lengths[row] = t, lengths[row] + 1
+    assert [got[i] for i in range(len(prompts))] == want

@@ -96,9 +96,13 @@ class Engine:
         self.pad = torch.zeros(batch, dtype=torch.long, device=dev)  # (B,)
         self._tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)  # step inputs, updated in place
         self._positions = torch.zeros(batch, 1, dtype=torch.long, device=dev)
-        self._slot = torch.zeros(1, dtype=torch.long, device=dev)
+        self._slot = torch.zeros(self._slot_shape(batch), dtype=torch.long, device=dev)
         if self.compile:
             self._compile()
+
+    def _slot_shape(self, batch: int) -> tuple[int, ...]:
+        """Shape of the decode step's slot input: one slot for all rows (rows move in lockstep)."""
+        return (1,)
 
     @contextmanager
     def _attached(self):

@@ -116,11 +116,12 @@ def attention_mask(
 ) -> torch.Tensor:
     """Boolean mask (B or 1, 1, T, S), True where a query may attend.
 
-    q_slots (T,) are the key-axis slots of the new queries; key_valid (B, S) marks real (non-padding) keys.
-    Each query always sees itself, so a padding row never becomes all -inf (NaN in softmax).
+    q_slots (T,) or, one row each, (B, T) are the key-axis slots of the new queries; key_valid (B, S) marks
+    real (non-padding) keys. Each query always sees itself, so a padding row never becomes all -inf (NaN in
+    softmax).
     """
     k_slots = torch.arange(n_keys, device=q_slots.device)
-    q = q_slots[None, None, :, None]  # (1, 1, T, 1)
+    q = q_slots.view(-1, 1, q_slots.shape[-1], 1)  # (1 or B, 1, T, 1)
     mask = k_slots <= q  # causal
     if window is not None:
         mask = mask & (q - k_slots < window)
@@ -143,9 +144,14 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, K, T, D) at slots (T,) and return the whole cache."""
-        self.k.index_copy_(2, slots, k.to(self.k.dtype))
-        self.v.index_copy_(2, slots, v.to(self.v.dtype))
+        """Write k, v (B, K, T, D) at slots (T,), or per row at slots (B, T), and return the whole cache."""
+        if slots.dim() == 1:
+            self.k.index_copy_(2, slots, k.to(self.k.dtype))
+            self.v.index_copy_(2, slots, v.to(self.v.dtype))
+        else:  # rows at different lengths (a server's continuous batch)
+            index = slots[:, None, :, None].expand(k.shape)
+            self.k.scatter_(2, index, k.to(self.k.dtype))
+            self.v.scatter_(2, index, v.to(self.v.dtype))
         return self.k, self.v
 
 
@@ -375,7 +381,8 @@ class Transformer(nn.Module):
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
         key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
-        slots (T,): cache slots the new tokens are written to (required with a cache).
+        slots (T,): cache slots the new tokens are written to (required with a cache); (B, T) writes each row
+        at its own slots (rows at different lengths), with positions given.
         kv_len: attend only to the first kv_len cache slots (a prefill: the end of its slots); default all.
         hidden: return the final hidden states (B, T, emb_dim) instead of logits; `head` turns them into logits.
         mask (B, T, T), without a cache: which tokens of its row each token attends to (it always sees itself),
@@ -394,7 +401,7 @@ class Transformer(nn.Module):
             slots = torch.arange(T, device=idx.device)
             n_keys = T
         if positions is None:
-            positions = slots[None, :].expand(B, T)
+            positions = slots.view(-1, T).expand(B, T)
 
         x = self.tok_emb(idx)  # (B, T, emb_dim)
         if self.proj_in is not None:
@@ -413,7 +420,7 @@ class Transformer(nn.Module):
         bias = None
         if c.pos_type == "alibi":  # slope * (key position - query position), (1 or B, H, T, S)
             if mask is None:
-                dist = (torch.arange(n_keys, device=idx.device) - slots[:, None])[None]  # (1, T, S)
+                dist = (torch.arange(n_keys, device=idx.device) - slots[..., None]).view(-1, T, n_keys)  # (1|B, T, S)
             else:
                 dist = positions[:, None, :] - positions[:, :, None]  # (B, T, T)
             bias = (self.alibi[None, :, None, None] * dist[:, None]).to(x.dtype)

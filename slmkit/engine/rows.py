@@ -1,0 +1,71 @@
+"""An engine whose cache rows are independent sequences, each at its own length: continuous batching.
+
+`Engine` moves all rows in lockstep (one shared slot, left padding). A server cannot: requests arrive and
+finish at any time. Here row r holds one request's tokens in slots 0..length[r]-1; a new request is prefilled
+into a free row on its own (the other rows' caches untouched), and one decode step appends a token to every
+row at that row's own slot. Causality keeps each row's queries off a previous occupant's stale keys (they sit
+at slots the new occupant overwrites before it reaches them), so no per-row key mask is needed.
+
+Idle rows ride along in the step at slot 0 (a compiled step has a static batch); in eager mode the step runs
+only rows 0..hi-1, the highest busy row and below, so a lightly loaded server pays for few rows.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+
+from slmkit.engine.engine import Engine
+from slmkit.errors import SlmError
+
+
+class RowEngine(Engine):
+    """Prefill one row at a time; decode every row at its own slot in one step (see the module docstring)."""
+
+    def _slot_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, 1)  # one slot per row
+
+    @contextmanager
+    def _rows(self, rows: slice):
+        """Point every layer's cache at rows `rows` only (views: writes land in the full cache)."""
+        full = [(c.k, c.v) for c in self._caches]
+        for cache, (k, v) in zip(self._caches, full):
+            cache.k, cache.v = k[rows], v[rows]
+        try:
+            yield
+        finally:
+            for cache, (k, v) in zip(self._caches, full):
+                cache.k, cache.v = k, v
+
+    def prefill_row(self, row: int, prompt: Sequence[int]) -> torch.Tensor:
+        """Write a prompt's keys/values into row `row` from slot 0; return its next-token logits (vocab,)."""
+        n = len(prompt)
+        if n == 0:
+            raise SlmError("empty prompt: give at least one token")
+        if n >= self.max_len:
+            raise SlmError(f"the prompt has {n} tokens but a cache row holds {self.max_len}; shorten the prompt")
+        idx = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
+        slots = torch.arange(n, device=self.device)
+        with self._attached(), self._rows(slice(row, row + 1)):
+            return self.model(idx, None, None, slots, last_only=True, kv_len=n)[0, -1]
+
+    def decode_rows(self, tokens: torch.Tensor, lengths: torch.Tensor, busy: int | None = None) -> torch.Tensor:
+        """Append tokens (B,) to the rows at slots lengths (B,); return next-token logits (B, vocab).
+
+        busy: in eager mode, run only rows 0..busy-1 and return their logits (busy, vocab). Idle rows should
+        carry token 0 at length 0.
+        """
+        if int(lengths.max()) >= self.max_len:
+            raise SlmError(f"a cache row is full ({self.max_len} tokens)")
+        self._tokens.copy_(tokens.view(-1, 1))
+        self._slot.copy_(lengths.view(-1, 1))
+        self._positions.copy_(self._slot)
+        if self.compile_s or busy is None or busy >= self.batch:
+            with self._attached(), self._stance():
+                return self._step(self._tokens, self._positions, self._slot, self.key_valid)
+        rows = slice(0, busy)
+        with self._attached(), self._rows(rows):
+            return self._forward_step(self._tokens[rows], self._positions[rows], self._slot[rows],
+                                      self.key_valid[rows])

@@ -1,0 +1,381 @@
+"""The OpenAI-compatible HTTP API of `slm serve` (FastAPI), on top of the continuous Batcher.
+
+Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (with `stream: true` as server-sent
+events in OpenAI's chunk format), GET /health, GET /metrics (Prometheus text). Errors are OpenAI's JSON shape,
+{"error": {"message", "type", "param", "code"}}: 400 for bad bodies and too-long prompts, 401 for a wrong API
+key, 404 for an unknown model, 429 when the wait queue is full.
+
+Text lives here, ids in the Batcher: each request decodes its own tokens incrementally and matches its stop
+strings; a matched stop string or a client that goes away cancels the request, which frees its cache row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from slmkit.engine.sampling import SamplingParams
+from slmkit.engine.text import IncrementalDecoder, StopStringMatcher, stop_ids_for
+from slmkit.errors import SlmError
+from slmkit.serve.batcher import Batcher, Event, QueueFull
+from slmkit.serve.batcher import Request as GenRequest
+from slmkit.serve.schemas import ChatRequest, CompletionRequest
+from slmkit.tokenizer import Tokenizer
+
+TIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI's JSON error body."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+@dataclass
+class ServeConfig:
+    """What `slm serve` was asked for; see `slm serve --help`."""
+
+    name: str  # the model id clients send
+    slots: int = 4  # cache rows decoded together
+    context: int = 2048  # tokens per cache row (prompt + completion)
+    max_tokens: int = 512  # cap on a request's max_tokens
+    max_queue: int = 64  # requests waiting for a row before 429
+    api_key: str | None = None
+    compile: bool = False
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (several apps can live in one process)."""
+
+    def __init__(self, batcher: Batcher):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("slmkit_requests", "HTTP requests by path and status", ["path", "status"],
+                                registry=r)
+        self.prompt_tokens = Counter("slmkit_prompt_tokens", "Prompt tokens prefilled", registry=r)
+        self.generated_tokens = Counter("slmkit_generated_tokens", "Tokens generated", registry=r)
+        self.ttft = Histogram("slmkit_time_to_first_token_seconds", "Submission to first token", registry=r,
+                              buckets=TIME_BUCKETS)
+        self.latency = Histogram("slmkit_request_latency_seconds", "Submission to last token", registry=r,
+                                 buckets=TIME_BUCKETS)
+        self.rejected = Counter("slmkit_rejected_requests", "Requests answered 429 (queue full)", registry=r)
+        self.finished = Counter("slmkit_finished_requests", "Generations ended, by reason (stop, length, "
+                                "cancelled: the client went away, error)", ["reason"], registry=r)
+        Gauge("slmkit_queue_depth", "Requests waiting for a cache row", registry=r).set_function(
+            lambda: batcher.queue_depth)
+        Gauge("slmkit_busy_slots", "Cache rows generating", registry=r).set_function(lambda: batcher.busy_rows)
+        Gauge("slmkit_slots", "Cache rows", registry=r).set(batcher.slots)
+
+
+class _CountRequests:
+    """ASGI middleware counting responses by path and status (pure ASGI, so streaming is untouched)."""
+
+    def __init__(self, app, metrics: Metrics, paths: set[str]):
+        self.app, self.metrics, self.paths = app, metrics, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"] if scope["path"] in self.paths else "other"
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(path, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
+@dataclass
+class _Prepared:
+    """A validated request turned into ids and limits."""
+
+    ids: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    stops: list[str]
+
+
+class Generation:
+    """One request in flight: submits to the Batcher and turns its token events into text pieces."""
+
+    def __init__(self, server: "Server", prepared: _Prepared, http: Request):
+        self.server, self.prepared, self.http = server, prepared, http
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def emit(event: Event) -> None:  # called on the batcher's thread
+            if event.finish is not None:
+                reason = "stop" if self.stop_hit and event.finish == "cancelled" else event.finish
+                server.metrics.finished.labels(reason).inc()
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, event)
+            except RuntimeError:  # the event loop is gone (server shutting down)
+                pass
+
+        self.request = GenRequest(prepared.ids, prepared.max_tokens, prepared.sampling,
+                                  frozenset(server.stop_ids), emit)
+        self.finish: str | None = None
+        self.ended = False  # the batcher has finished the request (its row is free)
+        self.stop_hit = False  # a stop string ended it (the batcher sees a cancel)
+        self.completion_tokens = 0
+        self.started = time.perf_counter()
+        try:
+            server.batcher.submit(self.request)
+        except QueueFull as e:
+            server.metrics.rejected.inc()
+            raise ApiError(429, f"the server is busy ({e}); retry shortly", type="rate_limit_error",
+                           code="queue_full") from None
+        except SlmError as e:
+            raise ApiError(400, str(e), code="context_length_exceeded") from None
+        server.metrics.prompt_tokens.inc(len(prepared.ids))
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """Text pieces until the request finishes; sets `finish`. Cancels the request if the consumer stops
+        early or the client disconnects."""
+        tokenizer = self.server.tokenizer
+        decoder, matcher = IncrementalDecoder(tokenizer), StopStringMatcher(self.prepared.stops)
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    if await self.http.is_disconnected():
+                        self.finish = "cancelled"
+                        return
+                    continue
+                if event.finish is not None:
+                    self.ended = True
+                    if event.finish == "error":
+                        raise ApiError(500, f"generation failed: {event.error}", type="server_error")
+                    self.finish = event.finish
+                    break
+                self.completion_tokens += 1
+                self.server.metrics.generated_tokens.inc()
+                if self.completion_tokens == 1:
+                    self.server.metrics.ttft.observe(self.request.first_token_s or 0.0)
+                if event.token in self.server.stop_ids:
+                    continue  # the batcher finishes the row next; stop ids are not text
+                piece, hit = matcher.feed(decoder.push(event.token))
+                if piece:
+                    yield piece
+                if hit:
+                    self.finish, self.stop_hit = "stop", True
+                    return
+            if self.finish in ("length", "stop"):
+                rest = matcher.flush()  # held back as a possible stop-string start; it was not one
+                if rest:
+                    yield rest
+        finally:
+            if not self.ended:  # a stop string, a disconnect or a consumer that stopped reading
+                self.request.cancel()
+            self.server.metrics.latency.observe(time.perf_counter() - self.started)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        n = len(self.prepared.ids)
+        return {"prompt_tokens": n, "completion_tokens": self.completion_tokens,
+                "total_tokens": n + self.completion_tokens}
+
+
+class Server:
+    """The model, tokenizer, batcher and limits behind one app."""
+
+    def __init__(self, model, tokenizer: Tokenizer, config: ServeConfig):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.model_context = model.config.context_length
+        self.context = min(config.context, self.model_context)
+        self.stop_ids = stop_ids_for(tokenizer)
+        self.batcher = Batcher(model, slots=config.slots, max_len=self.context, max_queue=config.max_queue,
+                               compile=config.compile)
+        self.metrics = Metrics(self.batcher)
+
+    def check_model(self, name: str) -> None:
+        if name != self.config.name:
+            raise ApiError(404, f"the model '{name}' does not exist; this server serves '{self.config.name}'",
+                           param="model", code="model_not_found")
+
+    def prepare(self, body: CompletionRequest | ChatRequest, ids: list[int], default_max: int) -> _Prepared:
+        """Check the prompt against the context and cap max_tokens: the server cap, then the room left."""
+        n = len(ids)
+        if n >= self.context:
+            raise ApiError(400, f"the prompt has {n} tokens but the context holds {self.context}; shorten it",
+                           param="messages" if isinstance(body, ChatRequest) else "prompt",
+                           code="context_length_exceeded")
+        asked = getattr(body, "max_completion_tokens", None) or body.max_tokens
+        if asked is not None and asked > self.model_context:
+            raise ApiError(400, f"max_tokens is {asked} but the model's context is {self.model_context} tokens",
+                           param="max_tokens")
+        max_tokens = min(asked or default_max, self.config.max_tokens, self.context - n)
+        sampling = SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed)
+        return _Prepared(ids, max_tokens, sampling, body.stops)
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def create_app(model, tokenizer: Tokenizer, config: ServeConfig) -> FastAPI:
+    """The FastAPI app serving `model` under `config.name`; the batcher starts and stops with the app."""
+    server = Server(model, tokenizer, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.batcher.start()
+        try:
+            yield
+        finally:
+            server.batcher.stop()
+
+    app = FastAPI(title="slmkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+    app.add_middleware(_CountRequests, metrics=server.metrics,
+                       paths={"/v1/models", "/v1/completions", "/v1/chat/completions", "/health", "/metrics"})
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError):
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return ApiError(400, f"the request body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
+                            ).response()
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        return ApiError(400, f"{where}: {msg}", param=loc[0] if loc else None).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):
+        return ApiError(500, f"{type(e).__name__}: {e}", type="server_error").response()
+
+    def authorize(request: Request) -> None:
+        if config.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+            raise ApiError(401, "missing or incorrect API key; send 'Authorization: Bearer KEY'",
+                           code="invalid_api_key")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": config.name, "slots": server.batcher.slots,
+                "busy_slots": server.batcher.busy_rows, "queue_depth": server.batcher.queue_depth}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [{"id": config.name, "object": "model", "created": config.created,
+                                            "owned_by": "slmkit", "context_length": server.context}]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        authorize(request)
+        server.check_model(body.model)
+        if isinstance(body.prompt, list) and isinstance(body.prompt[0], int):
+            ids = list(body.prompt)
+            if max(ids) >= model.config.vocab_size or min(ids) < 0:
+                raise ApiError(400, f"prompt token ids must be in [0, {model.config.vocab_size})", param="prompt")
+        else:
+            text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+            ids = tokenizer.encode(text, add_special_tokens=True)
+            if not ids:
+                raise ApiError(400, "the prompt encodes to no tokens; give some text", param="prompt")
+        gen = Generation(server, server.prepare(body, ids, default_max=16), request)
+        cid, created = _id("cmpl"), int(time.time())
+
+        def chunk(text: str, finish: str | None) -> dict:
+            return {"id": cid, "object": "text_completion", "created": created, "model": config.name,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+        if body.stream:
+            return _stream(gen, lambda piece: chunk(piece, None), lambda finish: chunk("", finish), body, cid,
+                           created, "text_completion")
+        text = "".join([p async for p in gen.pieces()])
+        return {**chunk(text, gen.finish), "usage": gen.usage}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        authorize(request)
+        server.check_model(body.model)
+        if not tokenizer.chat_template:
+            raise ApiError(400, f"'{config.name}' has no chat template; use /v1/completions", param="messages")
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
+        try:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except Exception as e:  # noqa: BLE001 - templates raise their own errors (e.g. role order)
+            raise ApiError(400, f"the chat template refused these messages: {e}", param="messages") from None
+        gen = Generation(server, server.prepare(body, ids, default_max=config.max_tokens), request)
+        cid, created = _id("chatcmpl"), int(time.time())
+
+        def chunk(delta: dict, finish: str | None) -> dict:
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": config.name,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        if body.stream:
+            return _stream(gen, lambda piece: chunk({"content": piece}, None), lambda finish: chunk({}, finish),
+                           body, cid, created, "chat.completion.chunk", first=chunk({"role": "assistant", "content": ""},
+                                                                                    None))
+        text = "".join([p async for p in gen.pieces()])
+        return {"id": cid, "object": "chat.completion", "created": created, "model": config.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                             "finish_reason": gen.finish}],
+                "usage": gen.usage}
+
+    return app
+
+
+def _stream(gen: Generation, piece_chunk, final_chunk, body, cid: str, created: int, obj: str,
+            first: dict | None = None) -> StreamingResponse:
+    """Server-sent events: an optional first chunk, one chunk per text piece, a chunk with finish_reason, the
+    usage chunk when stream_options.include_usage, then [DONE]. A failure mid-stream is sent as an error event."""
+
+    async def events() -> AsyncIterator[str]:
+        if first is not None:
+            yield _sse(first)
+        try:
+            async for piece in gen.pieces():
+                yield _sse(piece_chunk(piece))
+        except ApiError as e:
+            yield _sse({"error": {"message": e.message, "type": e.type, "param": None, "code": e.code}})
+            return
+        if gen.finish == "cancelled":
+            return
+        yield _sse(final_chunk(gen.finish))
+        if body.stream_options is not None and body.stream_options.include_usage:
+            yield _sse({"id": cid, "object": obj, "created": created, "model": body.model, "choices": [],
+                        "usage": gen.usage})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

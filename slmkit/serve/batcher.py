@@ -1,0 +1,211 @@
+"""Continuous batching: one worker thread owns the model and serves every request through a RowEngine.
+
+Requests wait in a bounded FIFO queue (`submit` raises QueueFull when it is full: the server's 429). Each loop
+the worker admits waiting requests into free cache rows (a prefill each, whose first token is emitted at
+once), then runs one decode step for all busy rows together and emits one token per row. A row is freed when
+its request stops (a stop id, max_tokens), is cancelled (the client went away or a stop string matched), or
+fails. Token events reach the caller through the `emit` callback it gave, called on the worker thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from slmkit.engine.rows import RowEngine
+from slmkit.engine.sampling import Sampler, SamplingParams
+from slmkit.errors import SlmError
+from slmkit.model.model import Transformer
+
+
+class QueueFull(Exception):
+    """The wait queue is at its bound; the caller should answer 429 and the client retry later."""
+
+
+@dataclass
+class Event:
+    """One step of a request: a new token, or the end (finish "stop"/"length"/"cancelled"/"error")."""
+
+    token: int | None = None
+    finish: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Request:
+    """A generation request: token ids in; `emit` gets one Event per token and a last one with `finish`."""
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    stop_ids: frozenset[int]
+    emit: Callable[[Event], None]
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_s: float | None = None  # seconds from submission to the first token
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Stop generating (from any thread); the worker frees the row at its next step."""
+        self.cancelled = True
+
+
+@dataclass
+class _Row:
+    request: Request
+    sampler: Sampler
+    length: int  # cache slots filled
+    token: int  # the last token, to be appended at the next step
+    generated: int = 1
+
+
+class Batcher:
+    """Serves Requests on one model with continuous batching over `slots` cache rows of `max_len` tokens."""
+
+    def __init__(self, model: Transformer, slots: int = 4, max_len: int = 2048, max_queue: int = 64,
+                 compile: bool = False):
+        if slots < 1 or max_queue < 0:
+            raise SlmError(f"slots must be >= 1 and the queue >= 0, got {slots} and {max_queue}")
+        self.engine = RowEngine(model, compile=compile)
+        self.engine.setup_caches(slots, max_len)
+        self.slots, self.max_len, self.max_queue = slots, max_len, max_queue
+        self.vocab_size = model.config.vocab_size
+        self.rows: list[_Row | None] = [None] * slots
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.tokens_generated = 0
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="slmkit-batcher", daemon=True)
+        self._device = self.engine.device
+        self._step_tokens = torch.zeros(slots, dtype=torch.long)
+        self._step_lengths = torch.zeros(slots, dtype=torch.long)
+
+    # --- caller side (any thread) -------------------------------------------------------------------------
+
+    def start(self) -> "Batcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+
+    def submit(self, request: Request) -> None:
+        """Queue a request; raises QueueFull when `max_queue` requests already wait beyond the free rows."""
+        if len(request.prompt) + request.max_tokens > self.max_len:
+            raise SlmError(f"{len(request.prompt)} prompt tokens + {request.max_tokens} new exceed a cache row's "
+                           f"{self.max_len}")
+        with self._wake:
+            if len(self.waiting) >= self.max_queue + self.free_rows():
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            self.waiting.append(request)
+            self._wake.notify()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def busy_rows(self) -> int:
+        return sum(r is not None for r in self.rows)
+
+    def free_rows(self) -> int:
+        return self.slots - self.busy_rows
+
+    # --- worker thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._stopping and not self.waiting and not self.busy_rows:
+                        self._wake.wait()
+                    if self._stopping:
+                        break
+                try:
+                    self._admit()
+                    if self.busy_rows:
+                        self._step()
+                except Exception as e:  # noqa: BLE001 - one failed step must not take the server down
+                    self._fail_all(f"{type(e).__name__}: {e}")
+        for row in range(self.slots):
+            if self.rows[row] is not None:
+                self._finish(row, "cancelled")
+
+    def _admit(self) -> None:
+        """Prefill waiting requests into free rows (lowest first, so eager steps run few rows)."""
+        while True:
+            with self._wake:
+                free = [i for i, r in enumerate(self.rows) if r is None]
+                if not free or not self.waiting:
+                    return
+                request = self.waiting.popleft()
+            if request.cancelled:
+                request.emit(Event(finish="cancelled"))
+                continue
+            row = free[0]
+            try:
+                logits = self.engine.prefill_row(row, request.prompt)
+                sampler = Sampler(request.sampling, 1, self.vocab_size, self._device)
+                sampler.observe_prompts([request.prompt])
+                token = int(sampler(logits[None])[0])
+            except Exception as e:  # noqa: BLE001 - a bad request fails alone
+                request.emit(Event(finish="error", error=f"{type(e).__name__}: {e}"))
+                continue
+            self.rows[row] = _Row(request, sampler, len(request.prompt), token)
+            self._deliver(row, token)
+
+    def _step(self) -> None:
+        """One decode step for every busy row."""
+        busy = [i for i, r in enumerate(self.rows) if r is not None]
+        self._step_tokens.zero_()
+        self._step_lengths.zero_()
+        for i in busy:
+            self._step_tokens[i] = self.rows[i].token
+            self._step_lengths[i] = self.rows[i].length
+        logits = self.engine.decode_rows(self._step_tokens.to(self._device), self._step_lengths.to(self._device),
+                                         busy=busy[-1] + 1)
+        for i in busy:
+            row = self.rows[i]
+            row.length += 1
+            if row.request.cancelled:
+                self._finish(i, "cancelled")
+                continue
+            row.sampler.observe(torch.tensor([row.token], device=self._device))
+            row.token = int(row.sampler(logits[i:i + 1])[0])
+            row.generated += 1
+            self._deliver(i, row.token)
+
+    def _deliver(self, i: int, token: int) -> None:
+        """Emit a row's new token; finish the row on a stop id, at max_tokens or when cancelled."""
+        row = self.rows[i]
+        request = row.request
+        if request.first_token_s is None:
+            request.first_token_s = time.perf_counter() - request.submitted
+        self.tokens_generated += 1
+        request.emit(Event(token=token))
+        if token in request.stop_ids:
+            self._finish(i, "stop")
+        elif row.generated >= request.max_tokens or row.length + 1 >= self.max_len:
+            self._finish(i, "length")
+        elif request.cancelled:
+            self._finish(i, "cancelled")
+
+    def _finish(self, i: int, finish: str, error: str | None = None) -> None:
+        request = self.rows[i].request
+        self.rows[i] = None
+        request.emit(Event(finish=finish, error=error))
+
+    def _fail_all(self, error: str) -> None:
+        print(f"slmkit serve: a decode step failed ({error}); its requests get an error", file=sys.stderr)
+        for i, r in enumerate(self.rows):
+            if r is not None:
+                self._finish(i, "error", error)

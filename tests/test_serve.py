@@ -1,0 +1,291 @@
+"""`slm serve`: the official openai client against a server on loopback, started inside the test.
+
+A tiny random SmolLM2-shaped model with the real SmolLM2 tokenizer and chat template: its text is noise, but
+greedy output is deterministic, so the server's answers can be compared token for token with the engine's.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+openai = pytest.importorskip("openai", reason="the server tests need the openai client: pip install -e '.[test]'")
+uvicorn = pytest.importorskip("uvicorn", reason="slm serve needs its extra: pip install -e '.[serve]'")
+
+from slmkit.checkpoint import load  # noqa: E402
+from slmkit.engine import Engine, SamplingParams  # noqa: E402
+from slmkit.engine.rows import RowEngine  # noqa: E402
+from slmkit.engine.text import generate_text  # noqa: E402
+from slmkit.serve.app import ServeConfig, create_app  # noqa: E402
+from tests.conftest import CASES, TINY, perturb_  # noqa: E402
+
+GREEDY = dict(temperature=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(lm, **config):
+    """Run create_app(...) under uvicorn on a loopback port in a thread; yield its base URL."""
+    app = create_app(lm.model, lm.tokenizer, ServeConfig(**{"name": "tiny", "context": 256, **config}))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _client(url: str, key: str = "none") -> "openai.OpenAI":
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def _get(url: str) -> dict | str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body = r.read().decode()
+    return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+
+def _post_raw(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_eval_dir):
+    return load(tiny_eval_dir)
+
+
+@pytest.fixture(scope="module")
+def url(lm):
+    with serving(lm, slots=2) as base:
+        yield base
+
+
+def _engine_text(lm, prompt_ids: list[int], n: int) -> str:
+    """What the plain engine generates greedily, alone: the reference for the server's answers."""
+    out = generate_text(Engine(lm.model), lm.tokenizer, [lm.tokenizer.decode(prompt_ids)], n,
+                        SamplingParams(temperature=0))
+    return out[0].text
+
+
+# --- the API ---------------------------------------------------------------------------------------
+
+
+def test_models_health_and_metrics(url):
+    c = _client(url)
+    assert [m.id for m in c.models.list().data] == ["tiny"]
+    health = _get(url + "/health")
+    assert health["status"] == "ok" and health["slots"] == 2
+    c.completions.create(model="tiny", prompt="Hello", max_tokens=3, **GREEDY)
+    text = _get(url + "/metrics")
+    assert 'slmkit_requests_total{path="/v1/completions",status="200"}' in text
+    for name in ("slmkit_generated_tokens_total", "slmkit_time_to_first_token_seconds_bucket",
+                 "slmkit_request_latency_seconds_count", "slmkit_queue_depth", "slmkit_busy_slots"):
+        assert name in text, name
+    assert float(re.search(r"^slmkit_generated_tokens_total (\S+)$", text, re.M).group(1)) >= 1
+
+
+def test_completion_equals_the_engine_alone(url, lm):
+    """Greedy /v1/completions text (and usage) equals what the engine generates for the prompt by itself."""
+    c = _client(url)
+    prompt = "The quick brown fox"
+    r = c.completions.create(model="tiny", prompt=prompt, max_tokens=12, **GREEDY)
+    ids = lm.tokenizer.encode(prompt)
+    assert r.choices[0].text == _engine_text(lm, ids, 12)
+    assert r.usage.prompt_tokens == len(ids) and 1 <= r.usage.completion_tokens <= 12
+    assert r.choices[0].finish_reason in ("stop", "length") and r.object == "text_completion"
+    # token ids as the prompt give the same answer
+    assert c.completions.create(model="tiny", prompt=ids, max_tokens=12, **GREEDY).choices[0].text == r.choices[0].text
+
+
+def test_chat_streaming_equals_non_streaming(url, lm):
+    c = _client(url)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    whole = c.chat.completions.create(model="tiny", messages=messages, max_tokens=16, **GREEDY)
+    ids = lm.tokenizer.apply_chat_template(messages, tokenize=True)
+    assert whole.choices[0].message.content == _engine_text(lm, ids, 16)
+    assert whole.choices[0].message.role == "assistant" and whole.usage.prompt_tokens == len(ids)
+    chunks = list(c.chat.completions.create(model="tiny", messages=messages, max_tokens=16, stream=True,
+                                            stream_options={"include_usage": True}, **GREEDY))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(ch.object == "chat.completion.chunk" and ch.id == chunks[0].id for ch in chunks)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == whole.choices[0].message.content
+    finals = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stop_sequences_cut_the_text(url):
+    """A stop string from the middle of the unstopped answer ends it there, streamed or not."""
+    c = _client(url)
+    full = c.completions.create(model="tiny", prompt="Once upon a time", max_tokens=24, **GREEDY).choices[0].text
+    assert len(full) >= 12, f"the tiny model stopped too early for this test: {full!r}"
+    stop = full[8:11]
+    before = full[: full.index(stop)]
+    r = c.completions.create(model="tiny", prompt="Once upon a time", max_tokens=24, stop=[stop, "\x00never"],
+                             **GREEDY)
+    assert r.choices[0].text == before and r.choices[0].finish_reason == "stop"
+    streamed = list(c.completions.create(model="tiny", prompt="Once upon a time", max_tokens=24, stop=stop,
+                                         stream=True, **GREEDY))
+    assert "".join(ch.choices[0].text for ch in streamed) == before
+    assert streamed[-1].choices[0].finish_reason == "stop"
+
+
+def test_concurrent_requests_share_the_model(url, lm):
+    """Eight requests at once on two slots (six wait in the queue): each gets its own greedy answer, and a
+    seeded sampled request repeats exactly under concurrency."""
+    c = _client(url)
+    prompts = [f"Story number {i}:" for i in range(8)]
+
+    def ask(p):
+        return c.completions.create(model="tiny", prompt=p, max_tokens=10, **GREEDY).choices[0].text
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, prompts))
+        sampled = list(pool.map(lambda _: c.completions.create(model="tiny", prompt="Hi", max_tokens=10,
+                                                               temperature=1.0, seed=42).choices[0].text, range(4)))
+    assert got == [_engine_text(lm, lm.tokenizer.encode(p), 10) for p in prompts]
+    assert len(set(sampled)) == 1
+    alone = generate_text(Engine(lm.model), lm.tokenizer, ["Hi"], 10, SamplingParams(temperature=1.0, top_k=0,
+                                                                                      seed=42))
+    assert sampled[0] == alone[0].text  # the same draw as the engine's with that seed
+
+
+def test_bad_requests_get_openai_errors(url):
+    c = _client(url)
+    status, body = _post_raw(url + "/v1/completions", b'{"model": "tiny", "prompt": ')
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        c.completions.create(model="tiny", prompt="x", temperature="hot")
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        c.completions.create(model="gpt-4", prompt="x")
+    for bad in (dict(max_tokens=-1), dict(max_tokens=10**12), dict(temperature=-0.5), dict(top_p=0),
+                dict(seed=-3), dict(n=2), dict(logprobs=5)):
+        with pytest.raises(openai.BadRequestError) as e:
+            c.completions.create(model="tiny", prompt="x", **bad)
+        assert e.value.body is not None and e.value.status_code == 400, bad
+    with pytest.raises(openai.BadRequestError, match="context"):
+        c.completions.create(model="tiny", prompt="word " * 400, max_tokens=5)
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        c.chat.completions.create(model="tiny", messages=[])
+    status, body = _post_raw(url + "/v1/chat/completions", json.dumps(
+        {"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}).encode())
+    assert status == 400 and body["error"]["param"] == "messages"
+    # a huge max_tokens within the context is capped, not refused
+    r = c.completions.create(model="tiny", prompt="x", max_tokens=2000, **GREEDY)
+    assert r.usage.completion_tokens <= 256
+
+
+def test_disconnect_mid_stream_frees_the_slot(lm):
+    with serving(lm, slots=1, context=2048, max_tokens=2000) as base:
+        conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+        conn.request("POST", "/v1/completions", json.dumps(
+            {"model": "tiny", "prompt": "Go on and on", "max_tokens": 2000, "temperature": 0, "stream": True,
+             "stop": ["\x00never"]}), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.readline().startswith(b"data: ")
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        _wait_for(lambda: _get(base + "/health")["busy_slots"] == 0, what="the slot to be freed")
+        metrics = _get(base + "/metrics")
+        assert 'slmkit_finished_requests_total{reason="cancelled"} 1.0' in metrics
+        generated = float(re.search(r"^slmkit_generated_tokens_total (\S+)$", metrics, re.M).group(1))
+        assert generated < 2000
+        # the freed slot serves the next request
+        assert _client(base).completions.create(model="tiny", prompt="Next", max_tokens=3).choices
+
+
+def test_full_queue_answers_429(lm):
+    """One slot and a queue of one: with one request generating and one waiting, the third gets 429."""
+    with serving(lm, slots=1, max_queue=1, context=2048, max_tokens=2000) as base:
+        c = _client(base)
+        body = dict(model="tiny", prompt="Go on", max_tokens=1500, temperature=0, stop=["\x00never"])
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(c.completions.create, **body)
+            _wait_for(lambda: _get(base + "/health")["busy_slots"] == 1, what="the first request to start")
+            second = pool.submit(c.completions.create, **body)
+            _wait_for(lambda: _get(base + "/health")["queue_depth"] == 1, what="the second request to queue")
+            with pytest.raises(openai.RateLimitError, match="busy"):
+                c.completions.create(**body)
+            assert first.result().choices and second.result().choices
+        assert "slmkit_rejected_requests_total 1.0" in _get(base + "/metrics")
+
+
+def test_api_key_is_required_when_set(lm):
+    with serving(lm, api_key="s3cret") as base:
+        with pytest.raises(openai.AuthenticationError, match="API key"):
+            _client(base, key="wrong").models.list()
+        assert _client(base, key="s3cret").models.list().data[0].id == "tiny"
+        assert _get(base + "/health")["status"] == "ok"  # health stays open for probes
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+def _slm(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "slmkit.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kw)
+
+
+def test_cli_serves_and_refuses_a_busy_port(tiny_eval_dir):
+    port = _free_port()
+    proc = _slm("serve", "-m", tiny_eval_dir, "--port", str(port), "--served-name", "tiny", "--log-level", "warning")
+    try:
+        def listening() -> bool:
+            assert proc.poll() is None, f"slm serve exited: {proc.communicate()[1][-2000:]}"
+            return _port_open(port)
+
+        _wait_for(listening, timeout=120, what="slm serve to listen")
+        r = _client(f"http://127.0.0.1:{port}").chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert r.choices[0].message.role == "assistant"
+        busy = _slm("serve", "-m", tiny_eval_dir, "--port", str(port))
+        out, err = busy.communicate(timeout=120)
+        assert busy.returncode == 2 and err.strip().splitlines()[-1].startswith("slm serve: error: cannot listen")
+        assert "Traceback" not in err
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
