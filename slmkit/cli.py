@@ -253,7 +253,9 @@ def cmd_serve(a: argparse.Namespace) -> None:
     127.0.0.1 unless --host says otherwise; --api-key (or $SLMKIT_API_KEY) requires 'Authorization: Bearer KEY'.
     """
     import ipaddress
+    import signal
     import socket
+    import threading
 
     from slmkit.checkpoint import load
     from slmkit.errors import SlmError
@@ -284,7 +286,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
     if a.compile:
         print(f"compiling the decode step for {a.slots} slots (1-2 min on a 2-core CPU the first time)",
               file=sys.stderr)
-    app = create_app(lm.model, lm.tokenizer, config)
+    app = create_app(lm.model, lm.tokenizer, config, start_batcher=False)
     try:
         loopback = ipaddress.ip_address(a.host).is_loopback
     except ValueError:
@@ -295,7 +297,23 @@ def cmd_serve(a: argparse.Namespace) -> None:
     print(f"serving '{config.name}' at http://{a.host}:{a.port}/v1 ({config.slots} slots x "
           f"{app.state.server.context} tokens, max_tokens <= {config.max_tokens}, queue {config.max_queue})",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, timeout_graceful_shutdown=5)
+    # HTTP on a thread, the model's loop on the main thread (OpenMP kernels are slower off it; Batcher.run)
+    server = uvicorn.Server(uvicorn.Config(app, host=a.host, port=a.port, log_level=a.log_level,
+                                           timeout_graceful_shutdown=5))
+    http = threading.Thread(target=server.run, name="slmkit-http", daemon=True)
+    batcher = app.state.server.batcher
+    http.start()
+    stopper = threading.Thread(target=lambda: (http.join(), batcher.stop()), daemon=True)  # HTTP gone: stop
+    stopper.start()
+    signal.signal(signal.SIGTERM, lambda *_: batcher.stop())  # a clean stop on SIGTERM too, as on Ctrl-C
+    try:
+        batcher.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        http.join(timeout=10)
+    print("slm serve: stopped", file=sys.stderr)
 
 
 def cmd_chat(a: argparse.Namespace) -> None:

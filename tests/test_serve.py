@@ -231,6 +231,16 @@ def test_disconnect_mid_stream_frees_the_slot(lm):
         assert generated < 2000
         # the freed slot serves the next request
         assert _client(base).completions.create(model="tiny", prompt="Next", max_tokens=3).choices
+        # a plain (non-streamed) request whose client goes away is cancelled too
+        conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+        conn.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": "tiny", "messages": [{"role": "user", "content": "Go on"}], "max_tokens": 2000,
+             "temperature": 0, "stop": ["\x00never"]}), {"Content-Type": "application/json"})
+        _wait_for(lambda: _get(base + "/health")["busy_slots"] == 1, what="the request to start")
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        _wait_for(lambda: _get(base + "/health")["busy_slots"] == 0, what="the slot to be freed")
+        assert 'slmkit_finished_requests_total{reason="cancelled"} 2.0' in _get(base + "/metrics")
 
 
 def test_full_queue_answers_429(lm):
@@ -283,7 +293,8 @@ def test_cli_serves_and_refuses_a_busy_port(tiny_eval_dir):
         assert "Traceback" not in err
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and err.strip().endswith("slm serve: stopped"), err[-2000:]
 
 
 def _port_open(port: int) -> bool:

@@ -6,8 +6,10 @@ into a free row on its own (the other rows' caches untouched), and one decode st
 row at that row's own slot. Causality keeps each row's queries off a previous occupant's stale keys (they sit
 at slots the new occupant overwrites before it reaches them), so no per-row key mask is needed.
 
-Idle rows ride along in the step at slot 0 (a compiled step has a static batch); in eager mode the step runs
-only rows 0..hi-1, the highest busy row and below, so a lightly loaded server pays for few rows.
+Idle rows ride along in the step at slot 0 (a compiled step has a static batch and reads every row's whole
+cache, so `max_len` is worth sizing to the prompts served); in eager mode the step runs only rows 0..hi-1, the
+highest busy row and below, and attends only to the slots filled so far, so a lightly loaded server pays for
+few rows.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class RowEngine(Engine):
             with self._attached(), self._stance():
                 return self._step(self._tokens, self._positions, self._slot, self.key_valid)
         rows = slice(0, busy)
+        kv_len = int(lengths[rows].max()) + 1  # eager shapes are free: attend to the filled slots only
         with self._attached(), self._rows(rows):
-            return self._forward_step(self._tokens[rows], self._positions[rows], self._slot[rows],
-                                      self.key_valid[rows])
+            return self.model(self._tokens[rows], self._positions[rows], self.key_valid[rows], self._slot[rows],
+                              kv_len=kv_len)[:, -1]

@@ -33,6 +33,7 @@ from slmkit.serve.batcher import Request as GenRequest
 from slmkit.serve.schemas import ChatRequest, CompletionRequest
 from slmkit.tokenizer import Tokenizer
 
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
 TIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -117,8 +118,9 @@ class _Prepared:
 class Generation:
     """One request in flight: submits to the Batcher and turns its token events into text pieces."""
 
-    def __init__(self, server: "Server", prepared: _Prepared, http: Request):
+    def __init__(self, server: "Server", prepared: _Prepared, http: Request, streaming: bool):
         self.server, self.prepared, self.http = server, prepared, http
+        self.watch_disconnect = not streaming
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -153,14 +155,21 @@ class Generation:
         early or the client disconnects."""
         tokenizer = self.server.tokenizer
         decoder, matcher = IncrementalDecoder(tokenizer), StopStringMatcher(self.prepared.stops)
+        checked = time.perf_counter()
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+                    event = await asyncio.wait_for(self.queue.get(), timeout=DISCONNECT_POLL_S)
                 except asyncio.TimeoutError:
+                    event = None
+                # A streamed response learns of a disconnect when a send fails (the stream is cancelled);
+                # a plain one asks the connection now and then.
+                if self.watch_disconnect and time.perf_counter() - checked >= DISCONNECT_POLL_S:
+                    checked = time.perf_counter()
                     if await self.http.is_disconnected():
                         self.finish = "cancelled"
                         return
+                if event is None:
                     continue
                 if event.finish is not None:
                     self.ended = True
@@ -238,17 +247,21 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def create_app(model, tokenizer: Tokenizer, config: ServeConfig) -> FastAPI:
-    """The FastAPI app serving `model` under `config.name`; the batcher starts and stops with the app."""
+def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: bool = True) -> FastAPI:
+    """The FastAPI app serving `model` under `config.name`. With start_batcher, the batcher's loop runs on a
+    thread that starts and stops with the app; else the caller runs `app.state.server.batcher.run()` itself
+    (on the main thread: faster, see Batcher.run) and stops it."""
     server = Server(model, tokenizer, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        server.batcher.start()
+        if start_batcher:
+            server.batcher.start()
         try:
             yield
         finally:
-            server.batcher.stop()
+            if start_batcher:
+                server.batcher.stop()
 
     app = FastAPI(title="slmkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
@@ -312,7 +325,7 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig) -> FastAPI:
             ids = tokenizer.encode(text, add_special_tokens=True)
             if not ids:
                 raise ApiError(400, "the prompt encodes to no tokens; give some text", param="prompt")
-        gen = Generation(server, server.prepare(body, ids, default_max=16), request)
+        gen = Generation(server, server.prepare(body, ids, default_max=16), request, body.stream)
         cid, created = _id("cmpl"), int(time.time())
 
         def chunk(text: str, finish: str | None) -> dict:
@@ -336,7 +349,7 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig) -> FastAPI:
             ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         except Exception as e:  # noqa: BLE001 - templates raise their own errors (e.g. role order)
             raise ApiError(400, f"the chat template refused these messages: {e}", param="messages") from None
-        gen = Generation(server, server.prepare(body, ids, default_max=config.max_tokens), request)
+        gen = Generation(server, server.prepare(body, ids, default_max=config.max_tokens), request, body.stream)
         cid, created = _id("chatcmpl"), int(time.time())
 
         def chunk(delta: dict, finish: str | None) -> dict:
