@@ -303,8 +303,12 @@ def cmd_serve(a: argparse.Namespace) -> None:
     http = threading.Thread(target=server.run, name="slmkit-http", daemon=True)
     batcher = app.state.server.batcher
     http.start()
-    stopper = threading.Thread(target=lambda: (http.join(), batcher.stop()), daemon=True)  # HTTP gone: stop
-    stopper.start()
+
+    def stop_when_http_ends() -> None:
+        http.join()
+        batcher.stop()
+
+    threading.Thread(target=stop_when_http_ends, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: batcher.stop())  # a clean stop on SIGTERM too, as on Ctrl-C
     try:
         batcher.run()

@@ -21,17 +21,14 @@ import urllib.request
 from contextlib import contextmanager
 
 import pytest
-import torch
 
 openai = pytest.importorskip("openai", reason="the server tests need the openai client: pip install -e '.[test]'")
 uvicorn = pytest.importorskip("uvicorn", reason="slm serve needs its extra: pip install -e '.[serve]'")
 
 from slmkit.checkpoint import load  # noqa: E402
 from slmkit.engine import Engine, SamplingParams  # noqa: E402
-from slmkit.engine.rows import RowEngine  # noqa: E402
-from slmkit.engine.text import generate_text  # noqa: E402
+from slmkit.engine.text import generate_text, stream_text  # noqa: E402
 from slmkit.serve.app import ServeConfig, create_app  # noqa: E402
-from tests.conftest import CASES, TINY, perturb_  # noqa: E402
 
 GREEDY = dict(temperature=0)
 
@@ -100,9 +97,7 @@ def url(lm):
 
 def _engine_text(lm, prompt_ids: list[int], n: int) -> str:
     """What the plain engine generates greedily, alone: the reference for the server's answers."""
-    out = generate_text(Engine(lm.model), lm.tokenizer, [lm.tokenizer.decode(prompt_ids)], n,
-                        SamplingParams(temperature=0))
-    return out[0].text
+    return "".join(stream_text(Engine(lm.model), lm.tokenizer, prompt_ids, n, SamplingParams(temperature=0)))
 
 
 # --- the API ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from slmkit.engine.sampling import SamplingParams
-from slmkit.engine.text import IncrementalDecoder, StopStringMatcher, stop_ids_for
+from slmkit.engine.text import IncrementalDecoder, StopStringMatcher, encode_prompt, stop_ids_for
 from slmkit.errors import SlmError
 from slmkit.serve.batcher import Batcher, Event, QueueFull
 from slmkit.serve.batcher import Request as GenRequest
@@ -321,10 +321,10 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: 
             if max(ids) >= model.config.vocab_size or min(ids) < 0:
                 raise ApiError(400, f"prompt token ids must be in [0, {model.config.vocab_size})", param="prompt")
         else:
-            text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-            ids = tokenizer.encode(text, add_special_tokens=True)
-            if not ids:
-                raise ApiError(400, "the prompt encodes to no tokens; give some text", param="prompt")
+            try:
+                ids = encode_prompt(tokenizer, body.prompt if isinstance(body.prompt, str) else body.prompt[0])
+            except SlmError as e:
+                raise ApiError(400, str(e), param="prompt") from None
         gen = Generation(server, server.prepare(body, ids, default_max=16), request, body.stream)
         cid, created = _id("cmpl"), int(time.time())
 

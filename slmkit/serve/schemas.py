@@ -12,6 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SEED_MAX = 2**63 - 1
+OFF = (None, False, {}, [])
+# Fields that would change the answer and are not implemented: the values that mean "off" are accepted.
+UNIMPLEMENTED = {"logprobs": OFF, "top_logprobs": OFF, "tools": OFF, "functions": OFF, "logit_bias": OFF,
+                 "response_format": OFF, "echo": OFF, "suffix": OFF, "best_of": (None, 1)}
 
 
 class StreamOptions(BaseModel):
@@ -37,10 +41,8 @@ class _Common(BaseModel):
 
     @model_validator(mode="after")
     def _refuse_unimplemented(self) -> "_Common":
-        for name in ("logprobs", "top_logprobs", "tools", "functions", "logit_bias", "response_format", "echo",
-                     "suffix", "best_of"):
-            value = (self.model_extra or {}).get(name)
-            if value not in (None, False, {}, [], 1 if name == "best_of" else None):
+        for name, value in (self.model_extra or {}).items():
+            if name in UNIMPLEMENTED and value not in UNIMPLEMENTED[name]:
                 raise ValueError(f"'{name}' is not supported by slm serve; leave it out")
         return self
 
