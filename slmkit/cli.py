@@ -198,6 +198,22 @@ def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
     return lm, Engine(lm.model, compile=compile)
 
 
+def _speculative(lm, a: argparse.Namespace):
+    """A SpeculativeEngine: `lm` verifies, the --draft model proposes --draft-k tokens per target forward."""
+    from slmkit.checkpoint import load
+    from slmkit.engine import Engine
+    from slmkit.engine.speculative import SpeculativeEngine, check_vocabularies
+
+    draft = load(a.draft, dtype=a.draft_dtype or a.dtype, device=a.device, progress=True)
+    tokens = (lm.tokenizer.backend.get_vocab(), draft.tokenizer.backend.get_vocab()) if draft.tokenizer else (None, None)
+    check_vocabularies(lm.config.vocab_size, draft.config.vocab_size, *tokens)
+    if a.compile:
+        print(f"compiling the target's {a.draft_k + 1}-token verify step and the draft's decode step when the first "
+              "prompt arrives (1-2 min each on a 2-core CPU the first time)", file=sys.stderr)
+    return SpeculativeEngine(Engine(lm.model, compile=a.compile, compile_widths=(a.draft_k + 1,)),
+                             Engine(draft.model, compile=a.compile), k=a.draft_k)
+
+
 def _sampling(a: argparse.Namespace):
     from slmkit.engine import SamplingParams
 
@@ -210,6 +226,9 @@ def _stats_line(stats) -> str:
     parts = [f"prefill {stats.prompt_tokens} tok{reused} {stats.prefill_tok_s:.1f} tok/s "
              f"(TTFT {stats.ttft_s * 1e3:.0f} ms)",
              f"decode {stats.new_tokens} tok {stats.decode_tok_s:.1f} tok/s"]
+    if getattr(stats, "cycles", 0):
+        parts.append(f"draft accepted {stats.accepted}/{stats.drafted} ({100 * stats.acceptance_rate:.0f}%), "
+                     f"{stats.tokens_per_cycle:.2f} tok per target forward")
     if stats.compile_s is not None:
         parts.append(f"compile {stats.compile_s:.1f} s")
     return " | ".join(parts)
@@ -218,19 +237,29 @@ def _stats_line(stats) -> str:
 def cmd_generate(a: argparse.Namespace) -> None:
     """Continue one prompt (streamed) or several (batched, left-padded); ends with prefill and decode tokens/s.
 
-    --chat wraps each prompt as a user message in the model's chat template.
+    --chat wraps each prompt as a user message in the model's chat template. --draft MODEL decodes
+    speculatively (same output distribution, greedy output identical; prompts run one after the other).
     """
     from slmkit.engine import GenerationStats, generate_text, stream_text
+    from slmkit.engine.speculative import SpeculativeStats
     from slmkit.engine.text import encode_prompt
+    from slmkit.errors import SlmError
 
     prompts = a.prompt if a.prompt != ["-"] else [sys.stdin.read()]
     sampling = _sampling(a)  # validate before the (slow) load
-    lm, engine = _engine(a.model, a.dtype, a.device, a.compile)
+    if a.draft is not None:
+        if a.draft_k < 1:
+            raise SlmError(f"--draft-k must be >= 1, got {a.draft_k}")
+        if sampling.repetition_penalty != 1.0:
+            raise SlmError("--repetition-penalty is not supported with --draft; leave it at 1 or drop --draft")
+    lm, engine = _engine(a.model, a.dtype, a.device, a.compile and a.draft is None)
+    if a.draft is not None:
+        engine = _speculative(lm, a)
     tok = lm.tokenizer
     if a.chat:
         system = [{"role": "system", "content": a.system}] if a.system else []
         prompts = [tok.apply_chat_template(system + [{"role": "user", "content": p}]) for p in prompts]
-    stats = GenerationStats()
+    stats = SpeculativeStats() if a.draft is not None else GenerationStats()
     if len(prompts) == 1:
         ids = encode_prompt(tok, prompts[0], add_special_tokens=not a.chat)
         if not a.chat:
@@ -558,6 +587,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("prompt", nargs="+", help="prompt text; several prompts run as one batch; '-' reads stdin")
     engine_args(s, 128, 0.8)
     s.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
+    s.add_argument("--draft", metavar="MODEL",
+                   help="speculative decoding: a small model with the same tokenizer proposes tokens that this model "
+                        "verifies (e.g. default-draft); output follows this model's distribution")
+    s.add_argument("--draft-k", type=int, default=4, help="tokens the draft proposes per target forward (default 4)")
+    s.add_argument("--draft-dtype", choices=["float32", "bfloat16", "float16"],
+                   help="the draft's compute dtype (default: --dtype); its precision changes speed, never the output")
     s.set_defaults(fn=cmd_generate)
 
     s = verb("chat", cmd_chat)

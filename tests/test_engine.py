@@ -47,7 +47,7 @@ def test_cached_decoding_equals_full_forward(case):
         full = model(torch.tensor([seq]))[0]  # (T, V), no cache
     ref = full[len(prompt) - 1:]
     assert ref.abs().max() > 0.5, "logits too small for a meaningful comparison"
-    assert (torch.stack(got) - ref).abs().max().item() <= 1e-5
+    assert (torch.stack(got) - ref).abs().max().item() <= 2e-5  # fp32 sums in another order (thread count)
 
 
 @pytest.mark.parametrize("case", ["llama (SmolLM2, GQA, tied)", "gemma2 (softcaps, sandwich norms, local/global)",

@@ -122,3 +122,25 @@ def test_bf16_generation_runs_close_to_fp32(default_gguf):
     got = Engine(lm.model).generate([ids], 4, SamplingParams(temperature=0))[0]
     assert lm.tokenizer.decode(got).strip().startswith("Paris")
     assert lm.model.tok_emb.weight.dtype == torch.bfloat16
+
+
+def test_generate_with_a_draft_gives_the_targets_greedy_text(capsys, default_gguf, tiny_chat_dir):
+    """--draft: the default model verifies a tiny draft's proposals; the text is the default model's own."""
+    prompt = "The capital of France is"
+    assert main(["generate", prompt, "--temperature", "0", "-n", "16"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["generate", prompt, "--temperature", "0", "-n", "16", "--draft", str(tiny_chat_dir), "--draft-k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert out == alone
+    assert "draft accepted" in err.strip().splitlines()[-1]
+
+
+def test_generate_draft_errors(capsys, tmp_path, tiny_chat_dir):
+    other = slmkit.init_model(slmkit.from_name("SmolLM2-135M", n_layer=1, d_model=32, n_head=2, n_kv_head=1,
+                                                intermediate_size=64, vocab_size=300), device="cpu", seed=0)
+    other_dir = slmkit.save(other, tmp_path / "other")
+    tiny = str(tiny_chat_dir)
+    for args, needle in [(["--draft", str(other_dir)], "vocabulary"), (["--draft", tiny, "--draft-k", "0"], "--draft-k"),
+                         (["--draft", tiny, "--repetition-penalty", "1.3"], "repetition")]:
+        rc = main(["generate", "hi", "-m", tiny, "-n", "4", *args])
+        assert_one_line(rc, capsys.readouterr().err, needle)

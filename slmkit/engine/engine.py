@@ -64,15 +64,18 @@ class Engine:
     model's dtype).
     """
 
-    def __init__(self, model: Transformer, compile: bool = False, cache_dtype: torch.dtype | None = None):
+    def __init__(self, model: Transformer, compile: bool = False, cache_dtype: torch.dtype | None = None,
+                 compile_widths: Sequence[int] = (1,)):
         self.model = model.eval()
         self.device = model.tok_emb.weight.device
         weight_dtype = model.tok_emb.weight.dtype
         self.cache_dtype = cache_dtype or (torch.float32 if self.device.type == "cpu" else weight_dtype)
         self.vocab_size = model.config.vocab_size
         self.compile = compile
+        self.compile_widths = tuple(compile_widths)  # tokens per step to compile: 1 = decode; k+1 = a verifier
         self.compile_s: float | None = None
         self._step = self._forward_step
+        self._blocks: dict[int, object] = {}  # width -> compiled block step (extend)
         self.batch = self.max_len = 0
         self.length = 0  # slots filled so far (same for every row)
         self.cached_ids: list[int] = []  # batch 1: the ids whose keys/values sit in the cache, for prefix reuse
@@ -97,6 +100,8 @@ class Engine:
         self._tokens = torch.zeros(batch, 1, dtype=torch.long, device=dev)  # step inputs, updated in place
         self._positions = torch.zeros(batch, 1, dtype=torch.long, device=dev)
         self._slot = torch.zeros(self._slot_shape(batch), dtype=torch.long, device=dev)
+        self._block_bufs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._blocks = {}
         if self.compile:
             self._compile()
 
@@ -125,8 +130,23 @@ class Engine:
         """One decode step: tokens (B, 1) at `slot` → logits (B, vocab)."""
         return self.model(tokens, positions, key_valid, slot)[:, -1]
 
+    def _forward_block(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                       key_valid: torch.Tensor) -> torch.Tensor:
+        """Several tokens per row (B, m) at slots (m,) → logits at every position (B, m, vocab)."""
+        return self.model(tokens, positions, key_valid, slots)
+
+    def _block_buffers(self, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Static input buffers (tokens, positions, slots) of an extend step of `width` tokens."""
+        if width not in self._block_bufs:
+            dev = self.device
+            self._block_bufs[width] = (torch.zeros(self.batch, width, dtype=torch.long, device=dev),
+                                       torch.zeros(self.batch, width, dtype=torch.long, device=dev),
+                                       torch.zeros(width, dtype=torch.long, device=dev))
+        return self._block_bufs[width]
+
     def _compile(self) -> None:
-        """Compile the decode step for the current static shapes and warm it up (timed into compile_s)."""
+        """Compile the steps of `compile_widths` for the current static shapes and warm them up (timed into
+        compile_s): width 1 is the decode step, a wider one an extend step (a speculative verifier's)."""
         import sys
 
         import torch._inductor.config as inductor_config
@@ -135,19 +155,30 @@ class Engine:
         options = {"freezing": True, "fx_graph_cache": True,
                    "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}  # quiet
         t0 = time.perf_counter()
+        compiled = {}
         try:
-            step = torch.compile(self._forward_step, mode=_compile_mode(self.device), fullgraph=True, dynamic=False)
-            with torch.inference_mode(), inductor_config.patch(options), self._attached():
-                # Warm up with inference tensors, as the loop makes them (else a guard fails and it recompiles).
-                self._slot.fill_(self.max_len - 1)  # a slot no real query sees before overwriting it
-                for _ in range(2):
-                    step(self._tokens, self._positions, self._slot, self.key_valid)
+            for width in self.compile_widths:
+                fn = self._forward_step if width == 1 else self._forward_block
+                step = torch.compile(fn, mode=_compile_mode(self.device), fullgraph=True, dynamic=False)
+                if width == 1:
+                    args = (self._tokens, self._positions, self._slot, self.key_valid)
+                    self._slot.fill_(self.max_len - 1)  # a slot no real query sees before overwriting it
+                else:
+                    tokens, positions, slots = self._block_buffers(width)
+                    slots.copy_(torch.arange(self.max_len - width, self.max_len))
+                    args = (tokens, positions, slots, self.key_valid)
+                with torch.inference_mode(), inductor_config.patch(options), self._attached():
+                    # Warm up with inference tensors, as the loop makes them (else a guard fails and it recompiles).
+                    for _ in range(2):
+                        step(*args)
+                compiled[width] = step
         except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"slmkit: torch.compile unavailable ({first[:160]}); decoding eagerly", file=sys.stderr)
-            self.compile, self._step = False, self._forward_step
+            self.compile, self._step, self._blocks = False, self._forward_step, {}
             return
-        self._step = step
+        self._step = compiled.pop(1, self._forward_step)
+        self._blocks = compiled
         self.compile_s = time.perf_counter() - t0
 
     # --- steps -----------------------------------------------------------------------------------------
@@ -200,6 +231,41 @@ class Engine:
         if self.batch == 1:
             self.cached_ids.append(int(tokens.view(-1)[0]))
         return logits
+
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append several tokens per row (B, m) and return the logits after each of them (B, m, vocab).
+
+        A speculative verifier's step: one forward scores all m tokens. Compiled when m is in compile_widths;
+        `rollback` takes back the tokens that were not accepted.
+        """
+        B, m = tokens.shape
+        if self.length + m > self.max_len:
+            raise SlmError(f"the KV cache is full ({self.max_len} tokens); set up a longer cache")
+        step = self._blocks.get(m)
+        if step is None:  # eager: attend only to the slots filled so far
+            slots = torch.arange(self.length, self.length + m, device=self.device)
+            positions = slots[None, :] - self.pad[:, None]
+            with self._attached():
+                logits = self.model(tokens, positions, self.key_valid, slots, kv_len=self.length + m)
+        else:
+            tok_buf, pos_buf, slot_buf = self._block_buffers(m)
+            tok_buf.copy_(tokens)
+            torch.arange(self.length, self.length + m, out=slot_buf)
+            pos_buf.copy_(slot_buf[None, :] - self.pad[:, None])
+            with self._attached(), self._stance():
+                logits = step(tok_buf, pos_buf, slot_buf, self.key_valid)
+        self.length += m
+        if self.batch == 1:
+            self.cached_ids.extend(tokens[0].tolist())
+        return logits
+
+    def rollback(self, length: int) -> None:
+        """Forget every token from slot `length` on (a speculative step's rejected tokens). Their keys and values
+        stay in the cache but are never read: causality hides them until new tokens overwrite them."""
+        if not 0 < length <= self.length:
+            raise ValueError(f"cannot roll back to {length} tokens with {self.length} in the cache")
+        self.length = length
+        del self.cached_ids[length - int(self.pad[0]) if self.batch == 1 else 0:]
 
     # --- generation ------------------------------------------------------------------------------------
 

@@ -1,0 +1,246 @@
+"""Speculative decoding: a small draft model proposes k tokens, the target scores them all in one forward.
+
+Each cycle, starting from the last token x (in neither cache yet):
+1. the draft decodes x, d1, ..., d(k-1) one at a time and proposes d1..dk (q_i: its distribution for d_i);
+2. the target extends its cache by [x, d1..dk] in one forward: p_0..p_k, p_i the distribution after position i;
+3. d_i is accepted with probability min(1, p(d_i) / q(d_i)) (greedy: when it is the target's argmax), in
+   order, up to the first rejection; at a rejection the next token is drawn from norm(max(0, p - q)) (greedy:
+   the target's argmax), and after k acceptances from p_k (a bonus token);
+4. both caches roll back to x, d1..dn (n accepted): the rejected tokens' slots are simply forgotten.
+
+The accept/reject rule (Leviathan et al. 2023; Chen et al. 2023) makes every emitted token a draw from the
+target's own distribution, whatever the draft proposes; greedy output is the target's greedy output. p and q
+are the distributions after temperature, top-k, top-p and min-p, so the output follows the target as
+`Sampler` would sample it alone. The draft only changes the speed: the tokens accepted per target forward.
+
+Batch 1 (a draft's proposals differ per row); `generate` runs several prompts one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from slmkit.engine.engine import Engine, GenerationStats, cache_length
+from slmkit.engine.sampling import SamplingParams, filter_logits
+from slmkit.errors import SlmError
+
+
+@dataclass
+class SpeculativeStats(GenerationStats):
+    """GenerationStats plus the draft's record: tokens proposed and accepted, target forwards (cycles)."""
+
+    drafted: int = 0
+    accepted: int = 0
+    cycles: int = 0
+    draft_s: float = 0.0  # of decode_s: time in the draft's steps
+    verify_s: float = 0.0  # of decode_s: time in the target's verifying forwards
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_cycle(self) -> float:
+        """Tokens emitted per target forward (accepted drafts plus the target's own token)."""
+        return (self.accepted + self.cycles) / self.cycles if self.cycles else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return (self.new_tokens - 1) / self.decode_s if self.decode_s else 0.0  # the first came from the prefill
+
+
+def check_vocabularies(target_vocab: int, draft_vocab: int, target_tokens: dict | None = None,
+                       draft_tokens: dict | None = None) -> None:
+    """Refuse a draft whose token ids do not mean what the target's do (one clear line)."""
+    if target_vocab != draft_vocab:
+        raise SlmError(f"the draft's vocabulary has {draft_vocab} ids and the target's {target_vocab}; a draft must "
+                       "share the target's tokenizer (pick a draft of the same model family)")
+    if target_tokens is not None and draft_tokens is not None and target_tokens != draft_tokens:
+        differ = sorted(set(target_tokens.items()) ^ set(draft_tokens.items()), key=lambda kv: kv[1])[:3]
+        raise SlmError(f"the draft's tokenizer maps tokens to different ids than the target's (e.g. {differ}); a "
+                       "draft must share the target's tokenizer")
+
+
+class SpeculativeEngine:
+    """Generates with `target`'s output distribution, `k` draft tokens per target forward (see module doc).
+
+    target and draft are Engines on models with the same vocabulary. With compile=True the target's
+    (k+1)-token verify step and the draft's decode step are compiled (static shapes).
+    """
+
+    def __init__(self, target: Engine, draft: Engine, k: int = 4):
+        if k < 1:
+            raise SlmError(f"the draft length k must be >= 1, got {k}")
+        check_vocabularies(target.vocab_size, draft.vocab_size)
+        if target.device != draft.device:
+            raise SlmError(f"the target runs on {target.device} and the draft on {draft.device}; put both on one device")
+        self.target, self.draft, self.k = target, draft, k
+        self.vocab_size = target.vocab_size
+        self.device = target.device
+
+    @property
+    def compile_s(self) -> float | None:
+        times = [t for t in (self.target.compile_s, self.draft.compile_s) if t is not None]
+        return sum(times) if times else None
+
+    def _setup(self, need: int) -> None:
+        """Caches for `need` tokens plus a cycle's k + 1 in both engines (the same length: shared compile keys)."""
+        n = cache_length(need + self.k + 1, self.target.model.config.context_length)
+        for engine in (self.target, self.draft):
+            if engine.batch != 1 or engine.max_len < need + self.k + 1:
+                engine.setup_caches(1, n)
+
+    def stream(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingParams | None = None,
+               stop_ids: Sequence[int] = (), stats: GenerationStats | None = None,
+               reuse_prefix: bool = False) -> Iterator[list[int | None]]:
+        """Like Engine.stream for one prompt: yields [token] per new token (several per target forward).
+
+        reuse_prefix is accepted for the interface and ignored: both caches are refilled.
+        """
+        sampling = sampling or SamplingParams()
+        if len(prompts) != 1:
+            raise SlmError(f"speculative decoding runs one prompt at a time, got {len(prompts)}; use generate()")
+        if sampling.repetition_penalty != 1.0:
+            raise SlmError("repetition_penalty is not supported with a draft model (the penalty would differ "
+                           "between drafted positions); leave it at 1 or drop --draft")
+        if max_new_tokens < 1:
+            raise SlmError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        prompt = list(prompts[0])
+        if not prompt:
+            raise SlmError("empty prompt: give at least one token (most models want their BOS token)")
+        stats = stats if stats is not None else SpeculativeStats()
+        self._setup(len(prompt) + max_new_tokens)
+        stats.batch, stats.prompt_tokens, stats.compile_s = 1, len(prompt), self.compile_s
+        gen = None
+        if not sampling.greedy:
+            seed = sampling.seed if sampling.seed is not None else int(torch.randint(0, 2**62, ()).item())
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+        stop_set = set(stop_ids)
+        spec = stats if isinstance(stats, SpeculativeStats) else None
+        target, draft, k = self.target, self.draft, self.k
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            logits = target.prefill([prompt])
+            draft.prefill([prompt])
+            x = self._pick(logits, sampling, gen)
+            stats.prefill_s = time.perf_counter() - t0
+            emitted = 0
+            while True:
+                # Emit the cycle's tokens: [x] first, then (below) each cycle's accepted drafts and its own token.
+                stats.new_tokens += 1
+                emitted += 1
+                yield [x]
+                if x in stop_set:
+                    stats.finish = ["stop"]
+                    return
+                if emitted >= max_new_tokens:
+                    stats.finish = ["length"]
+                    return
+                t1 = time.perf_counter()
+                proposed, q = self._propose(x, sampling, gen)
+                t2 = time.perf_counter()
+                length = target.length
+                p_logits = target.extend(torch.tensor([[x] + proposed], device=self.device))[0]  # (k+1, V)
+                n, x = self._accept(proposed, q, p_logits, sampling, gen)
+                target.rollback(length + 1 + n)
+                if n == k:  # the draft never saw its own last proposal: give it before the next cycle
+                    draft.decode(torch.tensor([proposed[-1]], device=self.device))
+                else:
+                    draft.rollback(length + 1 + n)
+                t3 = time.perf_counter()
+                stats.decode_s += t3 - t1
+                stats.decode_steps += 1
+                if spec is not None:
+                    spec.drafted += k
+                    spec.accepted += n
+                    spec.cycles += 1
+                    spec.draft_s += t2 - t1
+                    spec.verify_s += t3 - t2
+                for d in proposed[:n]:
+                    stats.new_tokens += 1
+                    emitted += 1
+                    yield [d]
+                    if d in stop_set or emitted >= max_new_tokens:
+                        stats.finish = ["stop" if d in stop_set else "length"]
+                        return
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingParams | None = None,
+                 stop_ids: Sequence[int] = (), stats: GenerationStats | None = None) -> list[list[int]]:
+        """Each prompt's new tokens (one prompt after the other); stats sums over the prompts."""
+        rows = []
+        for prompt in prompts:
+            one = SpeculativeStats()
+            rows.append([t for (t,) in self.stream([prompt], max_new_tokens, sampling, stop_ids, one)])
+            if stats is not None:
+                _add_stats(stats, one)
+        return rows
+
+    # --- one cycle -------------------------------------------------------------------------------------
+
+    def _pick(self, logits: torch.Tensor, sampling: SamplingParams, gen: torch.Generator | None) -> int:
+        """One token from next-token logits (1, V) or (V,): the argmax, or a draw from the filtered softmax."""
+        if gen is None:
+            return int(logits.view(-1).argmax())
+        probs = _probs(logits.view(1, -1), sampling)[0]
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    def _propose(self, x: int, sampling: SamplingParams, gen: torch.Generator | None) -> tuple[list[int], torch.Tensor | None]:
+        """k draft tokens after x, and (sampling) the draft's distributions they were drawn from (k, V)."""
+        tokens, dists = [], []
+        token = torch.tensor([x], device=self.device)
+        for _ in range(self.k):
+            logits = self.draft.decode(token)  # (1, V)
+            if gen is None:
+                token = logits.argmax(dim=-1)
+            else:
+                q = _probs(logits, sampling)
+                dists.append(q[0])
+                token = torch.multinomial(q, 1, generator=gen).view(1)
+            tokens.append(token)
+        proposed = torch.cat(tokens).tolist()
+        return proposed, (torch.stack(dists) if dists else None)
+
+    def _accept(self, proposed: list[int], q: torch.Tensor | None, p_logits: torch.Tensor,
+                sampling: SamplingParams, gen: torch.Generator | None) -> tuple[int, int]:
+        """(number of proposals accepted, the target's next token) for one cycle."""
+        k = len(proposed)
+        if gen is None:  # greedy: accept while the draft proposed the target's argmax
+            best = p_logits.argmax(dim=-1).tolist()  # (k+1,)
+            n = 0
+            while n < k and proposed[n] == best[n]:
+                n += 1
+            return n, best[n]
+        p = _probs(p_logits, sampling)  # (k+1, V)
+        idx = torch.tensor(proposed, device=self.device)
+        rows = torch.arange(k, device=self.device)
+        ratio = p[rows, idx] / q[rows, idx]  # q > 0 at its own draws
+        u = torch.rand(k, generator=gen, device=self.device)
+        rejected = (u >= ratio).tolist()
+        n = rejected.index(True) if True in rejected else k
+        if n == k:
+            return n, int(torch.multinomial(p[k], 1, generator=gen))
+        residual = (p[n] - q[n]).clamp(min=0)
+        total = residual.sum()
+        if total <= 0:  # p == q to rounding: the rejection had probability ~0; fall back on p itself
+            residual, total = p[n], p[n].sum()
+        return n, int(torch.multinomial(residual / total, 1, generator=gen))
+
+
+def _probs(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+    """The sampling distribution (rows, V) that Sampler draws from, for float logits (rows, V)."""
+    return torch.softmax(filter_logits(logits.float(), sampling), dim=-1)
+
+
+def _add_stats(total: GenerationStats, one: SpeculativeStats) -> None:
+    total.batch = 1
+    total.compile_s = one.compile_s
+    for name in ("prompt_tokens", "new_tokens", "prefill_s", "decode_s", "decode_steps"):
+        setattr(total, name, getattr(total, name) + getattr(one, name))
+    total.finish = total.finish + one.finish
+    if isinstance(total, SpeculativeStats):
+        for name in ("drafted", "accepted", "cycles", "draft_s", "verify_s"):
+            setattr(total, name, getattr(total, name) + getattr(one, name))
