@@ -1,0 +1,102 @@
+"""Emulated fine-tuning (EFT; Mitchell et al. 2023, "An Emulator for Fine-Tuning Large Language Models using Small
+Language Models"), up-scaling form: the next-token log-probabilities of a large base model plus the behaviour
+delta that fine-tuning gave a small model,
+
+    log p(x | ctx) = log_softmax( log p_large(x | ctx) + sum_i w_i * (log p_tuned_i(x | ctx) - log p_base_i(x | ctx)) )
+
+with several (tuned, base, weight) pairs as behaviour knobs (a weight of 0 is the large model alone, 1 the paper's
+up-scaling, other values scale a behaviour up or down).
+
+`EFTModel` is a drop-in Transformer for the rest of slmkit: `Engine` generates with it (each component keeps its
+own KV cache; one decode step runs every component on the same token), and the evaluator scores with it (the
+"hidden states" it returns are the components' own, side by side, and `head` turns them into the combined
+log-probabilities), so `slm eval` runs EFT like any model. The components must share one vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slmkit.errors import SlmError
+from slmkit.model.model import Transformer
+
+
+class EFTModel(nn.Module):
+    """log_softmax(log p_large + sum_i w_i (log p_tuned_i - log p_base_i)); see the module docstring."""
+
+    def __init__(self, large: Transformer, pairs: Sequence[tuple[Transformer, Transformer, float]]):
+        super().__init__()
+        if not pairs:
+            raise SlmError("EFT needs at least one (tuned, base, weight) pair")
+        coefs: dict[int, float] = {id(large): 1.0}
+        parts: dict[int, Transformer] = {id(large): large}
+        for tuned, base, weight in pairs:
+            for model, sign in ((tuned, 1.0), (base, -1.0)):
+                parts.setdefault(id(model), model)
+                coefs[id(model)] = coefs.get(id(model), 0.0) + sign * float(weight)
+        vocab = {m.config.vocab_size for m in parts.values()}
+        if len(vocab) != 1:
+            sizes = ", ".join(f"{m.config.name or 'model'}: {m.config.vocab_size}" for m in parts.values())
+            raise SlmError(f"EFT models must share one vocabulary, got {sizes}; pair models of one tokenizer family")
+        keep = [k for k in parts if k == id(large) or coefs[k] != 0.0]  # a pair whose terms cancel drops out
+        self.parts = nn.ModuleList(parts[k] for k in keep)
+        self.coefs = [coefs[k] for k in keep]
+        self.widths = [_hidden_width(m) for m in self.parts]
+        self.tok_emb = large.tok_emb  # device and dtype, as Engine reads them
+        self.config = dataclasses.replace(large.config, name=f"eft({large.config.name})",
+                                          context_length=min(m.config.context_length for m in self.parts))
+        self._caches_on = False
+
+    # --- caches: each component has its own ---------------------------------------------------------------
+
+    def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype) -> None:
+        for m in self.parts:
+            m.setup_caches(batch, max_len, dtype)
+
+    @property
+    def caches(self):
+        return [m.caches for m in self.parts] if all(m.caches is not None for m in self.parts) else None
+
+    @caches.setter
+    def caches(self, value) -> None:
+        for i, m in enumerate(self.parts):
+            m.caches = None if value is None else value[i]
+
+    def clear_caches(self) -> None:
+        self.caches = None
+
+    # --- forward ---------------------------------------------------------------------------------------------
+
+    def combine(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Combined log-probabilities (float32) from each component's logits, in `parts` order."""
+        total = None
+        for coef, lg in zip(self.coefs, logits):
+            term = coef * F.log_softmax(lg.float(), dim=-1)
+            total = term if total is None else total + term
+        return F.log_softmax(total, dim=-1)
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
+                last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """As Transformer.forward; logits are the combined log-probabilities; hidden=True gives the components'
+        final hidden states concatenated (float32), which `head` combines."""
+        outs = [m(idx, positions, key_valid, slots, last_only=last_only, kv_len=kv_len, hidden=hidden, mask=mask)
+                for m in self.parts]
+        if hidden:
+            return torch.cat([h.float() for h in outs], dim=-1)
+        return self.combine(outs)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = x.split(self.widths, dim=-1)
+        return self.combine([m.head(h.to(m.tok_emb.weight.dtype)) for m, h in zip(self.parts, chunks)])
+
+
+def _hidden_width(model: Transformer) -> int:
+    """Width of the hidden states model(..., hidden=True) returns (before the final norm and any projection)."""
+    return model.config.d_model
