@@ -183,13 +183,23 @@ def _prediction_text(model: str, cal, precisions: list[str], prompts: list[int],
     return "\n".join(lines)
 
 
-def _engine(model: str, dtype: str | None, device: str | None, compile: bool):
-    """Load a model with its tokenizer and wrap it in an Engine (compiling the decode step if asked)."""
+def _load(model: str, dtype: str | None, device: str | None, eft=None):
+    """Load a model with its tokenizer; with --eft pairs, the EFT combination of it and the pairs."""
     from slmkit.checkpoint import load
+    from slmkit.combine.eft import load_eft, parse_pairs
+
+    pairs = parse_pairs(eft)
+    if pairs:
+        return load_eft(model, pairs, dtype=dtype, device=device, progress=True)
+    return load(model, dtype=dtype, device=device, progress=True)
+
+
+def _engine(model: str, dtype: str | None, device: str | None, compile: bool, eft=None):
+    """Load a model with its tokenizer and wrap it in an Engine (compiling the decode step if asked)."""
     from slmkit.engine import Engine
     from slmkit.errors import SlmError
 
-    lm = load(model, dtype=dtype, device=device, progress=True)
+    lm = _load(model, dtype, device, eft)
     if lm.tokenizer is None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
     if compile:
@@ -252,7 +262,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
             raise SlmError(f"--draft-k must be >= 1, got {a.draft_k}")
         if sampling.repetition_penalty != 1.0:
             raise SlmError("--repetition-penalty is not supported with --draft; leave it at 1 or drop --draft")
-    lm, engine = _engine(a.model, a.dtype, a.device, a.compile and a.draft is None)
+    lm, engine = _engine(a.model, a.dtype, a.device, a.compile and a.draft is None, a.eft)
     if a.draft is not None:
         engine = _speculative(lm, a)
     tok = lm.tokenizer
@@ -356,7 +366,7 @@ def cmd_chat(a: argparse.Namespace) -> None:
     from slmkit.errors import SlmError
 
     sampling = _sampling(a)
-    lm, engine = _engine(a.model, a.dtype, a.device, a.compile)
+    lm, engine = _engine(a.model, a.dtype, a.device, a.compile, a.eft)
     tok = lm.tokenizer
     if not tok.chat_template:
         raise SlmError(f"{lm.source} has no chat template; use `slm generate` for plain continuation")
@@ -431,7 +441,15 @@ def cmd_eval(a: argparse.Namespace) -> None:
     if a.batch_size < 1:
         raise SlmError("--batch-size must be at least 1")
     t0 = time.perf_counter()
-    lm = load_lm(a.model, a.backend, a.dtype, a.device, a.batch_size)
+    if a.eft:
+        if a.backend != "slmkit":
+            raise SlmError("--eft runs on the slmkit backend; drop --backend")
+        from slmkit.eval.lm import SlmkitLM
+
+        loaded = _load(a.model, a.dtype or "float32", a.device, a.eft)
+        lm = SlmkitLM(loaded.model, loaded.tokenizer, loaded.source, a.batch_size)
+    else:
+        lm = load_lm(a.model, a.backend, a.dtype, a.device, a.batch_size)
     load_s = time.perf_counter() - t0
     cache = None
     if not a.no_cache:
@@ -582,6 +600,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--compile", action="store_true",
                        help="compile the decode step with torch.compile: about 2.5-3x faster decode on CPU, "
                             "after a one-off compile (about 1-2 min for a 30-layer model; partly cached)")
+        eft_arg(s)
+
+    def eft_arg(s):
+        s.add_argument("--eft", nargs="+", action="append", metavar="TUNED BASE [WEIGHT]",
+                       help="emulated fine-tuning (up-scaling): log p = log p_MODEL + WEIGHT * (log p_TUNED - log p_BASE), "
+                            "renormalised; repeat for several pairs (WEIGHT defaults to 1; same tokenizer for all)")
 
     s = verb("generate", cmd_generate)
     s.add_argument("prompt", nargs="+", help="prompt text; several prompts run as one batch; '-' reads stdin")
@@ -622,6 +646,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = verb("eval", cmd_eval)
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    eft_arg(s)
     s.add_argument("--tasks", "-t", default="hellaswag,arc_easy,piqa",
                    help="comma-separated tasks or groups: hellaswag winogrande piqa social_iqa openbookqa arc_easy "
                         "arc_challenge boolq commonsense_qa mmlu (mmlu_stem, mmlu_<subject>, ...) gsm8k "

@@ -13,6 +13,7 @@ from slmkit.combine.eft import EFTModel
 from slmkit.engine import Engine, SamplingParams
 from slmkit.errors import SlmError
 from tests.conftest import perturb_
+from tests.test_eval import needs_data
 
 
 def _llama(d_model: int, n_layer: int, seed: int, vocab: int = 256) -> slmkit.Transformer:
@@ -93,3 +94,35 @@ def test_mismatched_vocabularies_are_one_clear_line(trio):
         EFTModel(large, [(tuned, _llama(32, 2, 3, vocab=300), 1.0)])
     with pytest.raises(SlmError, match="at least one"):
         EFTModel(large, [])
+
+
+@needs_data
+def test_generate_and_eval_with_eft_flags(capsys, tmp_path, default_tokenizer):
+    """`slm generate --eft` and `slm eval --eft` run the combination end to end; with weight 0 the text and the
+    scores are the large model's own; bad pairs are one line."""
+    from slmkit.cli import main
+    from tests.test_errors import assert_one_line
+
+    dirs = {name: str(slmkit.save(_llama(d, n, seed, 49152), tmp_path / name, tokenizer=default_tokenizer))
+            for name, d, n, seed in (("large", 64, 2, 0), ("tuned", 32, 1, 1), ("base", 32, 1, 2))}
+    gen = ["generate", "The capital of France is", "-m", dirs["large"], "--temperature", "0", "-n", "8"]
+    assert main(gen) == 0
+    alone = capsys.readouterr().out
+    assert main(gen + ["--eft", dirs["tuned"], dirs["base"], "0"]) == 0
+    assert capsys.readouterr().out == alone
+    assert main(gen + ["--eft", dirs["tuned"], dirs["base"], "2"]) == 0
+    assert capsys.readouterr().out != alone
+    ev = ["eval", "-m", dirs["large"], "--tasks", "arc_easy", "--limit", "6", "--no-cache", "--json", "--quiet"]
+    assert main(ev) == 0
+    plain = capsys.readouterr().out
+    assert main(ev + ["--eft", dirs["tuned"], dirs["base"], "0"]) == 0
+    same = capsys.readouterr().out
+    import json
+
+    def scores(text):  # the printed JSON's per-task results, without names and timings
+        res = json.loads(text[text.index("\n{") + 1:])
+        return {k: v for k, v in res.items() if k in ("results", "tasks", "groups")}
+
+    assert scores(same) == scores(plain) and "arc_easy" in json.dumps(scores(plain))
+    for args, needle in [(["--eft", dirs["tuned"]], "TUNED BASE"), (["--eft", dirs["tuned"], dirs["base"], "x"], "weight")]:
+        assert_one_line(main(gen + args), capsys.readouterr().err, needle)

@@ -16,6 +16,7 @@ log-probabilities), so `slm eval` runs EFT like any model. The components must s
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import torch
@@ -100,3 +101,48 @@ class EFTModel(nn.Module):
 def _hidden_width(model: Transformer) -> int:
     """Width of the hidden states model(..., hidden=True) returns (before the final norm and any projection)."""
     return model.config.d_model
+
+
+def parse_pairs(specs: Sequence[Sequence[str]] | None) -> list[tuple[str, str, float]]:
+    """--eft TUNED BASE [WEIGHT] values -> [(tuned, base, weight)] (weight 1 by default), one clear line if bad."""
+    pairs = []
+    for spec in specs or []:
+        if len(spec) not in (2, 3):
+            raise SlmError(f"--eft takes TUNED BASE [WEIGHT], got {' '.join(spec)!r}")
+        try:
+            weight = float(spec[2]) if len(spec) == 3 else 1.0
+        except ValueError:
+            raise SlmError(f"--eft: the weight must be a number, got {spec[2]!r}") from None
+        pairs.append((spec[0], spec[1], weight))
+    return pairs
+
+
+def load_eft(large: str, pairs: Sequence[tuple[str, str, float]], dtype: str | None = None,
+             device: str | None = None, progress: bool = False):
+    """A LoadedModel whose model is EFTModel(large, pairs), with the large model's tokenizer; every component's
+    tokenizer must map tokens to the same ids (one clear line otherwise)."""
+    from slmkit.checkpoint import LoadedModel, load
+    from slmkit.eval.lm import file_fingerprint
+
+    loaded: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in loaded:
+            loaded[name] = load(name, dtype=dtype, device=device, progress=progress)
+        return loaded[name]
+
+    base_lm = get(large)
+    vocab = base_lm.tokenizer.backend.get_vocab() if base_lm.tokenizer else None
+    for name in {n for t, b, _ in pairs for n in (t, b)}:
+        other = get(name)
+        if vocab is not None and other.tokenizer is not None and other.tokenizer.backend.get_vocab() != vocab:
+            raise SlmError(f"{name}'s tokenizer maps tokens to different ids than {large}'s; EFT models must share "
+                           "one tokenizer")
+    model = EFTModel(base_lm.model, [(get(t).model, get(b).model, w) for t, b, w in pairs])
+
+    def tag(name: str) -> str:
+        source = get(name).source
+        return f"{name}@{file_fingerprint(source)}" if os.path.exists(source) else name
+
+    terms = " ".join(f"+{w:g}*({tag(t)} - {tag(b)})" for t, b, w in pairs)
+    return LoadedModel(model, base_lm.tokenizer, f"eft({tag(large)} {terms})")
