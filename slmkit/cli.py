@@ -538,7 +538,8 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
             raise SlmError(f"{a.tokenizer}: has no tokenizer; name a model with one, or use --train-tokenizer SIZE")
         source = a.tokenizer
     out, meta = prepare(a.inputs, a.out, tokenizer, source, val_fraction=a.val_fraction, block=a.block,
-                        template=a.template, progress=not a.quiet, separator=a.separator)
+                        template=a.template, progress=not a.quiet, separator=a.separator,
+                        prompt_template=a.prompt_template)
     for s in meta["sources"]:
         print(f"  {s['file']}: {s['documents']:,} documents, {s['tokens']:,} tokens")
     print(f"wrote {out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens from "
@@ -736,6 +737,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--template", help="how a record becomes text: '{prompt}{completion}' for JSON fields, "
                                       "'{0}\\n{1}' for table columns (default: the text field, or "
                                       "prompt+completion, question+answer; table columns joined by newlines)")
+    d.add_argument("--prompt-template", help="instruction data: the record's prompt part, e.g. '{prompt}'; --template "
+                                             "is then the response ('{completion}') and only the response (and the "
+                                             "separator after it) carries loss (writes train/val.mask.bin)")
     d.add_argument("--separator", help="token between documents (default <|endoftext|> if the vocabulary has it, "
                                        "else the end-of-sequence token)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -54,44 +54,59 @@ class PrepareStats:
 class _SplitWriter:
     """Appends a token stream to train.bin and val.bin, every k-th block of `block` tokens going to val."""
 
-    def __init__(self, out: Path, dtype: np.dtype, block: int, val_every: int | None):
+    def __init__(self, out: Path, dtype: np.dtype, block: int, val_every: int | None, masks: bool = False):
         self.files = {"train": open(out / "train.bin", "wb"), "val": open(out / "val.bin", "wb")}
+        self.mask_files = ({"train": open(out / "train.mask.bin", "wb"), "val": open(out / "val.mask.bin", "wb")}
+                           if masks else None)
         self.dtype, self.block, self.val_every = dtype, block, val_every
         self.buf: list[np.ndarray] = []
+        self.mask_buf: list[np.ndarray] = []
         self.buffered = 0
         self.blocks = 0
         self.counts = {"train": 0, "val": 0}
         self.in_document = False  # the last text added was a Piece: the next one continues its document
 
-    def add(self, ids: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Append tokens; with loss masks, mask (same length, uint8) is 1 where a token is a training target."""
         self.buf.append(ids)
+        if self.mask_files is not None:
+            self.mask_buf.append(mask if mask is not None else np.ones(len(ids), dtype=np.uint8))
         self.buffered += len(ids)
         if self.buffered >= self.block:
             stream = np.concatenate(self.buf)
+            masks = np.concatenate(self.mask_buf) if self.mask_files is not None else None
             n_full = len(stream) // self.block
             for b in range(n_full):
-                self._emit(stream[b * self.block:(b + 1) * self.block])
+                part = slice(b * self.block, (b + 1) * self.block)
+                self._emit(stream[part], None if masks is None else masks[part])
             rest = stream[n_full * self.block:]
             self.buf, self.buffered = [rest], len(rest)
+            self.mask_buf = [masks[n_full * self.block:]] if masks is not None else []
 
-    def _emit(self, block: np.ndarray) -> None:
+    def _emit(self, block: np.ndarray, mask: np.ndarray | None) -> None:
         self.blocks += 1
         split = "val" if self.val_every and self.blocks % self.val_every == 0 else "train"
         self.files[split].write(block.astype(self.dtype).tobytes())
+        if self.mask_files is not None:
+            self.mask_files[split].write(mask.astype(np.uint8).tobytes())
         self.counts[split] += len(block)
 
     def close(self) -> None:
         if self.buffered:
-            self._emit(np.concatenate(self.buf))
-        for f in self.files.values():
+            self._emit(np.concatenate(self.buf), np.concatenate(self.mask_buf) if self.mask_files is not None else None)
+        for f in [*self.files.values(), *(self.mask_files or {}).values()]:
             f.close()
 
 
 def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer, tokenizer_source: str,
             val_fraction: float = 0.01, block: int = 2048, template: str | None = None,
-            progress: bool = True, batch_docs: int = 256, separator: str | None = None) -> tuple[Path, dict]:
+            progress: bool = True, batch_docs: int = 256, separator: str | None = None,
+            prompt_template: str | None = None) -> tuple[Path, dict]:
     """Tokenize the inputs into a shard folder (written atomically); returns its path and its meta.
-    separator: the token between documents (default <|endoftext|> when the vocabulary has it, else EOS)."""
+    separator: the token between documents (default <|endoftext|> when the vocabulary has it, else EOS).
+    prompt_template: each record's document is prompt_template's text, then template's (the response), and the
+    folder gets loss masks (train.mask.bin, val.mask.bin) so training computes the loss on the response (and the
+    separator after it) only."""
     from tqdm import tqdm
 
     if not 0 <= val_fraction <= 1:
@@ -110,6 +125,10 @@ def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer,
                        f"name one with --separator")
     files = input_files(inputs)
     tmpl = Template(template)
+    if prompt_template is not None and not template:
+        raise SlmError("--prompt-template needs --template for the response part, e.g. --prompt-template "
+                       "'{prompt}' --template '{completion}'")
+    prompt_tmpl = Template(prompt_template) if prompt_template is not None else None
     vocab = tokenizer.max_id + 1
     dtype = token_dtype(vocab)
     val_every = None if val_fraction == 0 else max(1, round(1 / val_fraction))
@@ -117,13 +136,14 @@ def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer,
     sources = []
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
-        writer = _SplitWriter(tmp, dtype, block, val_every)
+        writer = _SplitWriter(tmp, dtype, block, val_every, masks=prompt_tmpl is not None)
         bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="tokenizing",
                    disable=True if not progress else None, dynamic_ncols=True)
         for f in files:
             before = stats.documents, writer.counts["train"] + writer.counts["val"] + writer.buffered
-            pending: list[str] = []
-            for doc in read_documents(f, tmpl):
+            pending: list = []
+            docs = read_documents(f, tmpl) if prompt_tmpl is None else _pairs(f, prompt_tmpl, tmpl)
+            for doc in docs:
                 pending.append(doc)
                 if len(pending) >= batch_docs or isinstance(doc, Piece):
                     _encode_into(pending, tokenizer, eos, writer, stats)
@@ -141,30 +161,48 @@ def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer,
         meta = dict(format=FORMAT, dtype=dtype.name, vocab_size=vocab, max_id=stats.max_id, eos_id=eos,
                     tokenizer=tokenizer_source, vocab_fingerprint=vocab_fingerprint(tokenizer),
                     documents=stats.documents, train_tokens=stats.train_tokens, val_tokens=stats.val_tokens,
-                    block=block, val_fraction=val_fraction, template=template, sources=sources)
+                    block=block, val_fraction=val_fraction, template=template, sources=sources,
+                    loss_mask=prompt_tmpl is not None, prompt_template=prompt_template)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         tokenizer.save(tmp)
     return out, meta
 
 
-def _encode_into(docs: list[str], tokenizer: Tokenizer, eos: int, writer: _SplitWriter, stats: PrepareStats) -> None:
+def _pairs(path: Path, prompt: Template, response: Template):
+    """(prompt text, response text) per record, from two lockstep reads of the file."""
+    for p, r in zip(read_documents(path, prompt), read_documents(path, response)):
+        if isinstance(p, Piece) or isinstance(r, Piece):
+            raise SlmError(f"{path}: --prompt-template needs records (JSONL, CSV/TSV, parquet), not plain text")
+        yield (p, r)
+
+
+def _encode_into(docs: list, tokenizer: Tokenizer, eos: int, writer: _SplitWriter, stats: PrepareStats) -> None:
+    """Encode and append documents: strings (or Pieces of one), or (prompt, response) pairs whose prompt tokens
+    carry no loss."""
     if not docs:
         return
-    encodings = tokenizer.backend.encode_batch(list(map(str, docs)), add_special_tokens=False)
-    for doc, enc in zip(docs, encodings):
-        ids = enc.ids
-        stats.text_tokens += len(ids)
+    paired = isinstance(docs[0], tuple)
+    texts = [t for d in docs for t in d] if paired else list(map(str, docs))
+    encodings = tokenizer.backend.encode_batch(texts, add_special_tokens=False)
+    if paired:  # [(prompt ids, response ids)] per document
+        parts = [(encodings[2 * i].ids, encodings[2 * i + 1].ids) for i in range(len(docs))]
+    else:
+        parts = [([], enc.ids) for enc in encodings]
+    for doc, (prompt_ids, ids) in zip(docs, parts):
+        stats.text_tokens += len(prompt_ids) + len(ids)
+        head = list(prompt_ids)
         if not writer.in_document and tokenizer.add_bos and tokenizer.bos_id is not None:
-            ids = [tokenizer.bos_id] + ids
+            head = [tokenizer.bos_id] + head
         continues = isinstance(doc, Piece)
         writer.in_document = continues
         if not continues:
             ids = ids + [eos]
             stats.documents += 1
-        if ids:
-            arr = np.asarray(ids, dtype=np.int64)
+        if head or ids:
+            arr = np.asarray(head + ids, dtype=np.int64)
             stats.max_id = max(stats.max_id, int(arr.max()))
-            writer.add(arr)
+            mask = np.concatenate([np.zeros(len(head), np.uint8), np.ones(len(ids), np.uint8)]) if paired else None
+            writer.add(arr, mask)
 
 
 # --- reading shards ------------------------------------------------------------------------------------------
@@ -178,6 +216,8 @@ class Shards:
     meta: dict
     train: np.ndarray
     val: np.ndarray
+    train_mask: np.ndarray | None = None  # uint8, 1 where the token is a training target (loss masks)
+    val_mask: np.ndarray | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Shards":
@@ -202,7 +242,14 @@ class Shards:
                 raise SlmError(f"{f}: {size} bytes does not match meta.json's {meta[f'{split}_tokens']} "
                                f"{dtype.name} tokens; the folder is damaged, prepare it again")
             arrays.append(np.memmap(f, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype))
-        return cls(path, meta, *arrays)
+        masks = []
+        if meta.get("loss_mask"):
+            for split, tokens in zip(("train", "val"), arrays):
+                f = path / f"{split}.mask.bin"
+                if not f.is_file() or f.stat().st_size != len(tokens):
+                    raise SlmError(f"{f}: missing or not one byte per token; the folder is damaged, prepare it again")
+                masks.append(np.memmap(f, dtype=np.uint8, mode="r") if len(tokens) else np.zeros(0, np.uint8))
+        return cls(path, meta, *arrays, *masks)
 
     def check_vocab(self, vocab_size: int, fingerprint: str | None = None) -> None:
         """Refuse ids the model cannot embed, and data made with another tokenizer than the model's."""
@@ -249,18 +296,32 @@ class TokenData:
         u = rng.random(n_rows)
         T = self.seq_len
         x = np.empty((n_rows, T + 1), dtype=np.int64)[rows]
+        y = x[:, 1:].copy() if any(s.train_mask is not None for s in self.shards) else None
         for i, row in enumerate(range(n_rows)[rows]):
-            arr = self.shards[source[row]].train
-            start = int(u[row] * (len(arr) - T))
-            x[i] = arr[start:start + T + 1]
-        return x[:, :-1], x[:, 1:]
+            shard = self.shards[source[row]]
+            start = int(u[row] * (len(shard.train) - T))
+            x[i] = shard.train[start:start + T + 1]
+            if y is not None:
+                y[i] = _masked(x[i, 1:], None if shard.train_mask is None else shard.train_mask[start + 1:start + T + 1])
+        return x[:, :-1], (x[:, 1:] if y is None else y)
 
-    def val_windows(self, max_tokens: int) -> list[np.ndarray]:
+    def val_windows(self, max_tokens: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Non-overlapping (seq_len + 1)-token windows from the start of each source's val split, up to max_tokens
-        per source: a fixed validation set."""
+        per source, as (inputs, targets) of seq_len tokens (targets IGNORE where a loss mask says so): a fixed
+        validation set."""
         T = self.seq_len
         out = []
         for s in self.shards:
             n = min(len(s.val) // (T + 1), max(1, max_tokens // T))
-            out += [np.asarray(s.val[i * (T + 1):(i + 1) * (T + 1)], dtype=np.int64) for i in range(n)]
+            for i in range(n):
+                w = np.asarray(s.val[i * (T + 1):(i + 1) * (T + 1)], dtype=np.int64)
+                mask = None if s.val_mask is None else s.val_mask[i * (T + 1) + 1:(i + 1) * (T + 1)]
+                out.append((w[:-1], _masked(w[1:], mask)))
         return out
+
+
+def _masked(targets: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """targets with IGNORE where mask is 0 (a prompt token); unchanged without a mask."""
+    from slmkit.train.losses import IGNORE
+
+    return targets if mask is None else np.where(np.asarray(mask) == 0, IGNORE, targets)

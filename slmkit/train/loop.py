@@ -123,20 +123,22 @@ def autocast_for(precision: str, device: torch.device):
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, windows: list[np.ndarray], batch: int, device: torch.device, autocast,
-                    ctx: dist.DistContext | None = None, shard: bool = True) -> float:
-    """Mean next-token loss over fixed (T + 1)-token windows; with shard, the processes split them and sum."""
+def validation_loss(model: nn.Module, windows: list[tuple[np.ndarray, np.ndarray]], batch: int, device: torch.device,
+                    autocast, ctx: dist.DistContext | None = None, shard: bool = True) -> float:
+    """Mean next-token loss over fixed (inputs, targets) windows (TokenData.val_windows), over the targets that
+    are not IGNORE; with shard, the processes split them and sum."""
     ctx = ctx or dist.DistContext(device=device)
     mine = windows[ctx.rank::ctx.world] if shard else windows
     was_training = model.training
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
     for i in range(0, len(mine), batch):
-        w = torch.from_numpy(np.stack(mine[i:i + batch])).to(device)
+        x = torch.from_numpy(np.stack([w[0] for w in mine[i:i + batch]])).to(device)
+        y = torch.from_numpy(np.stack([w[1] for w in mine[i:i + batch]])).to(device)
         with autocast():
-            logits = model(w[:, :-1])
-        total[0] += cross_entropy_sum(logits, w[:, 1:]).double()
-        total[1] += w[:, 1:].numel()
+            logits = model(x)
+        total[0] += cross_entropy_sum(logits, y).double()
+        total[1] += (y != IGNORE).sum()
     if shard:
         dist.all_reduce_sum(total, ctx)
     model.train(was_training)
@@ -268,7 +270,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
             x, y = data[stage].batch(step, stage, rows, recipe.batch.global_batch)
             x, y = torch.from_numpy(x).to(ctx.device), torch.from_numpy(y).to(ctx.device)
             n_targets = dist.all_reduce_sum(torch.tensor([(y != IGNORE).sum().item()], dtype=torch.float64,
-                                                         device=ctx.device), ctx)
+                                                         device=ctx.device), ctx).clamp(min=1)  # all masked: 0 loss
             sums: dict[str, torch.Tensor] = {}
             for i in range(accum):
                 last = i == accum - 1
