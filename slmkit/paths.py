@@ -18,6 +18,19 @@ def cache_dir(*parts: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file so that a reader sees the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move a finished temp folder into place; an existing folder is swapped out only after success."""
     if out.exists():

@@ -197,6 +197,10 @@ def test_incremental_decoder_never_splits_characters():
     pieces = [dec.push(b) for b in text.encode()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+    cut = text.encode()[:-2]  # generation ended inside the rocket's 4 bytes: flush gives what a full decode gives
+    dec = IncrementalDecoder(_FakeTok())
+    pieces = [dec.push(b) for b in cut] + [dec.flush()]
+    assert "".join(pieces) == cut.decode("utf-8", "replace") and pieces[-1].endswith("\ufffd")
 
 
 @pytest.mark.slow

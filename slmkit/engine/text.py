@@ -37,6 +37,14 @@ class IncrementalDecoder:
         self.prefix, self.read = self.read, len(self.ids)
         return after[len(before):]
 
+    def flush(self) -> str:
+        """The text held back at the end (an incomplete character decodes to U+FFFD, as a full decode gives it),
+        so that the pieces add up to the decode of all the ids."""
+        before = self.tokenizer.decode(self.ids[self.prefix:self.read], skip_special_tokens=self.skip)
+        after = self.tokenizer.decode(self.ids[self.prefix:], skip_special_tokens=self.skip)
+        self.prefix = self.read = len(self.ids)
+        return after[len(before):] if len(after) > len(before) else ""
+
 
 class StopStringMatcher:
     """Holds back text that could be the start of a stop string; reports when one appears."""
@@ -122,8 +130,10 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompt_ids: list[int], max
                 break
     finally:
         steps.close()
-    if finish != "stop" or ids[-1] in stop_ids:  # text held back as a possible stop-string start was not one
-        piece = matcher.flush()
+    if finish != "stop" or ids[-1] in stop_ids:  # text held back (a partial character, a possible stop string)
+        piece, hit = matcher.feed(decoder.flush())
+        piece += "" if hit else matcher.flush()
+        finish = "stop" if hit else finish
         if piece:
             text.append(piece)
             yield piece

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from slmkit.eval.tasks import TASKS
+from slmkit.paths import write_atomic
 
 
 def _fmt(value, se=None, pct=True) -> str:
@@ -53,17 +52,6 @@ def markdown(results: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:

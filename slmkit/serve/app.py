@@ -189,8 +189,11 @@ class Generation:
                 if hit:
                     self.finish, self.stop_hit = "stop", True
                     return
-            if self.finish in ("length", "stop"):
-                rest = matcher.flush()  # held back as a possible stop-string start; it was not one
+            if self.finish in ("length", "stop"):  # text held back: a partial character, a possible stop string
+                rest, hit = matcher.feed(decoder.flush())
+                rest += "" if hit else matcher.flush()
+                if hit:
+                    self.finish, self.stop_hit = "stop", True
                 if rest:
                     yield rest
         finally:
