@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from slmkit.errors import SlmError
 from tests.conftest import ROOT

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
@@ -139,7 +138,6 @@ def _interpolate(times: dict[str, float], n_in: int, n_out: int) -> float:
 
     grid = {tuple(map(int, k.split("x"))): math.log(v) for k, v in times.items()}
     ins = sorted({i for i, _ in grid})
-    outs = sorted({o for _, o in grid})
 
     def bracket(values, x):
         if len(values) == 1:
