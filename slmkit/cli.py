@@ -497,8 +497,9 @@ def cmd_lm_eval(argv: list[str]) -> None:
 
 
 def cmd_supericl(a: argparse.Namespace) -> None:
-    """SuperICL: a small plug-in classifier's predictions and confidences go into the LLM's in-context examples;
-    reports plug-in alone, ICL alone and SuperICL accuracy on each task (the paper's prompt format)."""
+    """SuperICL: a plug-in classifier's predictions and confidences in the LLM's in-context examples.
+
+    Reports plug-in alone, ICL alone and SuperICL accuracy on each task (the paper's prompt format)."""
     import dataclasses
     import json
 
@@ -542,6 +543,62 @@ def cmd_supericl(a: argparse.Namespace) -> None:
         write_atomic(out / "supericl-records.jsonl",
                      "".join(json.dumps({"task": r.task, **rec}) + "\n" for _, r in results for rec in r.records))
         print(f"wrote {out / 'supericl.json'} and {out / 'supericl-records.jsonl'}", file=sys.stderr)
+
+
+def cmd_rerank(a: argparse.Namespace) -> None:
+    """Verifier reranking on GSM8K (TinyGSM): sampled Python programs, run in the sandbox, reranked.
+
+    N programs per problem; reports first sample, majority vote, verifier-best and oracle pass@N. --label-out
+    writes the labelled candidates as verifier training data."""
+    import dataclasses
+    import json
+
+    from slmkit.checkpoint import load
+    from slmkit.combine.rerank import label_records, run
+    from slmkit.combine.sandbox import SandboxLimits
+    from slmkit.errors import SlmError
+    from slmkit.eval.data import load_task_data
+    from slmkit.paths import write_atomic
+
+    for flag, value, low in (("-n", a.n, 1), ("--limit", a.limit, 1), ("--batch", a.batch, 1),
+                             ("--max-tokens", a.max_tokens, 1)):
+        if value is not None and value < low:
+            raise SlmError(f"{flag} must be >= {low}, got {value}")
+    if a.verifier and a.label_out:
+        raise SlmError("--label-out writes training data for a verifier; drop --verifier")
+    splits = load_task_data("gsm8k")
+    if a.split not in splits.docs:
+        raise SlmError(f"GSM8K has no {a.split!r} split here (it has {', '.join(splits.docs)})")
+    docs = splits.docs[a.split][a.offset:][: a.limit]
+    gen = load(a.generator, dtype=a.dtype, device=a.device, progress=True)
+    verifier = None
+    if a.verifier:
+        from slmkit.eval.lm import SlmkitLM
+
+        v = load(a.verifier, dtype=a.dtype or "float32", device=a.device)
+        verifier = SlmkitLM(v.model, v.tokenizer, v.source, batch_size=8)
+    limits = SandboxLimits(cpu_s=a.cpu_s, wall_s=a.wall_s, memory_mb=a.memory_mb)
+    problems, rep = run(gen.model, gen.tokenizer, docs, a.n, verifier, a.temperature, a.max_tokens, a.batch, a.seed,
+                        limits, progress=not a.quiet)
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    print(f"| problems | N | first sample | majority vote | verifier-best | oracle pass@N | candidates that ran |\n"
+          f"|---|---|---|---|---|---|---|\n| {rep.problems} | {rep.n} | {pct(rep.first)} | {pct(rep.majority)} | "
+          f"{pct(rep.verifier_best)} | {pct(rep.oracle)} | {pct(rep.ran)} |")
+    print(f"GSM8K {a.split} ({splits.source}), items {a.offset}-{a.offset + len(docs) - 1}; generator {gen.source}, "
+          f"T={a.temperature}; no answer: " + (", ".join(f"{k} {v}" for k, v in sorted(rep.failures.items())) or "none"),
+          file=sys.stderr)
+    if a.label_out:
+        rows = label_records(problems, None if a.all_negatives else 3.0, a.seed)
+        write_atomic(Path(a.label_out), "".join(json.dumps(r) + "\n" for r in rows))
+        print(f"wrote {len(rows)} verifier records ({sum(r['response'] == ' yes' for r in rows)} correct) to "
+              f"{a.label_out}", file=sys.stderr)
+    if a.output:
+        out = Path(a.output)
+        write_atomic(out / "rerank.json", json.dumps(dataclasses.asdict(rep), indent=2) + "\n")
+        write_atomic(out / "rerank-candidates.jsonl", "".join(
+            json.dumps({"question": p.question, "gold": p.gold, **dataclasses.asdict(c)}) + "\n"
+            for p in problems for c in p.candidates))
+        print(f"wrote {out / 'rerank.json'} and {out / 'rerank-candidates.jsonl'}", file=sys.stderr)
 
 
 def cmd_presets() -> None:
@@ -835,6 +892,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", "-o", help="folder for supericl.json and supericl-records.jsonl")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     c.set_defaults(fn=cmd_supericl)
+
+    c = combine.add_parser("rerank", help=cmd_rerank.__doc__.splitlines()[0], description=cmd_rerank.__doc__)
+    c.add_argument("--generator", "-m", default="default", help="the model that writes programs: " + MODEL_HELP)
+    c.add_argument("--verifier", help="a verifier model (trained on --label-out data); without it, no verifier-best")
+    c.add_argument("-n", type=int, default=8, help="candidates per problem (default 8)")
+    c.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    c.add_argument("--split", default="test", help="GSM8K split: test (default) or train")
+    c.add_argument("--offset", type=int, default=0, help="skip the first N problems")
+    c.add_argument("--limit", type=int, default=100, help="problems (default 100)")
+    c.add_argument("--max-tokens", type=int, default=256, help="tokens per program (default 256)")
+    c.add_argument("--batch", type=int, default=8, help="problems sampled together (default 8)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--cpu-s", type=float, default=2.0, help="sandbox CPU seconds per program (default 2)")
+    c.add_argument("--wall-s", type=float, default=5.0, help="sandbox wall seconds per program (default 5)")
+    c.add_argument("--memory-mb", type=int, default=512, help="sandbox address space per program (default 512)")
+    c.add_argument("--label-out", help="write the labelled candidates as verifier training JSONL (prompt, response)")
+    c.add_argument("--all-negatives", action="store_true", help="with --label-out: keep every wrong candidate "
+                                                                "(default: at most 3 per correct one)")
+    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    c.add_argument("--device")
+    c.add_argument("--output", "-o", help="folder for rerank.json and rerank-candidates.jsonl")
+    c.add_argument("--quiet", "-q", action="store_true")
+    c.set_defaults(fn=cmd_rerank)
 
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())
