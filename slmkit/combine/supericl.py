@@ -13,8 +13,8 @@ Prompt (the paper's format), demonstrations then the test input:
     {plug-in name} Prediction: {label} (Confidence: {score:.2f})
     Label:
 
-The LLM's greedy completion is read as a label (the first verbalizer it starts with; else the run falls back on
-the plug-in and counts an invalid answer). With `explain`, when the LLM overrides the plug-in it is asked for
+The LLM's greedy completion is read as a label (the first verbalizer it starts with); an answer that names no label
+is counted as invalid, and is then the plug-in's label for SuperICL and wrong for plain ICL. With `explain`, when the LLM overrides the plug-in it is asked for
 an explanation ("Explanation for overriding the prediction:"), recorded with the item. Baselines in the same
 run: the plug-in alone, and in-context learning alone (the same demonstrations without the plug-in lines).
 
@@ -324,7 +324,8 @@ def run_supericl(task: ClassificationTask, plugin: EncoderPlugin, llm, train: li
             label = parse_label(answer, task.labels)
             if label is None:
                 res.invalid[mode] += 1
-                label = p_label  # the paper's fallback: keep the plug-in's label
+                # SuperICL keeps the plug-in's label (it is in the prompt); plain ICL has no plug-in: wrong (-1)
+                label = p_label if mode == "supericl" else -1
             record[mode] = label
             record[f"{mode}_text"] = answer
             if mode == "supericl" and label != p_label:
