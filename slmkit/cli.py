@@ -564,6 +564,8 @@ def cmd_rerank(a: argparse.Namespace) -> None:
                              ("--max-tokens", a.max_tokens, 1)):
         if value is not None and value < low:
             raise SlmError(f"{flag} must be >= {low}, got {value}")
+    if not 0 <= a.shots <= 3:
+        raise SlmError(f"--shots must be 0-3, got {a.shots}")
     if a.verifier and a.label_out:
         raise SlmError("--label-out writes training data for a verifier; drop --verifier")
     splits = load_task_data("gsm8k")
@@ -579,7 +581,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
         verifier = SlmkitLM(v.model, v.tokenizer, v.source, batch_size=8)
     limits = SandboxLimits(cpu_s=a.cpu_s, wall_s=a.wall_s, memory_mb=a.memory_mb)
     problems, rep = run(gen.model, gen.tokenizer, docs, a.n, verifier, a.temperature, a.max_tokens, a.batch, a.seed,
-                        limits, progress=not a.quiet)
+                        limits, progress=not a.quiet, shots=a.shots)
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     print(f"| problems | N | first sample | majority vote | verifier-best | oracle pass@N | candidates that ran |\n"
           f"|---|---|---|---|---|---|---|\n| {rep.problems} | {rep.n} | {pct(rep.first)} | {pct(rep.majority)} | "
@@ -599,6 +601,59 @@ def cmd_rerank(a: argparse.Namespace) -> None:
             json.dumps({"question": p.question, "gold": p.gold, **dataclasses.asdict(c)}) + "\n"
             for p in problems for c in p.candidates))
         print(f"wrote {out / 'rerank.json'} and {out / 'rerank-candidates.jsonl'}", file=sys.stderr)
+
+
+def _fmt_params(n: float) -> str:
+    return f"{n / 1e9:.2g}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def cmd_zoo(a: argparse.Namespace) -> None:
+    """The survey's 68 small language models: list and filter them, with what in slmkit runs each.
+
+    `slm zoo trends -o DIR` recomputes the survey's architecture statistics (PNG plots and markdown)."""
+    import json
+    from dataclasses import asdict
+
+    from slmkit.zoo.catalogue import catalogue, parse_params, runner, select
+
+    models = catalogue()
+    if a.what == "trends":
+        from slmkit.zoo.trends import write
+
+        for path in write(models, Path(a.output or "zoo-trends")):
+            print(f"wrote {path}", file=sys.stderr)
+        return
+    if a.output:
+        from slmkit.errors import SlmError
+
+        raise SlmError("-o is for `slm zoo trends`; the list goes to stdout (use --json for JSON)")
+    for flag in ("after", "before"):
+        value = getattr(a, flag)
+        if value and not __import__("re").fullmatch(r"\d{4}(-\d{2})?", value):
+            from slmkit.errors import SlmError
+
+            raise SlmError(f"--{flag} takes a year or year-month, e.g. 2024 or 2023-09; got {value!r}")
+    for flag, value, known in (("attention", a.attention, {m.attention for m in models if m.attention}),
+                               ("family", a.family, {m.family for m in models})):
+        if value and value.lower() not in {k.lower() for k in known}:
+            from slmkit.errors import SlmError
+
+            raise SlmError(f"no catalogue model has --{flag} {value!r}; choose from {', '.join(sorted(known))}")
+    chosen = select(models, parse_params(a.min_params) if a.min_params else None,
+                    parse_params(a.max_params) if a.max_params else None, a.after, a.before, a.attention, a.family,
+                    a.runnable)
+    chosen.sort(key=lambda m: (m.params, m.name) if a.sort == "params" else (m.released or "", m.name))
+    if a.json:
+        print(json.dumps([{**asdict(m), "runner": asdict(runner(m))} for m in chosen], indent=1))
+        return
+    print("| model | params | released | attention | family | layers | hidden | vocab | slmkit |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m in chosen:
+        r = runner(m)
+        print(f"| {m.name} | {_fmt_params(m.params)} | {m.released or ''} | {m.attention or ''} | {m.family} | "
+              f"{m.layers or ''} | {m.hidden or ''} | {m.vocab or ''} | {r.note} |")
+    print(f"{len(chosen)} of {len(models)} models; {sum(runner(m).runnable for m in chosen)} run in slmkit",
+          file=sys.stderr)
 
 
 def cmd_presets() -> None:
@@ -902,6 +957,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--offset", type=int, default=0, help="skip the first N problems")
     c.add_argument("--limit", type=int, default=100, help="problems (default 100)")
     c.add_argument("--max-tokens", type=int, default=256, help="tokens per program (default 256)")
+    c.add_argument("--shots", type=int, default=3, help="worked examples before each question, 0-3 (default 3; 0 "
+                                                        "for a generator fine-tuned on programs)")
     c.add_argument("--batch", type=int, default=8, help="problems sampled together (default 8)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--cpu-s", type=float, default=2.0, help="sandbox CPU seconds per program (default 2)")
@@ -915,6 +972,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", "-o", help="folder for rerank.json and rerank-candidates.jsonl")
     c.add_argument("--quiet", "-q", action="store_true")
     c.set_defaults(fn=cmd_rerank)
+
+    s = verb("zoo", cmd_zoo)
+    s.add_argument("what", nargs="?", choices=["list", "trends"], default="list",
+                   help="list (default): the catalogue, filtered; trends: the survey's statistics as plots")
+    s.add_argument("--min-params", help="at least this many parameters, e.g. 500M")
+    s.add_argument("--max-params", help="at most this many parameters, e.g. 1.5B")
+    s.add_argument("--after", help="released in or after YYYY or YYYY-MM")
+    s.add_argument("--before", help="released in or before YYYY or YYYY-MM")
+    s.add_argument("--attention", help="MHA, GQA, MQA or MLA")
+    s.add_argument("--family", help="architecture family, e.g. llama, qwen2, gpt2")
+    run = s.add_mutually_exclusive_group()
+    run.add_argument("--runnable", dest="runnable", action="store_true", default=None,
+                     help="only models slmkit runs (a preset or a supported family)")
+    run.add_argument("--not-runnable", dest="runnable", action="store_false", help="only the others")
+    s.add_argument("--sort", choices=["params", "released"], default="params")
+    s.add_argument("--json", action="store_true", help="print the records as JSON")
+    s.add_argument("--output", "-o", help="trends: folder for trends.md and the plots (default zoo-trends)")
+    s.set_defaults(fn=cmd_zoo)
 
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())

@@ -18,13 +18,14 @@ def cache_dir(*parts: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file so that a reader sees the old file or the whole new one, never a part."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a text (str) or binary (bytes) file so that a reader sees the old file or the whole new one, never a
+    part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with (os.fdopen(fd, "wb") if isinstance(data, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -10,7 +10,8 @@ import slmkit
 from slmkit.engine import Engine, GenerationStats, SamplingParams
 from slmkit.engine.rows import RowEngine
 from slmkit.engine.sampling import apply_repetition_penalty, filter_logits
-from slmkit.engine.text import IncrementalDecoder, StopStringMatcher
+from slmkit.engine.speculative import SpeculativeEngine
+from slmkit.engine.text import IncrementalDecoder, StopStringMatcher, generate_text
 from slmkit.errors import SlmError
 from tests.conftest import CASES, TINY, perturb_
 
@@ -189,6 +190,39 @@ class _FakeTok:
 
     def decode(self, ids, skip_special_tokens=True):
         return bytes(ids).decode("utf-8", errors="replace")
+
+
+class _ByteTok(_FakeTok):
+    eos_id = None
+
+    def encode(self, text, add_special_tokens=True):
+        return list(text.encode())
+
+    def token_to_id(self, name):
+        return None
+
+
+@pytest.mark.parametrize("speculative", [False, True])
+def test_stop_strings_end_the_batch_early_with_the_same_text(speculative):
+    case = next(iter(CASES))
+    model = _model(case)
+    engine = SpeculativeEngine(Engine(model), Engine(_model(case, seed=1)), k=3) if speculative else Engine(model)
+    tok, prompts, n = _ByteTok(), ["ab", "xyz", "q"], 60
+    greedy = SamplingParams(temperature=0)
+    full = [c.text for c in generate_text(engine, tok, prompts, n, greedy)]
+
+    def window(text, start):  # a 2-character stop string from the row's text (no replacement characters)
+        i = next(i for i in range(start, len(text) - 1) if "\ufffd" not in text[i:i + 2])
+        return text[i:i + 2]
+
+    stop = [window(full[0], 4), window(full[1], 9), window(full[2], 14)]
+    stats = GenerationStats()
+    got = generate_text(engine, tok, prompts, n, greedy, stop=stop, stats=stats)
+    for text, c in zip(full, got):
+        cut = min(i for i in (text.find(s) for s in stop) if i >= 0)
+        assert c.text == text[:cut] and c.finish == "stop"
+        assert len(c.token_ids) < n  # the row ended soon after its stop string, not at max_new_tokens
+    assert stats.new_tokens < len(prompts) * n
 
 
 def test_incremental_decoder_never_splits_characters():

@@ -37,6 +37,31 @@ def test_program_prompt_is_tinygsm_format():
     assert prompt.endswith('def simple_math_problem() -> int:\n    """\n    How many eggs are left?\n    """\n')
     assert prompt.count("def simple_math_problem() -> int:") == 4  # three worked examples, then the question
     assert "return result" in prompt
+    assert program_prompt("How many eggs?", shots=0) == 'def simple_math_problem() -> int:\n    """\n    How many ' \
+                                                       'eggs?\n    """\n'  # for a generator tuned on programs
+    with pytest.raises(SlmError, match="--shots must be 0-3"):
+        program_prompt("q", shots=4)
+
+
+def test_gsm8k_programs_script_writes_programs_that_return_gold():
+    """scripts/gsm8k-programs.py (the generator's fine-tuning data): its programs, run in the real sandbox,
+    return the gold answers; most items convert."""
+    import importlib.util
+
+    from slmkit.combine.sandbox import run_programs
+    from slmkit.eval.data import load_task_data
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("gsm8k_programs", ROOT / "scripts" / "gsm8k-programs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    docs = load_task_data("gsm8k").docs["train"][:24]
+    bodies = [script.program(d) for d in docs]
+    kept = [(d, b) for d, b in zip(docs, bodies) if b is not None]
+    assert len(kept) >= 20
+    results = run_programs([program_prompt(d["question"], shots=0) + b for d, b in kept])
+    assert sum(matches(parse_number(r.answer), gold_answer(d)) for (d, _), r in zip(kept, results)) >= 20
+    assert "clips_may = 48 / 2" in bodies[0] and "48 + clips_may" in bodies[0]  # names from the text, steps reused
 
 
 def test_executed_candidates_are_reported():
@@ -109,6 +134,7 @@ def test_rerank_cli_end_to_end(tiny_eval_dir, tmp_path, capsys):
     capsys.readouterr()
     assert json.loads((out / "rerank.json").read_text())["verifier_best"] is not None
     for args, needle in [(["-n", "0"], "-n must be"), (["--split", "dev"], "no 'dev' split"),
-                         (["--verifier", tiny_eval_dir, "--label-out", str(labels)], "drop --verifier")]:
+                         (["--verifier", tiny_eval_dir, "--label-out", str(labels)], "drop --verifier"),
+                         (["--shots", "5"], "--shots must be 0-3")]:
         assert_one_line(main(["combine", "rerank", "-m", tiny_eval_dir, "--limit", "1", *args]),
                         capsys.readouterr().err, needle)

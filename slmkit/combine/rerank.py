@@ -47,10 +47,13 @@ EXAMPLES = [
 ]
 
 
-def program_prompt(question: str) -> str:
-    """The generator's few-shot prompt, ending with the question's function header (the model writes the body)."""
-    shots = "".join(HEADER.format(question=q) + body + "\n\n" for q, body in EXAMPLES)
-    return shots + HEADER.format(question=" ".join(question.split()))
+def program_prompt(question: str, shots: int = 3) -> str:
+    """The generator's prompt: `shots` worked examples (0-3; 0 for a generator fine-tuned on programs, such as
+    recipes/gsm8k-programs.yaml's), then the question's function header (the model writes the body)."""
+    if not 0 <= shots <= len(EXAMPLES):
+        raise SlmError(f"--shots must be 0-{len(EXAMPLES)}, got {shots}")
+    examples = "".join(HEADER.format(question=q) + body + "\n\n" for q, body in EXAMPLES[:shots])
+    return examples + HEADER.format(question=" ".join(question.split()))
 
 
 def gold_answer(doc: dict) -> float:
@@ -108,7 +111,8 @@ class Problem:
 
 
 def sample_programs(engine, tokenizer, questions: Sequence[str], n: int, temperature: float = 0.7,
-                    max_tokens: int = 256, batch: int = 8, seed: int = 0, progress: bool = True) -> list[list[str]]:
+                    max_tokens: int = 256, batch: int = 8, seed: int = 0, progress: bool = True,
+                    shots: int = 3) -> list[list[str]]:
     """n programs per question: n passes, each a batched pass over the questions with its own seed."""
     from tqdm import tqdm
 
@@ -123,7 +127,7 @@ def sample_programs(engine, tokenizer, questions: Sequence[str], n: int, tempera
     for k in range(n):
         params = SamplingParams(temperature=temperature, top_p=0.95, seed=seed + k)
         for s in range(0, len(questions), batch):
-            prompts = [program_prompt(q) for q in questions[s:s + batch]]
+            prompts = [program_prompt(q, shots) for q in questions[s:s + batch]]
             for i, c in enumerate(generate_text(engine, tokenizer, prompts, max_tokens, params, STOPS)):
                 out[s + i].append(HEADER.format(question=" ".join(questions[s + i].split())) + c.text.rstrip() + "\n")
             bar.update(len(prompts))
@@ -211,7 +215,7 @@ def report(problems: Sequence[Problem], n: int, scored: bool, seconds: float = 0
 
 def run(generator, tokenizer, docs: Sequence[dict], n: int, verifier_lm=None, temperature: float = 0.7,
         max_tokens: int = 256, batch: int = 8, seed: int = 0, limits: SandboxLimits | None = None,
-        progress: bool = True) -> tuple[list[Problem], RerankReport]:
+        progress: bool = True, shots: int = 3) -> tuple[list[Problem], RerankReport]:
     """Sample, execute, (score), report: the whole pipeline on GSM8K docs {"question", "answer"}."""
     from slmkit.engine import Engine
 
@@ -220,7 +224,7 @@ def run(generator, tokenizer, docs: Sequence[dict], n: int, verifier_lm=None, te
     t0 = time.perf_counter()
     problems = [Problem(d["question"], gold_answer(d)) for d in docs]
     programs = sample_programs(Engine(generator), tokenizer, [p.question for p in problems], n, temperature,
-                               max_tokens, batch, seed, progress)
+                               max_tokens, batch, seed, progress, shots)
     for p, progs in zip(problems, programs):
         p.candidates = [Candidate(program) for program in progs]
     execute(problems, limits)

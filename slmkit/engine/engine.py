@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -326,14 +326,32 @@ class Engine:
             stats.finish = ["stop" if d else "length" for d in done]
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingParams | None = None,
-                 stop_ids: Sequence[int] = (), stats: GenerationStats | None = None) -> list[list[int]]:
-        """Generate for a batch of prompts; each row's new tokens, ending with its stop id if it hit one."""
-        rows: list[list[int]] = [[] for _ in prompts]
-        for step in self.stream(prompts, max_new_tokens, sampling, stop_ids, stats):
-            for row, t in zip(rows, step):
-                if t is not None:
-                    row.append(t)
-        return rows
+                 stop_ids: Sequence[int] = (), stats: GenerationStats | None = None,
+                 until: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+        """Generate for a batch of prompts; each row's new tokens, ending with its stop id if it hit one.
+
+        until(row) -> True ends a row early (e.g. on a stop string); the batch stops once every row has ended.
+        """
+        return collect(self.stream(prompts, max_new_tokens, sampling, stop_ids, stats), len(prompts), until)
+
+
+def collect(steps: Iterator[list[int | None]], rows: int, until: Callable[[list[int]], bool] | None = None
+            ) -> list[list[int]]:
+    """Gather a stream's steps into each row's tokens; a row ends when until(row) says so, and the stream is
+    closed once every row has ended."""
+    out: list[list[int]] = [[] for _ in range(rows)]
+    ended = [False] * rows
+    try:
+        for step in steps:
+            for b, t in enumerate(step):
+                if t is not None and not ended[b]:
+                    out[b].append(t)
+                    ended[b] = until is not None and until(out[b])
+            if until is not None and all(ended):
+                break
+    finally:
+        steps.close()
+    return out
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-from slmkit.engine.engine import Engine, GenerationStats, cache_length
+from slmkit.engine.engine import Engine, GenerationStats, cache_length, collect
 from slmkit.engine.sampling import SamplingParams, filter_logits
 from slmkit.errors import SlmError
 
@@ -169,12 +169,14 @@ class SpeculativeEngine:
                         return
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: SamplingParams | None = None,
-                 stop_ids: Sequence[int] = (), stats: GenerationStats | None = None) -> list[list[int]]:
-        """Each prompt's new tokens (one prompt after the other); stats sums over the prompts."""
+                 stop_ids: Sequence[int] = (), stats: GenerationStats | None = None,
+                 until: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+        """Each prompt's new tokens (one prompt after the other); stats sums over the prompts. until: see
+        Engine.generate."""
         rows = []
         for prompt in prompts:
             one = SpeculativeStats()
-            rows.append([t for (t,) in self.stream([prompt], max_new_tokens, sampling, stop_ids, one)])
+            rows += collect(self.stream([prompt], max_new_tokens, sampling, stop_ids, one), 1, until)
             if stats is not None:
                 _add_stats(stats, one)
         return rows

@@ -141,13 +141,29 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompt_ids: list[int], max
         result.append(Completion("".join(text), ids, finish))
 
 
+def _until_stop(tokenizer: Tokenizer, stop: Sequence[str]):
+    """A row predicate for Engine.generate: True once the row's text holds a stop string. It decodes only the
+    row's tail, long enough to hold the longest stop string (each token is at least one byte)."""
+    stop = [s for s in stop if s]
+    if not stop:
+        return None
+    tail = 4 * max(len(s.encode()) for s in stop) + 4
+
+    def until(row: list[int]) -> bool:
+        text = tokenizer.decode(row[-tail:], skip_special_tokens=True)  # as the final cut reads it
+        text = text.lstrip("\ufffd")  # the tail may start inside a character
+        return any(s in text for s in stop)
+
+    return until
+
+
 def generate_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   sampling: SamplingParams | None = None, stop: Sequence[str] = (),
                   stats: GenerationStats | None = None, add_special_tokens: bool = True) -> list[Completion]:
     """Generate for a batch of text prompts (left-padded together); stop strings cut each row's text."""
     encoded = [encode_prompt(tokenizer, p, add_special_tokens) for p in prompts]
     stop_ids = stop_ids_for(tokenizer)
-    rows = engine.generate(encoded, max_new_tokens, sampling, stop_ids, stats)
+    rows = engine.generate(encoded, max_new_tokens, sampling, stop_ids, stats, _until_stop(tokenizer, stop))
     out = []
     for ids in rows:
         finish = "stop" if ids and ids[-1] in stop_ids else "length"
