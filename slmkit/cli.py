@@ -442,14 +442,14 @@ def cmd_eval(a: argparse.Namespace) -> None:
         raise SlmError("--batch-size must be at least 1")
     t0 = time.perf_counter()
     if a.eft:
-        if a.backend != "slmkit":
-            raise SlmError("--eft runs on the slmkit backend; drop --backend")
+        if a.backend != "slmkit" or a.quant:
+            raise SlmError("--eft runs on the slmkit backend in float; drop --backend and --quant")
         from slmkit.eval.lm import SlmkitLM
 
         loaded = _load(a.model, a.dtype or "float32", a.device, a.eft)
         lm = SlmkitLM(loaded.model, loaded.tokenizer, loaded.source, a.batch_size)
     else:
-        lm = load_lm(a.model, a.backend, a.dtype, a.device, a.batch_size)
+        lm = load_lm(a.model, a.backend, a.dtype, a.device, a.batch_size, quant=a.quant)
     load_s = time.perf_counter() - t0
     cache = None
     if not a.no_cache:
@@ -554,7 +554,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
     import json
 
     from slmkit.checkpoint import load
-    from slmkit.combine.rerank import label_records, run
+    from slmkit.combine.rerank import label_records, load_candidates, report, run, score_candidates
     from slmkit.combine.sandbox import SandboxLimits
     from slmkit.errors import SlmError
     from slmkit.eval.data import load_task_data
@@ -568,11 +568,14 @@ def cmd_rerank(a: argparse.Namespace) -> None:
         raise SlmError(f"--shots must be 0-3, got {a.shots}")
     if a.verifier and a.label_out:
         raise SlmError("--label-out writes training data for a verifier; drop --verifier")
-    splits = load_task_data("gsm8k")
-    if a.split not in splits.docs:
-        raise SlmError(f"GSM8K has no {a.split!r} split here (it has {', '.join(splits.docs)})")
-    docs = splits.docs[a.split][a.offset:][: a.limit]
-    gen = load(a.generator, dtype=a.dtype, device=a.device, progress=True)
+    if a.candidates and a.label_out:
+        raise SlmError("--candidates rescores saved samples; --label-out takes fresh ones: drop one of them")
+    if not a.candidates:
+        splits = load_task_data("gsm8k")
+        if a.split not in splits.docs:
+            raise SlmError(f"GSM8K has no {a.split!r} split here (it has {', '.join(splits.docs)})")
+        docs = splits.docs[a.split][a.offset:][: a.limit]
+        gen = load(a.generator, dtype=a.dtype, device=a.device, progress=True)
     verifier = None
     if a.verifier:
         from slmkit.eval.lm import SlmkitLM
@@ -580,14 +583,22 @@ def cmd_rerank(a: argparse.Namespace) -> None:
         v = load(a.verifier, dtype=a.dtype or "float32", device=a.device)
         verifier = SlmkitLM(v.model, v.tokenizer, v.source, batch_size=8)
     limits = SandboxLimits(cpu_s=a.cpu_s, wall_s=a.wall_s, memory_mb=a.memory_mb)
-    problems, rep = run(gen.model, gen.tokenizer, docs, a.n, verifier, a.temperature, a.max_tokens, a.batch, a.seed,
-                        limits, progress=not a.quiet, shots=a.shots)
+    if a.candidates:
+        problems = load_candidates(a.candidates)
+        if verifier is not None:
+            score_candidates(verifier, problems)
+        rep = report(problems, max(len(p.candidates) for p in problems), verifier is not None)
+        where = f"{len(problems)} problems from {a.candidates}"
+    else:
+        problems, rep = run(gen.model, gen.tokenizer, docs, a.n, verifier, a.temperature, a.max_tokens, a.batch,
+                            a.seed, limits, progress=not a.quiet, shots=a.shots)
+        where = (f"GSM8K {a.split} ({splits.source}), items {a.offset}-{a.offset + len(docs) - 1}; generator "
+                 f"{gen.source}, T={a.temperature}")
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     print(f"| problems | N | first sample | majority vote | verifier-best | oracle pass@N | candidates that ran |\n"
           f"|---|---|---|---|---|---|---|\n| {rep.problems} | {rep.n} | {pct(rep.first)} | {pct(rep.majority)} | "
           f"{pct(rep.verifier_best)} | {pct(rep.oracle)} | {pct(rep.ran)} |")
-    print(f"GSM8K {a.split} ({splits.source}), items {a.offset}-{a.offset + len(docs) - 1}; generator {gen.source}, "
-          f"T={a.temperature}; no answer: " + (", ".join(f"{k} {v}" for k, v in sorted(rep.failures.items())) or "none"),
+    print(f"{where}; no answer: " + (", ".join(f"{k} {v}" for k, v in sorted(rep.failures.items())) or "none"),
           file=sys.stderr)
     if a.label_out:
         rows = label_records(problems, None if a.all_negatives else 3.0, a.seed)
@@ -654,6 +665,31 @@ def cmd_zoo(a: argparse.Namespace) -> None:
               f"{m.layers or ''} | {m.hidden or ''} | {m.vocab or ''} | {r.note} |")
     print(f"{len(chosen)} of {len(models)} models; {sum(runner(m).runnable for m in chosen)} run in slmkit",
           file=sys.stderr)
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    """Merge `slm eval` and `slm bench` results into one HTML page (plots embedded) and markdown.
+
+    Per model x backend x precision: group accuracies, ICL gain, prefill and decode tok/s, TTFT, peak memory;
+    accuracy against decode latency and against memory with the Pareto frontier; the survey's on-phone
+    measurements where the same model appears."""
+    from slmkit.report import write
+
+    paths = write(a.results, Path(a.output), a.title)
+    for path in paths[:2]:
+        print(f"wrote {path}", file=sys.stderr)
+    print(paths[0])
+
+
+def cmd_tour(a: argparse.Namespace) -> None:
+    """The toolkit on one model, ending in report.html: info, eval at 0 and 5 shots (fp32) and 0 shots (int8,
+    int4), bench at fp32/int8/int4 (and llama.cpp), GGUF export run by llama.cpp, speculative decoding with the
+    distilled draft, and the report. Each step is resumable; about 10 minutes on 2 cores for the default model."""
+    from slmkit.tour import run
+
+    path = run(a.model, a.output, a.limit, a.fresh, a.compile, a.draft,
+               echo=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"report: {path}")
 
 
 def cmd_presets() -> None:
@@ -819,6 +855,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="slmkit", choices=["slmkit", "transformers", "llamacpp"],
                    help="slmkit (default), transformers (a checkpoint folder) or llamacpp (a .gguf file)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default float32)")
+    s.add_argument("--quant", choices=["int8", "int4"], help="quantise the weights first, as `slm bench` does "
+                                                             "(int8 per channel, int4 in groups of 32): the accuracy "
+                                                             "cost of a precision")
     s.add_argument("--device", help="cpu, cuda, mps (default: CUDA when present, else CPU)")
     s.add_argument("--batch-size", "-b", type=int, default=8, help="documents per batch (default 8); results "
                                                                    "do not depend on it")
@@ -964,6 +1003,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cpu-s", type=float, default=2.0, help="sandbox CPU seconds per program (default 2)")
     c.add_argument("--wall-s", type=float, default=5.0, help="sandbox wall seconds per program (default 5)")
     c.add_argument("--memory-mb", type=int, default=512, help="sandbox address space per program (default 512)")
+    c.add_argument("--candidates", help="score saved candidates (a rerank-candidates.jsonl from -o) instead of "
+                                        "sampling new ones")
     c.add_argument("--label-out", help="write the labelled candidates as verifier training JSONL (prompt, response)")
     c.add_argument("--all-negatives", action="store_true", help="with --label-out: keep every wrong candidate "
                                                                 "(default: at most 3 per correct one)")
@@ -990,6 +1031,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the records as JSON")
     s.add_argument("--output", "-o", help="trends: folder for trends.md and the plots (default zoo-trends)")
     s.set_defaults(fn=cmd_zoo)
+
+    s = verb("report", cmd_report)
+    s.add_argument("results", nargs="+", help="folders (searched recursively) or files: results.json from `slm eval "
+                                              "-o`, bench.json from `slm bench -o`")
+    s.add_argument("--output", "-o", default="report", help="folder for report.html, report.md and the plots "
+                                                           "(default ./report)")
+    s.add_argument("--title", default="slmkit report")
+    s.set_defaults(fn=cmd_report)
+
+    s = verb("tour", cmd_tour)
+    s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    s.add_argument("--output", "-o", default="slm-tour", help="folder for the steps and report.html (default "
+                                                             "./slm-tour); a second run resumes there")
+    s.add_argument("--limit", type=int, default=20, help="documents per eval task (default 20)")
+    s.add_argument("--fresh", action="store_true", help="redo every step, even those done before")
+    s.add_argument("--compile", action="store_true", help="bench the compiled decode step (slower start, "
+                                                          "about 3x faster decode)")
+    s.add_argument("--draft", help="the draft for speculative decoding (default: default-draft when trained)")
+    s.set_defaults(fn=cmd_tour)
 
     s = verb("presets", cmd_presets)
     s.set_defaults(fn=lambda a: cmd_presets())

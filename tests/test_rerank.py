@@ -133,8 +133,17 @@ def test_rerank_cli_end_to_end(tiny_eval_dir, tmp_path, capsys):
                  "--max-tokens", "16", "-o", str(out), "-q"]) == 0
     capsys.readouterr()
     assert json.loads((out / "rerank.json").read_text())["verifier_best"] is not None
+    saved = tmp_path / "saved.jsonl"
+    saved.write_text((out / "rerank-candidates.jsonl").read_text())
+    assert main(["combine", "rerank", "-m", "no-such-generator", "--candidates", str(saved), "--verifier", tiny_eval_dir,
+                 "-o", str(tmp_path / "rescored"), "-q"]) == 0  # saved samples: the generator is never loaded
+    assert "| 1 | 2 |" in capsys.readouterr().out
+    rescored = [json.loads(x) for x in (tmp_path / "rescored" / "rerank-candidates.jsonl").read_text().splitlines()]
+    assert [r["program"] for r in rescored] == [json.loads(x)["program"] for x in saved.read_text().splitlines()]
+    assert all(r["score"] is not None for r in rescored)
     for args, needle in [(["-n", "0"], "-n must be"), (["--split", "dev"], "no 'dev' split"),
                          (["--verifier", tiny_eval_dir, "--label-out", str(labels)], "drop --verifier"),
-                         (["--shots", "5"], "--shots must be 0-3")]:
+                         (["--shots", "5"], "--shots must be 0-3"),
+                         (["--candidates", str(labels)], "not a candidate record")]:
         assert_one_line(main(["combine", "rerank", "-m", tiny_eval_dir, "--limit", "1", *args]),
                         capsys.readouterr().err, needle)

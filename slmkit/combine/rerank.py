@@ -149,6 +149,31 @@ def execute(problems: Sequence[Problem], limits: SandboxLimits | None = None, wo
         c.correct = matches(c.answer, gold)
 
 
+def load_candidates(path) -> list[Problem]:
+    """Problems and their executed candidates from a rerank-candidates.jsonl (as `slm combine rerank -o` writes
+    it), in file order: to score saved samples with a verifier without sampling them again."""
+    import json
+    from pathlib import Path
+
+    problems: dict[str, Problem] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise SlmError(f"cannot read candidates {path}: {e}") from None
+    fields = {"program", "answer", "error", "correct"}
+    for i, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            p = problems.setdefault(row["question"], Problem(row["question"], float(row["gold"])))
+            p.candidates.append(Candidate(**{k: row[k] for k in fields}))
+        except (ValueError, KeyError, TypeError):
+            raise SlmError(f"{path}:{i} is not a candidate record (question, gold, program, answer, error, "
+                           "correct); give a rerank-candidates.jsonl from `slm combine rerank -o`") from None
+    if not problems:
+        raise SlmError(f"{path} holds no candidates")
+    return list(problems.values())
+
+
 def verifier_prompt(question: str, program: str) -> str:
     return f"Question: {' '.join(question.split())}\nProgram:\n{program.rstrip()}\nIs the program's answer correct?"
 

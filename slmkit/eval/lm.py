@@ -202,16 +202,28 @@ class SlmkitLM(EvalLM):
 
     def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None):
         precision = str(model.tok_emb.weight.dtype).removeprefix("torch.")
+        spec = getattr(model, "quant_spec", None)
+        if spec is not None:  # the weights' precision: int8, int4-g32, ... (+head), computed in `precision`
+            precision = spec.label + ("+head" if spec.head else "")
         super().__init__(tokenizer, max_length or model.config.context_length, name, precision)
         self.model, self.batch_size = model.eval(), batch_size
         self._fingerprint = f"slmkit:{precision}:{file_fingerprint(name) if Path(name).exists() else name}"
 
     @classmethod
     def load(cls, path: str, dtype: str | None = None, device: str | None = None, batch_size: int = 8,
-             max_length: int | None = None) -> "SlmkitLM":
+             max_length: int | None = None, quant: str | None = None) -> "SlmkitLM":
+        """quant: int8 or int4 quantises the linear layers and the head after loading, as `slm bench` does
+        (int8 per channel; int4 symmetric in groups of 32, like llama.cpp's q4_0)."""
         from slmkit.checkpoint import load
+        from slmkit.quant.quantize import QuantSpec, quantize
 
+        if quant not in (None, "int8", "int4"):
+            raise SlmError(f"--quant takes int8 or int4, got {quant!r}")
         loaded = load(path, dtype=dtype or "float32", device=device)
+        if quant:
+            if getattr(loaded.model, "quant_spec", None) is not None:
+                raise SlmError(f"{loaded.source} is already quantised; drop --quant")
+            quantize(loaded.model, QuantSpec(8, None, head=True) if quant == "int8" else QuantSpec(4, 32, head=True))
         return cls(loaded.model, loaded.tokenizer, loaded.source, batch_size, max_length)
 
     @property
@@ -437,10 +449,12 @@ def _gguf_type(file_type) -> str:
 
 
 def load_lm(model: str, backend: str = "slmkit", dtype: str | None = None, device: str | None = None,
-            batch_size: int = 8, max_length: int | None = None) -> EvalLM:
-    """An evaluation LM for a model path/name on one of the backends."""
+            batch_size: int = 8, max_length: int | None = None, quant: str | None = None) -> EvalLM:
+    """An evaluation LM for a model path/name on one of the backends (quant: slmkit only)."""
+    if quant and backend != "slmkit":
+        raise SlmError(f"--quant runs on the slmkit backend; {backend} evaluates the file as it is")
     if backend == "slmkit":
-        return SlmkitLM.load(model, dtype, device, batch_size, max_length)
+        return SlmkitLM.load(model, dtype, device, batch_size, max_length, quant)
     if backend == "transformers":
         return TransformersLM(model, dtype or "float32", batch_size, device or "cpu")
     if backend == "llamacpp":

