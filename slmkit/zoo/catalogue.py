@@ -66,6 +66,12 @@ WHY_NOT = {  # families slmkit does not implement, and what they need
     "openelm": "OpenELM's layer-wise head and FFN scaling is not implemented",
     "openlm": "DCLM's open_lm architecture is not implemented",
 }
+MODEL_NOTES = {  # models of a supported family that still do not run, or run with a caveat (docs/models.md)
+    "microsoft/Phi-3.5-mini-instruct": (False, "phi3 with longrope scaling, which is not implemented yet "
+                                               "(Phi-3-mini-4k runs)"),
+    "tensoropera/Fox-1-1.6B": (True, "no preset yet; loads from the hub as llama if its config says so (not "
+                                     "verified offline): -m tensoropera/Fox-1-1.6B"),
+}
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,8 @@ def runner(model: ZooModel) -> Runner:
             return Runner(name, True, f"-m {name}")
     if model.baseline:
         return Runner(None, False, "a 7B baseline row, not an SLM")
+    if model.name in MODEL_NOTES:
+        return Runner(None, *MODEL_NOTES[model.name])
     if model.family in SUPPORTED_MODEL_TYPES:
         return Runner(None, True, f"no preset yet; the {model.family} family loads from the hub: -m {model.name}")
     return Runner(None, False, WHY_NOT.get(model.family, f"the {model.family} architecture is not implemented"))
