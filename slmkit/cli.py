@@ -224,6 +224,23 @@ def _speculative(lm, a: argparse.Namespace):
                              Engine(draft.model, compile=a.compile), k=a.draft_k)
 
 
+def _engine_and_sampling(a: argparse.Namespace):
+    """(model, engine, sampling) for generate and chat: the sampling parameters and the draft options are checked
+    before the (slow) load; with --draft the engine is speculative."""
+    from slmkit.errors import SlmError
+
+    sampling = _sampling(a)
+    if a.draft is not None:
+        if a.draft_k < 1:
+            raise SlmError(f"--draft-k must be >= 1, got {a.draft_k}")
+        if sampling.repetition_penalty != 1.0:
+            raise SlmError("--repetition-penalty is not supported with --draft; leave it at 1 or drop --draft")
+    lm, engine = _engine(a.model, a.dtype, a.device, a.compile and a.draft is None, a.eft)
+    if a.draft is not None:
+        engine = _speculative(lm, a)
+    return lm, engine, sampling
+
+
 def _sampling(a: argparse.Namespace):
     from slmkit.engine import SamplingParams
 
@@ -253,18 +270,9 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from slmkit.engine import GenerationStats, generate_text, stream_text
     from slmkit.engine.speculative import SpeculativeStats
     from slmkit.engine.text import encode_prompt
-    from slmkit.errors import SlmError
 
     prompts = a.prompt if a.prompt != ["-"] else [sys.stdin.read()]
-    sampling = _sampling(a)  # validate before the (slow) load
-    if a.draft is not None:
-        if a.draft_k < 1:
-            raise SlmError(f"--draft-k must be >= 1, got {a.draft_k}")
-        if sampling.repetition_penalty != 1.0:
-            raise SlmError("--repetition-penalty is not supported with --draft; leave it at 1 or drop --draft")
-    lm, engine = _engine(a.model, a.dtype, a.device, a.compile and a.draft is None, a.eft)
-    if a.draft is not None:
-        engine = _speculative(lm, a)
+    lm, engine, sampling = _engine_and_sampling(a)
     tok = lm.tokenizer
     if a.chat:
         system = [{"role": "system", "content": a.system}] if a.system else []
@@ -363,10 +371,10 @@ def cmd_chat(a: argparse.Namespace) -> None:
     """Interactive multi-turn chat with the model's chat template, streamed. /reset clears the history,
     /system TEXT sets the system prompt, /exit (or Ctrl-D) quits. Earlier turns' KV cache is reused."""
     from slmkit.engine import GenerationStats, stream_text
+    from slmkit.engine.speculative import SpeculativeStats
     from slmkit.errors import SlmError
 
-    sampling = _sampling(a)
-    lm, engine = _engine(a.model, a.dtype, a.device, a.compile, a.eft)
+    lm, engine, sampling = _engine_and_sampling(a)
     tok = lm.tokenizer
     if not tok.chat_template:
         raise SlmError(f"{lm.source} has no chat template; use `slm generate` for plain continuation")
@@ -402,7 +410,7 @@ def cmd_chat(a: argparse.Namespace) -> None:
             print("(the conversation fills the context; /reset to start over)", file=sys.stderr)
             history.pop()
             continue
-        stats, result = GenerationStats(), []
+        stats, result = SpeculativeStats() if a.draft is not None else GenerationStats(), []
         for piece in stream_text(engine, tok, ids, budget, sampling, a.stop, stats=stats, result=result,
                                  reuse_prefix=True):
             print(piece, end="", flush=True)
@@ -799,6 +807,16 @@ def _parser() -> argparse.ArgumentParser:
                             "after a one-off compile (about 1-2 min for a 30-layer model; partly cached)")
         eft_arg(s)
 
+    def draft_args(s):
+        s.add_argument("--draft", metavar="MODEL",
+                       help="speculative decoding: a small model with the same tokenizer proposes tokens that this "
+                            "model verifies (e.g. default-draft); output follows this model's distribution")
+        s.add_argument("--draft-k", type=int, default=4, help="tokens the draft proposes per target forward "
+                                                              "(default 4)")
+        s.add_argument("--draft-dtype", choices=["float32", "bfloat16", "float16"],
+                       help="the draft's compute dtype (default: --dtype); its precision changes speed, never the "
+                            "output")
+
     def eft_arg(s):
         s.add_argument("--eft", nargs="+", action="append", metavar="TUNED BASE [WEIGHT]",
                        help="emulated fine-tuning (up-scaling): log p = log p_MODEL + WEIGHT * (log p_TUNED - log p_BASE), "
@@ -808,16 +826,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("prompt", nargs="+", help="prompt text; several prompts run as one batch; '-' reads stdin")
     engine_args(s, 128, 0.8)
     s.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
-    s.add_argument("--draft", metavar="MODEL",
-                   help="speculative decoding: a small model with the same tokenizer proposes tokens that this model "
-                        "verifies (e.g. default-draft); output follows this model's distribution")
-    s.add_argument("--draft-k", type=int, default=4, help="tokens the draft proposes per target forward (default 4)")
-    s.add_argument("--draft-dtype", choices=["float32", "bfloat16", "float16"],
-                   help="the draft's compute dtype (default: --dtype); its precision changes speed, never the output")
+    draft_args(s)
     s.set_defaults(fn=cmd_generate)
 
     s = verb("chat", cmd_chat)
     engine_args(s, 512, 0.7)
+    draft_args(s)
     s.add_argument("--verbose", "-v", action="store_true", help="print prefill/decode speed after each reply")
     s.set_defaults(fn=cmd_chat)
 

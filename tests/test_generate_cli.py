@@ -88,6 +88,19 @@ def test_chat_turns_reset_and_exit(capsys, monkeypatch, tiny_chat_dir):
     assert "cached" in stats[1], "the second turn reuses the first turn's KV cache"
 
 
+def test_chat_with_a_draft_replies_as_the_model_alone(capsys, monkeypatch, tiny_chat_dir):
+    """slm chat --draft: speculative decoding in a chat (the model is its own draft: every proposal accepted); the
+    greedy replies equal the model's alone, across turns, and -v shows the acceptance."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi!\nHow are you?\n"))
+    assert main(["chat", "-m", str(tiny_chat_dir), "-t", "0", "-n", "6", "-v"]) == 0
+    alone = capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi!\nHow are you?\n"))
+    assert main(["chat", "-m", str(tiny_chat_dir), "-t", "0", "-n", "6", "-v", "--draft", str(tiny_chat_dir),
+                 "--draft-k", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert out == alone and err.count("accept") >= 2
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--temperature", "-1"], "temperature must be >= 0"),
     (["--top-p", "2"], "top_p must be in (0, 1]"),
