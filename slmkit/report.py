@@ -5,7 +5,7 @@ self-contained HTML page (plots embedded as data URIs) and markdown with PNG fil
 Joining: an eval run and a bench run describe the same row when they name the same model file (or folder), the same
 backend and the same precision (float32 = fp32, int8+head = int8, int4-g32+head = int4; llama.cpp's file types as
 they are: q4_1, q8_0, f32). Accuracy is the mean of the survey's group scores at 0 shots (commonsense reasoning,
-problem solving, math: whichever the run has); the ICL gain is the mean of the groups' gains at the largest shot
+problem solving, math) over the groups every evaluated row has, so rows compare on the same tasks; the ICL gain is the mean of the groups' gains at the largest shot
 count. Decode is the bench's tg test at depth 0, prefill its longest pp test; memory is peak resident memory.
 The survey's on-phone measurements (INT4, llama.cpp, four phones) appear beside any model the survey measured.
 """
@@ -44,9 +44,7 @@ class Row:
     weights_mb: float | None = None
     data_source: str | None = None  # where the eval data came from
 
-    @property
-    def accuracy(self) -> float | None:
-        return sum(self.groups.values()) / len(self.groups) if self.groups else None
+    accuracy: float | None = None  # the mean of the groups every evaluated row has (set by merge)
 
     @property
     def decode_ms(self) -> float | None:
@@ -135,7 +133,18 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
                 r.peak_mb = max(r.peak_mb or 0.0, peak)
             if b.get("weights_mb"):
                 r.weights_mb = b["weights_mb"]
-    return sorted(rows.values(), key=lambda r: (r.model, r.backend, r.precision))
+    out = sorted(rows.values(), key=lambda r: (r.model, r.backend, r.precision))
+    groups = common_groups(out)
+    for r in out:
+        if r.groups and groups:
+            r.accuracy = sum(r.groups[g] for g in groups) / len(groups)
+    return out
+
+
+def common_groups(rows: Sequence[Row]) -> list[str]:
+    """The groups every evaluated row has: accuracies are compared over the same tasks."""
+    sets = [set(r.groups) for r in rows if r.groups]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 # --- phones ----------------------------------------------------------------------------------------------------------
@@ -266,6 +275,10 @@ def _notes(rows: Sequence[Row], phones) -> list[str]:
     sources = sorted({r.data_source for r in rows if r.data_source})
     if sources:
         notes.append("Evaluation data: " + "; ".join(sources) + ".")
+    groups = common_groups(rows)
+    if groups:
+        notes.append("Accuracy: the mean of " + ", ".join(groups) + " (the groups every evaluated row has), at 0 "
+                     "shots; a group marked partial in the eval results has only some of its tasks.")
     if not any(r.groups for r in rows):
         notes.append("No accuracy: no `slm eval` results were given (with no eval data here, `slm eval` says how "
                      "to get it).")

@@ -27,7 +27,7 @@ from slmkit.combine.sandbox import SandboxLimits, run_programs
 from slmkit.errors import SlmError
 
 HEADER = 'def simple_math_problem() -> int:\n    """\n    {question}\n    """\n'
-STOPS = ["\ndef ", "\n\n\n", "\nif __name__", "\nprint(", "```", "<|im_end|>", "<|endoftext|>"]
+STOPS = ["\n\n", "\ndef ", "\nif __name__", "\nprint(", "```", "<|im_end|>", "<|endoftext|>"]  # bodies have no blank lines
 EXAMPLES = [
     ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips "
      "did Natalia sell altogether in April and May?",
@@ -240,7 +240,7 @@ def report(problems: Sequence[Problem], n: int, scored: bool, seconds: float = 0
 
 def run(generator, tokenizer, docs: Sequence[dict], n: int, verifier_lm=None, temperature: float = 0.7,
         max_tokens: int = 256, batch: int = 8, seed: int = 0, limits: SandboxLimits | None = None,
-        progress: bool = True, shots: int = 3) -> tuple[list[Problem], RerankReport]:
+        progress: bool = True, shots: int = 3, compile: bool = False) -> tuple[list[Problem], RerankReport]:
     """Sample, execute, (score), report: the whole pipeline on GSM8K docs {"question", "answer"}."""
     from slmkit.engine import Engine
 
@@ -248,7 +248,7 @@ def run(generator, tokenizer, docs: Sequence[dict], n: int, verifier_lm=None, te
         raise SlmError("no GSM8K problems (check --limit and the data)")
     t0 = time.perf_counter()
     problems = [Problem(d["question"], gold_answer(d)) for d in docs]
-    programs = sample_programs(Engine(generator), tokenizer, [p.question for p in problems], n, temperature,
+    programs = sample_programs(Engine(generator, compile=compile), tokenizer, [p.question for p in problems], n, temperature,
                                max_tokens, batch, seed, progress, shots)
     for p, progs in zip(problems, programs):
         p.candidates = [Candidate(program) for program in progs]
