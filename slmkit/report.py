@@ -40,8 +40,10 @@ class Row:
     prefill_tokens: int | None = None
     decode_tok_s: float | None = None
     ttft_ms: float | None = None
-    peak_mb: float | None = None
+    peak_mb: float | None = None  # the bench process's peak (for slmkit, it includes the float load before quantising)
+    model_mb: float | None = None  # weights + KV cache + activations, as the bench accounts them
     weights_mb: float | None = None
+    eager: bool = False  # slmkit's decode ran uncompiled
     data_source: str | None = None  # where the eval data came from
 
     accuracy: float | None = None  # the mean of the groups every evaluated row has (set by merge)
@@ -139,6 +141,8 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
                 r.peak_mb = max(r.peak_mb or 0.0, peak)
             if b.get("weights_mb"):
                 r.weights_mb = b["weights_mb"]
+                r.model_mb = b["weights_mb"] + (b.get("kv_cache_mb") or 0) + (b.get("activations_mb") or 0)
+            r.eager = r.eager or (b["backend"] == "slmkit" and b.get("compile_s") is None)
     out = sorted(rows.values(), key=lambda r: (r.model, r.backend, r.precision))
     groups = common_groups(out)
     for r in out:
@@ -238,7 +242,8 @@ def _bars(rows: Sequence[Row], value, ylabel: str, title: str) -> bytes:
 def plots(rows: Sequence[Row]) -> dict[str, bytes]:
     out = {"accuracy_vs_decode_latency.png": _scatter(rows, lambda r: r.decode_ms, "decode latency (ms per token)",
                                                       "accuracy against decode latency"),
-           "accuracy_vs_memory.png": _scatter(rows, lambda r: r.peak_mb, "peak memory (MB)",
+           "accuracy_vs_memory.png": _scatter(rows, lambda r: r.model_mb or r.peak_mb,
+                                              "memory (MB): weights + KV cache + activations",
                                               "accuracy against memory")}
     if any(r.decode_tok_s for r in rows):
         out["decode_speed.png"] = _bars(rows, lambda r: r.decode_tok_s, "tokens/s", "decode speed (batch 1)")
@@ -251,7 +256,7 @@ def plots(rows: Sequence[Row]) -> dict[str, bytes]:
 # --- pages -----------------------------------------------------------------------------------------------------------
 
 COLUMNS = ["model", "backend", "precision", "commonsense", "problem solving", "math", "accuracy", "ICL gain",
-           "prefill tok/s", "decode tok/s", "TTFT ms", "peak MB", "weights MB"]
+           "prefill tok/s", "decode tok/s", "TTFT ms", "peak MB", "model MB", "weights MB"]
 
 
 def _cells(r: Row) -> list[str]:
@@ -265,7 +270,8 @@ def _cells(r: Row) -> list[str]:
     prefill = "" if r.prefill_tok_s is None else f"{r.prefill_tok_s:.1f} (pp{r.prefill_tokens})"
     return [r.model, r.backend, r.precision, pct(r.groups.get("commonsense_reasoning")),
             pct(r.groups.get("problem_solving")), pct(r.groups.get("math")), pct(r.accuracy), gain, prefill,
-            num(r.decode_tok_s), num(r.ttft_ms), num(r.peak_mb, "{:.0f}"), num(r.weights_mb, "{:.0f}")]
+            num(r.decode_tok_s), num(r.ttft_ms), num(r.peak_mb, "{:.0f}"), num(r.model_mb, "{:.0f}"),
+            num(r.weights_mb, "{:.0f}")]
 
 
 def _phone_cells(model: str, p) -> list[str]:
@@ -285,6 +291,13 @@ def _notes(rows: Sequence[Row], phones) -> list[str]:
     if groups:
         notes.append("Accuracy: the mean of " + ", ".join(groups) + " (the groups every evaluated row has), at 0 "
                      "shots; a group marked partial in the eval results has only some of its tasks.")
+    if any(r.peak_mb for r in rows):
+        notes.append("Peak MB is the bench process's peak resident memory (for slmkit's int8/int4 it includes "
+                     "loading the float weights before quantising); model MB is weights + KV cache + activations, "
+                     "what the memory plot uses.")
+    if any(r.eager for r in rows):
+        notes.append("slmkit's decode ran eager (uncompiled), the tour's default for time; `slm bench` compiles "
+                     "by default, and `slm tour --compile` does too (about 3x faster decode on a CPU).")
     if not any(r.groups for r in rows):
         notes.append("No accuracy: no `slm eval` results were given (with no eval data here, `slm eval` says how "
                      "to get it).")
