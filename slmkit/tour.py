@@ -34,8 +34,9 @@ from slmkit.paths import write_atomic
 # The survey's three groups, small: MMLU as one subject from each of its four categories (all 57 at 5 shots would
 # take most of the 10 minutes), and GSM8K (generation: about 5 s per item on 2 cores) at fp32 only, on 2/5 of
 # --limit documents.
-SURVEY_TASKS = ["hellaswag", "winogrande", "piqa", "social_iqa", "openbookqa", "boolq", "arc_easy", "arc_challenge",
-                "mmlu_elementary_mathematics", "mmlu_philosophy", "mmlu_high_school_psychology", "mmlu_nutrition"]
+SURVEY_TASKS = ["hellaswag", "winogrande", "piqa", "social_iqa", "openbookqa", "boolq", "commonsense_qa", "arc_easy",
+                "arc_challenge", "mmlu_elementary_mathematics", "mmlu_philosophy", "mmlu_high_school_psychology",
+                "mmlu_nutrition"]
 MATH_TASKS = ["gsm8k"]
 PROMPT = "The capital of France is"
 
