@@ -57,6 +57,8 @@ def _cli(args: list[str], log: Path) -> None:
     with contextlib.redirect_stdout(out), _tee_stderr(err):
         rc = main(args)
     write_atomic(log, out.getvalue() + err.getvalue())
+    if rc == 130:  # Ctrl-C inside the step stops the tour, not just the step
+        raise KeyboardInterrupt
     if rc != 0:
         lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("slm ")]
         raise SlmError(lines[-1] if lines else f"slm {' '.join(args)} exited {rc}; see {log}")
