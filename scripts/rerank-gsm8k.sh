@@ -16,7 +16,7 @@ D=runs/data
 [ -f $D/verifier-gsm8k.jsonl ] || slm combine rerank -m default-gsm8k --shots 0 --split train --offset 5000 \
     --limit 60 -n 4 --batch 16 --dtype bfloat16 --label-out $D/verifier-gsm8k.jsonl -o runs/rerank-train
 [ -f $D/verifier-gsm8k/meta.json ] || slm data prepare $D/verifier-gsm8k.jsonl -o $D/verifier-gsm8k \
-    --prompt-template '{prompt}' --template '{response}' --val-fraction 0.05
+    --prompt-template '{prompt}' --template '{response}' --val-fraction 0.25
 # 3. test candidates: 8 programs for each of the first LIMIT test problems (first, majority, oracle)
 [ -f runs/rerank-test/rerank-candidates.jsonl ] || slm combine rerank -m default-gsm8k --shots 0 --split test \
     --limit "$LIMIT" -n 8 --batch 16 --dtype bfloat16 -o runs/rerank-test
