@@ -563,7 +563,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
 
     from slmkit.checkpoint import load
     from slmkit.combine.rerank import label_records, load_candidates, report, run, score_candidates
-    from slmkit.combine.sandbox import SandboxLimits
+    from slmkit.combine.sandbox import SandboxLimits, resolve_isolation
     from slmkit.errors import SlmError
     from slmkit.eval.data import load_task_data
     from slmkit.paths import write_atomic
@@ -579,6 +579,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
     if a.candidates and a.label_out:
         raise SlmError("--candidates rescores saved samples; --label-out takes fresh ones: drop one of them")
     if not a.candidates:
+        resolve_isolation("none" if a.unisolated else "auto")  # before loading models and data
         splits = load_task_data("gsm8k")
         if a.split not in splits.docs:
             raise SlmError(f"GSM8K has no {a.split!r} split here (it has {', '.join(splits.docs)})")
@@ -599,15 +600,17 @@ def cmd_rerank(a: argparse.Namespace) -> None:
         where = f"{len(problems)} problems from {a.candidates}"
     else:
         problems, rep = run(gen.model, gen.tokenizer, docs, a.n, verifier, a.temperature, a.max_tokens, a.batch,
-                            a.seed, limits, progress=not a.quiet, shots=a.shots, compile=a.compile)
+                            a.seed, limits, progress=not a.quiet, shots=a.shots, compile=a.compile,
+                            isolation="none" if a.unisolated else "auto")
         where = (f"GSM8K {a.split} ({splits.source}), items {a.offset}-{a.offset + len(docs) - 1}; generator "
                  f"{gen.source}, T={a.temperature}")
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     print(f"| problems | N | first sample | majority vote | verifier-best | oracle pass@N | candidates that ran |\n"
           f"|---|---|---|---|---|---|---|\n| {rep.problems} | {rep.n} | {pct(rep.first)} | {pct(rep.majority)} | "
           f"{pct(rep.verifier_best)} | {pct(rep.oracle)} | {pct(rep.ran)} |")
-    print(f"{where}; no answer: " + (", ".join(f"{k} {v}" for k, v in sorted(rep.failures.items())) or "none"),
-          file=sys.stderr)
+    held = {"bwrap": "namespaces, as nobody", "none": "UNISOLATED (Python layers only)"}.get(rep.isolation, "-")
+    print(f"{where}; programs held by: {held}; no answer: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(rep.failures.items())) or "none"), file=sys.stderr)
     if a.label_out:
         rows = label_records(problems, None if a.all_negatives else 3.0, a.seed)
         write_atomic(Path(a.label_out), "".join(json.dumps(r) + "\n" for r in rows))
@@ -1019,6 +1022,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cpu-s", type=float, default=2.0, help="sandbox CPU seconds per program (default 2)")
     c.add_argument("--wall-s", type=float, default=5.0, help="sandbox wall seconds per program (default 5)")
     c.add_argument("--memory-mb", type=int, default=512, help="sandbox address space per program (default 512)")
+    c.add_argument("--unisolated", action="store_true", help="run the programs without OS isolation (no bubblewrap "
+                                                             "here): Python layers only; rerank.json says so")
     c.add_argument("--candidates", help="score saved candidates (a rerank-candidates.jsonl from -o) instead of "
                                         "sampling new ones")
     c.add_argument("--label-out", help="write the labelled candidates as verifier training JSONL (prompt, response)")

@@ -159,3 +159,14 @@ def llamacpp_converter() -> Path | None:
     """llama.cpp's convert_hf_to_gguf.py, extracted by scripts/fetch-llamacpp-vocabs.sh."""
     path = ROOT / ".cache" / "llama.cpp-convert" / "convert_hf_to_gguf.py"
     return path if path.is_file() else None
+
+
+def _isolation() -> tuple[bool, str]:
+    from slmkit.combine.sandbox import isolation_available
+
+    return isolation_available()
+
+
+# Tests that run model-written programs need the sandbox's OS isolation (bubblewrap; CI installs it).
+needs_sandbox = pytest.mark.skipif(not _isolation()[0], reason=f"the program sandbox cannot isolate here: "
+                                                               f"{_isolation()[1]}")

@@ -12,6 +12,7 @@ from slmkit.combine.rerank import (Candidate, Problem, execute, gold_answer, lab
                                    program_prompt, report, score_candidates, verifier_prompt)
 from slmkit.errors import SlmError
 from tests.test_errors import assert_one_line
+from tests.conftest import needs_sandbox
 from tests.test_eval import needs_data
 
 RIGHT = 'def simple_math_problem() -> int:\n    """\n    q\n    """\n    return 16 - 3 - 4 + 9\n'  # 18
@@ -43,6 +44,7 @@ def test_program_prompt_is_tinygsm_format():
         program_prompt("q", shots=4)
 
 
+@needs_sandbox
 def test_gsm8k_programs_script_writes_programs_that_return_gold():
     """scripts/gsm8k-programs.py (the generator's fine-tuning data): its programs, run in the real sandbox,
     return the gold answers; most items convert."""
@@ -64,6 +66,7 @@ def test_gsm8k_programs_script_writes_programs_that_return_gold():
     assert "clips_may = 48 / 2" in bodies[0] and "48 + clips_may" in bodies[0]  # names from the text, steps reused
 
 
+@needs_sandbox
 def test_executed_candidates_are_reported():
     """Real sandbox runs: a right, a wrong, a silent, a hostile and a looping program per problem."""
     a = Problem("q1", 18, [Candidate(WRONG), Candidate(RIGHT), Candidate(RIGHT), Candidate(SILENT)])
@@ -115,6 +118,7 @@ def test_verifier_scores_come_from_the_model(tiny_eval_dir):
 
 
 @needs_data
+@needs_sandbox
 def test_rerank_cli_end_to_end(tiny_eval_dir, tmp_path, capsys):
     """The pipeline on two GSM8K train problems with a tiny generator and verifier: a table, labelled records,
     candidate files; bad arguments are one line."""
@@ -126,7 +130,7 @@ def test_rerank_cli_end_to_end(tiny_eval_dir, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| 2 | 2 |" in table
     rep = json.loads((out / "rerank.json").read_text())
-    assert rep["problems"] == 2 and rep["verifier_best"] is None
+    assert rep["problems"] == 2 and rep["verifier_best"] is None and rep["isolation"] == "bwrap"
     assert len((out / "rerank-candidates.jsonl").read_text().splitlines()) == 4
     assert labels.exists()
     assert main(["combine", "rerank", "-m", tiny_eval_dir, "--verifier", tiny_eval_dir, "--limit", "1", "-n", "2",
@@ -147,3 +151,23 @@ def test_rerank_cli_end_to_end(tiny_eval_dir, tmp_path, capsys):
                          (["--candidates", str(labels)], "not a candidate record")]:
         assert_one_line(main(["combine", "rerank", "-m", tiny_eval_dir, "--limit", "1", *args]),
                         capsys.readouterr().err, needle)
+
+
+@needs_data
+def test_rerank_refuses_to_run_unisolated_unless_told(tiny_eval_dir, tmp_path, capsys, monkeypatch):
+    """No bubblewrap: one line before any model loads; --unisolated runs and rerank.json says so."""
+    from slmkit.cli import main
+    from slmkit.combine import sandbox
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    sandbox.isolation_available.cache_clear()
+    try:
+        args = ["combine", "rerank", "-m", tiny_eval_dir, "--split", "train", "--limit", "1", "-n", "1",
+                "--max-tokens", "8", "-q", "-o", str(tmp_path / "out")]
+        assert_one_line(main(args), capsys.readouterr().err, "--unisolated")
+        assert not (tmp_path / "out").exists()
+        assert main(args + ["--unisolated"]) == 0
+        assert "UNISOLATED" in capsys.readouterr().err
+        assert json.loads((tmp_path / "out" / "rerank.json").read_text())["isolation"] == "none"
+    finally:
+        sandbox.isolation_available.cache_clear()

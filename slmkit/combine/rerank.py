@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from slmkit.combine.sandbox import SandboxLimits, run_programs
+from slmkit.combine.sandbox import Isolation, SandboxLimits, resolve_isolation, run_programs
 from slmkit.errors import SlmError
 
 HEADER = 'def simple_math_problem() -> int:\n    """\n    {question}\n    """\n'
@@ -135,10 +135,13 @@ def sample_programs(engine, tokenizer, questions: Sequence[str], n: int, tempera
     return out
 
 
-def execute(problems: Sequence[Problem], limits: SandboxLimits | None = None, workers: int = 2) -> None:
-    """Run every candidate in the sandbox; fill in answer, error and correct."""
+def execute(problems: Sequence[Problem], limits: SandboxLimits | None = None, workers: int = 2,
+            isolation: Isolation = "auto") -> str:
+    """Run every candidate in the sandbox; fill in answer, error and correct. Returns the isolation they ran
+    under ("bwrap", or "none" when the caller asked for an unisolated run)."""
     flat = [c for p in problems for c in p.candidates]
-    results = run_programs([c.program for c in flat], limits, workers)
+    mode = resolve_isolation(isolation)
+    results = run_programs([c.program for c in flat], limits, workers, isolation)
     golds = [p.gold for p in problems for _ in p.candidates]
     for c, r, gold in zip(flat, results, golds):
         if r.ok:
@@ -147,6 +150,7 @@ def execute(problems: Sequence[Problem], limits: SandboxLimits | None = None, wo
         else:
             c.answer, c.error = None, r.error
         c.correct = matches(c.answer, gold)
+    return mode
 
 
 def load_candidates(path) -> list[Problem]:
@@ -217,6 +221,7 @@ class RerankReport:
     ran: float  # share of candidates that ran and gave a number
     failures: dict[str, int]  # sandbox outcomes of the candidates without an answer, by kind
     seconds: float = 0.0
+    isolation: str | None = None  # how the programs were held: "bwrap" or "none" (unisolated); None: not run here
 
 
 def _kind(error: str) -> str:
@@ -226,7 +231,8 @@ def _kind(error: str) -> str:
     return error[:40] or "unknown"
 
 
-def report(problems: Sequence[Problem], n: int, scored: bool, seconds: float = 0.0) -> RerankReport:
+def report(problems: Sequence[Problem], n: int, scored: bool, seconds: float = 0.0,
+           isolation: str | None = None) -> RerankReport:
     if not problems:
         raise SlmError("no problems to report on")
     cands = [c for p in problems for c in p.candidates]
@@ -235,24 +241,26 @@ def report(problems: Sequence[Problem], n: int, scored: bool, seconds: float = 0
     return RerankReport(P, n, sum(p.first() for p in problems) / P, sum(p.majority() for p in problems) / P,
                         sum(p.verifier_best() for p in problems) / P if scored else None,
                         sum(p.oracle() for p in problems) / P, sum(c.answer is not None for c in cands) / len(cands),
-                        dict(kinds), seconds)
+                        dict(kinds), seconds, isolation)
 
 
 def run(generator, tokenizer, docs: Sequence[dict], n: int, verifier_lm=None, temperature: float = 0.7,
         max_tokens: int = 256, batch: int = 8, seed: int = 0, limits: SandboxLimits | None = None,
-        progress: bool = True, shots: int = 3, compile: bool = False) -> tuple[list[Problem], RerankReport]:
+        progress: bool = True, shots: int = 3, compile: bool = False,
+        isolation: Isolation = "auto") -> tuple[list[Problem], RerankReport]:
     """Sample, execute, (score), report: the whole pipeline on GSM8K docs {"question", "answer"}."""
     from slmkit.engine import Engine
 
     if not docs:
         raise SlmError("no GSM8K problems (check --limit and the data)")
+    resolve_isolation(isolation)  # refuse before sampling for minutes
     t0 = time.perf_counter()
     problems = [Problem(d["question"], gold_answer(d)) for d in docs]
     programs = sample_programs(Engine(generator, compile=compile), tokenizer, [p.question for p in problems], n, temperature,
                                max_tokens, batch, seed, progress, shots)
     for p, progs in zip(problems, programs):
         p.candidates = [Candidate(program) for program in progs]
-    execute(problems, limits)
+    mode = execute(problems, limits, isolation=isolation)
     if verifier_lm is not None:
         score_candidates(verifier_lm, problems)
-    return problems, report(problems, n, verifier_lm is not None, time.perf_counter() - t0)
+    return problems, report(problems, n, verifier_lm is not None, time.perf_counter() - t0, mode)
