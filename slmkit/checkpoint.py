@@ -282,9 +282,10 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer: Tokenizer | None = None,
          dtype: str | torch.dtype | None = None, max_shard_bytes: int = 2 * 1024**3,
-         extra: Callable[[Path], None] | None = None) -> Path:
+         extra: Callable[[Path], None] | None = None, overwrite: bool = False) -> Path:
     """Write config.json, safetensors (sharded past max_shard_bytes) and tokenizer files, atomically; `extra`
-    writes more files (a trainer's state) into the folder before it is moved into place."""
+    writes more files (a trainer's state) into the folder before it is moved into place. An existing out_dir is
+    replaced only when it is a previous slmkit model folder, or with overwrite=True (slmkit.outputs)."""
     from safetensors.torch import save_file
 
     from slmkit.model.hf import config_to_hf, slmkit_to_hf
@@ -306,7 +307,7 @@ def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer
         state = {k: v.to(parse_dtype(dtype)) if v.is_floating_point() and spec is None else v for k, v in state.items()}
         hf_config["torch_dtype"] = str(parse_dtype(dtype)).removeprefix("torch.")
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "model", overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2), encoding="utf-8")
         gen = {k: v for k, v in dict(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                                      pad_token_id=config.pad_token_id).items() if v is not None}

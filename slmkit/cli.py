@@ -23,16 +23,18 @@ def cmd_info(model: str = "default") -> None:
     print(format_info(config, source))
 
 
-def cmd_convert(src: str, out_dir: str, dtype: str | None = None) -> None:
+def cmd_convert(src: str, out_dir: str, dtype: str | None = None, overwrite: bool = False) -> None:
     """Write a transformers-readable folder (config.json, safetensors, tokenizer) from a GGUF file or HF folder."""
     from slmkit.checkpoint import load, save
+    from slmkit.outputs import claim_dir
 
+    claim_dir(out_dir, "model", overwrite, replaces=True)  # before loading anything
     lm = load(src, dtype="float32", device="cpu", progress=True)
-    path = save(lm, out_dir, dtype=dtype)
+    path = save(lm, out_dir, dtype=dtype, overwrite=overwrite)
     print(f"wrote {path} ({lm.config.family}, {'with' if lm.tokenizer else 'no'} tokenizer)")
 
 
-def cmd_export(model: str, gguf: str, out_type: str = "f16") -> None:
+def cmd_export(model: str, gguf: str, out_type: str = "f16", overwrite: bool = False) -> None:
     """Write a model as a GGUF file llama.cpp runs (f32, f16, q8_0, q4_0, q4_1), tokenizer and chat template
     included. Families: llama, qwen2, phi (phi2), gemma, gpt2."""
     from slmkit.checkpoint import load
@@ -42,13 +44,16 @@ def cmd_export(model: str, gguf: str, out_type: str = "f16") -> None:
         from slmkit.errors import SlmError
 
         raise SlmError(f"unknown GGUF type {out_type!r}; choose one of {', '.join(TYPES)}")
+    from slmkit.outputs import claim_file
+
+    claim_file(gguf, "gguf", overwrite)
     lm = load(model, dtype="float32", device="cpu", progress=True)
     path = export_gguf(lm.model, lm.tokenizer, gguf, out_type, progress=True)
     print(f"wrote {path} ({out_type}, {path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def cmd_quantize(model: str, out_dir: str, bits: int = 8, group: int | None = None, asym: bool = False,
-                 head: bool = False) -> None:
+                 head: bool = False, overwrite: bool = False) -> None:
     """Weight-only quantisation (int8 per channel, or int4 in groups of 32/64/128/256, symmetric or not) of
     every block linear layer; writes a checkpoint slmkit loads back and reports the error against fp32."""
     import torch
@@ -58,7 +63,10 @@ def cmd_quantize(model: str, out_dir: str, bits: int = 8, group: int | None = No
     from slmkit.quant.quantize import QuantSpec, check, quantize
     from slmkit.quant.report import logit_error
 
+    from slmkit.outputs import claim_dir
+
     spec = QuantSpec(bits, group, not asym, head)
+    claim_dir(out_dir, "model", overwrite, replaces=True)
     config, _ = load_config(model)
     with torch.device("meta"):  # a group size that does not fit is reported before any weights load
         check(Transformer(config), spec)
@@ -67,7 +75,7 @@ def cmd_quantize(model: str, out_dir: str, bits: int = 8, group: int | None = No
     if lm.tokenizer is not None:
         reference = logit_error(lm.model, lm.tokenizer)
     quantize(lm.model, spec)
-    path = save(lm, out_dir)
+    path = save(lm, out_dir, overwrite=overwrite)
     size = sum(f.stat().st_size for f in path.glob("*.safetensors")) / 2**20
     line = f"wrote {path} ({spec.label}{' + head' if head else ''}, {size:.1f} MiB of weights)"
     if reference is not None:
@@ -97,6 +105,10 @@ def cmd_bench(a: argparse.Namespace) -> None:
     from slmkit.bench.run import BenchSpec, bench, table, write_outputs
 
     a.model = a.model_option or a.model
+    if a.output:
+        from slmkit.outputs import claim_dir
+
+        claim_dir(a.output, "bench", a.overwrite)
     device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     precisions = [p.strip() for p in a.precisions.split(",") if p.strip()]
     if a.calibrate or a.predict:
@@ -130,7 +142,10 @@ def cmd_bench(a: argparse.Namespace) -> None:
     for line in result["errors"]:
         print(f"- failed: {line}")
     if a.output:
+        from slmkit.outputs import mark_dir
+
         print(f"wrote {write_outputs(result, a.output)}/bench.{{json,csv,md}}")
+        mark_dir(a.output, "bench")
     if a.json:
         print(json.dumps(result["rows"], indent=1))
     if not result["rows"]:
@@ -437,7 +452,14 @@ def cmd_eval(a: argparse.Namespace) -> None:
     from slmkit.eval.report import markdown, write_results
     from slmkit.eval.tasks import resolve
 
-    tasks = resolve([t for t in a.tasks.split(",") if t])
+    if not [t for t in a.tasks.split(",") if t.strip()]:
+        raise SlmError("--tasks is empty; name one or more tasks or groups, e.g. --tasks hellaswag,arc_easy "
+                       "or a group such as mmlu")
+    if a.output:
+        from slmkit.outputs import claim_dir
+
+        claim_dir(a.output, "eval", a.overwrite)  # an unwritable folder is found before the run, not after
+    tasks = resolve([t.strip() for t in a.tasks.split(",") if t.strip()])
     try:
         shots = [int(x) for x in a.shots.split(",")] if a.shots else None
     except ValueError:
@@ -483,7 +505,10 @@ def cmd_eval(a: argparse.Namespace) -> None:
     table = markdown(res)
     print(table, end="")
     if a.output:
+        from slmkit.outputs import mark_dir
+
         js, md = write_results(res, a.output)
+        mark_dir(a.output, "eval")
         print(f"wrote {js} and {md}", file=sys.stderr)
     if a.json:
         print(json.dumps({k: v for k, v in res.items() if k != "samples"}, indent=2))
@@ -516,6 +541,10 @@ def cmd_supericl(a: argparse.Namespace) -> None:
     from slmkit.paths import write_atomic
 
     names = [t for t in a.task.split(",") if t]
+    if a.output:
+        from slmkit.outputs import claim_dir
+
+        claim_dir(a.output, "supericl", a.overwrite)
     unknown = [t for t in names if t not in TASKS]
     if unknown or not names:
         raise SlmError(f"unknown task {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
@@ -550,6 +579,9 @@ def cmd_supericl(a: argparse.Namespace) -> None:
         write_atomic(out / "supericl.json", json.dumps(summary, indent=2) + "\n")
         write_atomic(out / "supericl-records.jsonl",
                      "".join(json.dumps({"task": r.task, **rec}) + "\n" for _, r in results for rec in r.records))
+        from slmkit.outputs import mark_dir
+
+        mark_dir(out, "supericl")
         print(f"wrote {out / 'supericl.json'} and {out / 'supericl-records.jsonl'}", file=sys.stderr)
 
 
@@ -578,6 +610,12 @@ def cmd_rerank(a: argparse.Namespace) -> None:
         raise SlmError("--label-out writes training data for a verifier; drop --verifier")
     if a.candidates and a.label_out:
         raise SlmError("--candidates rescores saved samples; --label-out takes fresh ones: drop one of them")
+    from slmkit.outputs import claim_dir, claim_file, mark_dir
+
+    if a.output:
+        claim_dir(a.output, "rerank", a.overwrite)
+    if a.label_out:
+        claim_file(a.label_out, "jsonl", a.overwrite)
     if not a.candidates:
         resolve_isolation("none" if a.unisolated else "auto")  # before loading models and data
         splits = load_task_data("gsm8k")
@@ -619,6 +657,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
     if a.output:
         out = Path(a.output)
         write_atomic(out / "rerank.json", json.dumps(dataclasses.asdict(rep), indent=2) + "\n")
+        mark_dir(out, "rerank")
         write_atomic(out / "rerank-candidates.jsonl", "".join(
             json.dumps({"question": p.question, "gold": p.gold, **dataclasses.asdict(c)}) + "\n"
             for p in problems for c in p.candidates))
@@ -640,10 +679,13 @@ def cmd_zoo(a: argparse.Namespace) -> None:
 
     models = catalogue()
     if a.what == "trends":
+        from slmkit.outputs import claim_dir, mark_dir
         from slmkit.zoo.trends import write
 
-        for path in write(models, Path(a.output or "zoo-trends")):
+        out = claim_dir(a.output or "zoo-trends", "trends", a.overwrite)
+        for path in write(models, out):
             print(f"wrote {path}", file=sys.stderr)
+        mark_dir(out, "trends")
         return
     if a.output:
         from slmkit.errors import SlmError
@@ -684,9 +726,12 @@ def cmd_report(a: argparse.Namespace) -> None:
     Per model x backend x precision: group accuracies, ICL gain, prefill and decode tok/s, TTFT, peak memory;
     accuracy against decode latency and against memory with the Pareto frontier; the survey's on-phone
     measurements where the same model appears."""
+    from slmkit.outputs import claim_dir, mark_dir
     from slmkit.report import write
 
-    paths = write(a.results, Path(a.output), a.title)
+    out = claim_dir(a.output, "report", a.overwrite)
+    paths = write(a.results, out, a.title)
+    mark_dir(out, "report")
     for path in paths[:2]:
         print(f"wrote {path}", file=sys.stderr)
     print(paths[0])
@@ -699,7 +744,7 @@ def cmd_tour(a: argparse.Namespace) -> None:
     from slmkit.tour import run
 
     path = run(a.model, a.output, a.limit, a.fresh, a.compile, a.draft,
-               echo=lambda line: print(line, file=sys.stderr, flush=True))
+               echo=lambda line: print(line, file=sys.stderr, flush=True), overwrite=a.overwrite)
     print(f"report: {path}")
 
 
@@ -716,13 +761,17 @@ def cmd_presets() -> None:
 
 
 def cmd_tokenizer_train(files: list[str], out_dir: str, vocab_size: int = 8192, min_frequency: int = 2,
-                        special_tokens: str = "<|endoftext|>,<|im_start|>,<|im_end|>") -> None:
+                        special_tokens: str = "<|endoftext|>,<|im_start|>,<|im_end|>", overwrite: bool = False) -> None:
     """Train a byte-level BPE tokenizer on text files or folders and save it where `slm` and transformers read it."""
+    from slmkit.outputs import claim_dir, mark_dir
     from slmkit.tokenizer.train import train_bpe
+
+    claim_dir(out_dir, "tokenizer", overwrite)
 
     tok = train_bpe(files, vocab_size=vocab_size, min_frequency=min_frequency,
                     special_tokens=[s for s in special_tokens.split(",") if s])
     tok.save_to(out_dir)
+    mark_dir(out_dir, "tokenizer")
     print(f"wrote {out_dir}/tokenizer.json ({tok.vocab_size} tokens)")
 
 
@@ -730,8 +779,10 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
     """Tokenize text, JSONL(.gz), CSV/TSV or parquet files and folders into token shards (train.bin, val.bin,
     meta.json, tokenizer) for `slm train`; documents are separated by the end-of-text token."""
     from slmkit.errors import SlmError
+    from slmkit.outputs import claim_dir
     from slmkit.train.data import prepare
 
+    claim_dir(a.out, "data", a.overwrite, replaces=True)  # before any tokenizing
     if a.train_tokenizer:
         from slmkit.tokenizer.train import train_bpe
 
@@ -746,7 +797,7 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
         source = a.tokenizer
     out, meta = prepare(a.inputs, a.out, tokenizer, source, val_fraction=a.val_fraction, block=a.block,
                         template=a.template, progress=not a.quiet, separator=a.separator,
-                        prompt_template=a.prompt_template)
+                        prompt_template=a.prompt_template, overwrite=a.overwrite)
     for s in meta["sources"]:
         print(f"  {s['file']}: {s['documents']:,} documents, {s['tokens']:,} tokens")
     print(f"wrote {out}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens from "
@@ -769,7 +820,20 @@ def cmd_train(a: argparse.Namespace, distill: bool = False) -> None:
     if distill and recipe.distill is None:
         raise SlmError(f"{a.recipe}: has no distill section; add one (see recipes/distill-smollm2.yaml) or pass "
                        f"--teacher MODEL")
-    train(recipe, resume=a.resume, progress=not a.quiet, stop_at=a.stop_at)
+    train(recipe, resume=a.resume, progress=not a.quiet, stop_at=a.stop_at, overwrite=a.overwrite)
+
+
+def _add_overwrite(sub, verbs: list[str]) -> None:
+    """--overwrite on every verb that writes an output folder or file (slmkit.outputs refuses foreign ones)."""
+    for path in verbs:
+        parser = sub.choices[path.split()[0]]
+        for name in path.split()[1:]:
+            nested = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = nested.choices[name]
+        parser.add_argument("--overwrite", action="store_true",
+                            help="write into (or replace) an output folder or file that is not a previous slmkit "
+                                 "output of this kind; by default such an output is refused, so nothing of yours "
+                                 "is deleted")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -787,9 +851,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = verb("convert", cmd_convert)
     s.add_argument("src", help=MODEL_HELP)
-    s.add_argument("out_dir", help="folder to write (replaced atomically if it exists)")
+    s.add_argument("out_dir", help="folder to write; a previous slmkit model folder there is replaced atomically, anything else is refused (--overwrite)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype on disk (default float32)")
-    s.set_defaults(fn=lambda a: cmd_convert(a.src, a.out_dir, a.dtype))
+    s.set_defaults(fn=lambda a: cmd_convert(a.src, a.out_dir, a.dtype, a.overwrite))
 
     def engine_args(s: argparse.ArgumentParser, max_new: int, temperature: float) -> None:
         s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
@@ -922,17 +986,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
     s.add_argument("--gguf", required=True, metavar="OUT.gguf", help="GGUF file to write (atomically)")
     s.add_argument("--type", dest="out_type", default="f16", help="f32, f16 (default), q8_0, q4_0 or q4_1")
-    s.set_defaults(fn=lambda a: cmd_export(a.model, a.gguf, a.out_type))
+    s.set_defaults(fn=lambda a: cmd_export(a.model, a.gguf, a.out_type, a.overwrite))
 
     s = verb("quantize", cmd_quantize)
     s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
-    s.add_argument("--out", "-o", required=True, help="folder to write (replaced atomically if it exists)")
+    s.add_argument("--out", "-o", required=True, help="folder to write; a previous slmkit model folder there is replaced atomically, anything else is refused (--overwrite)")
     s.add_argument("--bits", type=int, default=8, help="8 (per output channel) or 4 (grouped); default 8")
     s.add_argument("--group", type=int, help="int4 group size: 32 (default for --bits 4), 64, 128 or 256")
     s.add_argument("--asym", action="store_true", help="int4 with a zero point per group (default symmetric)")
     s.add_argument("--head", action="store_true", help="quantise the output head too (unties it from the embedding)")
     s.set_defaults(fn=lambda a: cmd_quantize(a.model, a.out, a.bits, a.group if a.group or a.bits != 4 else 32,
-                                             a.asym, a.head))
+                                             a.asym, a.head, a.overwrite))
 
     s = verb("lm-eval", cmd_lm_eval, add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER, help="lm_eval's arguments")
@@ -943,7 +1007,7 @@ def _parser() -> argparse.ArgumentParser:
     dsub.required = True
     d = dsub.add_parser("prepare", help=cmd_data_prepare.__doc__.splitlines()[0], description=cmd_data_prepare.__doc__)
     d.add_argument("inputs", nargs="+", help="files or folders (.txt .md .jsonl .jsonl.gz .csv .tsv .parquet)")
-    d.add_argument("-o", "--out", required=True, help="shard folder to write (replaced atomically)")
+    d.add_argument("-o", "--out", required=True, help="shard folder to write; a previous shard folder there is replaced atomically, anything else is refused (--overwrite)")
     d.add_argument("--tokenizer", "-m", default="default", help="the model whose tokenizer to use: " + MODEL_HELP)
     d.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                    help="train a byte-level BPE tokenizer of this size on the inputs instead")
@@ -1086,7 +1150,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--min-frequency", type=int, default=2)
     t.add_argument("--special-tokens", default="<|endoftext|>,<|im_start|>,<|im_end|>",
                    help="comma-separated; the first is BOS/EOS")
-    t.set_defaults(fn=lambda a: cmd_tokenizer_train(a.files, a.out, a.vocab_size, a.min_frequency, a.special_tokens))
+    t.set_defaults(fn=lambda a: cmd_tokenizer_train(a.files, a.out, a.vocab_size, a.min_frequency, a.special_tokens,
+                                                    a.overwrite))
+    _add_overwrite(sub, ["convert", "eval", "bench", "export", "quantize", "train", "distill", "zoo", "report", "tour",
+                         "data prepare", "combine supericl", "combine rerank", "tokenizer train"])
     return p
 
 

@@ -49,10 +49,16 @@ def replace_dir(tmp: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(out: str | os.PathLike, kind: str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a hidden temp folder beside `out`; on success it replaces `out`, on any error it is removed, so a
-    reader never sees a half-written folder (a killed process leaves only a hidden `.name.*` folder)."""
+    reader never sees a half-written folder (a killed process leaves only a hidden `.name.*` folder).
+
+    `out` may already exist only as a previous slmkit output of this kind (slmkit.outputs: checked before and
+    again after the work) or with overwrite=True; the new folder carries the kind's marker."""
+    from slmkit.outputs import claim_dir, mark_dir
+
     out = Path(out)
+    claim_dir(out, kind, overwrite, replaces=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
@@ -60,6 +66,8 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the finished folder gets the usual permissions
     try:
         yield tmp
+        mark_dir(tmp, kind)
+        claim_dir(out, kind, overwrite, replaces=True)  # nothing of the user's appeared meanwhile
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

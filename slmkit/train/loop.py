@@ -158,10 +158,15 @@ class TrainResult:
 
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True, echo=print,
-          stop_at: int | None = None) -> TrainResult:
+          stop_at: int | None = None, overwrite: bool = False) -> TrainResult:
     """Run a recipe to the end (or from its latest checkpoint with resume); returns where the model went.
-    stop_at: stop after that step with a checkpoint (for jobs with a time limit; --resume goes on)."""
+    stop_at: stop after that step with a checkpoint (for jobs with a time limit; --resume goes on).
+    The run folder must be new, empty or a previous run's (slmkit.outputs), unless overwrite=True."""
     from tqdm import tqdm
+
+    from slmkit.outputs import claim_dir
+
+    claim_dir(recipe.out, "train-run", overwrite)  # before any process starts work
 
     ctx = dist.setup(recipe.device, recipe.dist.backend)
     try:
@@ -183,6 +188,10 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     tokenizer = Tokenizer.from_dir(data[0].shards[0].path)
     fingerprint = vocab_fingerprint(tokenizer)
 
+    if ctx.main:
+        from slmkit.outputs import mark_dir
+
+        mark_dir(out, "train-run")
     ckpts = Checkpoints(out, recipe.keep_checkpoints, ctx)
     latest = ckpts.latest()
     if latest is not None and not resume:

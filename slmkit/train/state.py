@@ -102,7 +102,7 @@ class Checkpoints:
         if self.ctx.main and latest is not None:
             from slmkit.paths import atomic_dir
 
-            with atomic_dir(target) as tmp:
+            with atomic_dir(target, "model") as tmp:
                 for f in latest.iterdir():
                     if f.name != STATE_FILE:
                         shutil.copy2(f, tmp / f.name)
