@@ -329,7 +329,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
     except ImportError as e:
         raise SlmError(f"slm serve needs the serve extra ({e.name} is missing): pip install 'slmkit[serve]'") from None
     for flag, value, low in (("--slots", a.slots, 1), ("--context", a.context, 2), ("--max-tokens", a.max_tokens, 1),
-                             ("--max-queue", a.max_queue, 0), ("--port", a.port, 0)):
+                             ("--max-queue", a.max_queue, 0), ("--port", a.port, 0),
+                             ("--max-body-bytes", a.max_body_bytes, 1024), ("--max-connections", a.max_connections, 1)):
         if value is not None and value < low:
             raise SlmError(f"{flag} must be >= {low}, got {value}")
     api_key = a.api_key or os.environ.get("SLMKIT_API_KEY") or None
@@ -344,7 +345,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
     config = ServeConfig(name=a.served_name or a.model, slots=a.slots,
                          context=a.context or min(lm.config.context_length, 2048), max_tokens=a.max_tokens,
-                         max_queue=a.max_queue, api_key=api_key, compile=a.compile)
+                         max_queue=a.max_queue, api_key=api_key, compile=a.compile, max_body_bytes=a.max_body_bytes)
     if a.compile:
         print(f"compiling the decode step for {a.slots} slots (1-2 min on a 2-core CPU the first time)",
               file=sys.stderr)
@@ -357,11 +358,13 @@ def cmd_serve(a: argparse.Namespace) -> None:
         print(f"slm serve: warning: listening on {a.host} without an API key; anyone who can reach this port can "
               "use the model (set --api-key)", file=sys.stderr)
     print(f"serving '{config.name}' at http://{a.host}:{a.port}/v1 ({config.slots} slots x "
-          f"{app.state.server.context} tokens, max_tokens <= {config.max_tokens}, queue {config.max_queue})",
+          f"{app.state.server.context} tokens, max_tokens <= {config.max_tokens}, queue {config.max_queue}, "
+          f"bodies <= {app.state.server.max_body} bytes)",
           file=sys.stderr, flush=True)
     # HTTP on a thread, the model's loop on the main thread (OpenMP kernels are slower off it; Batcher.run)
-    server = uvicorn.Server(uvicorn.Config(app, host=a.host, port=a.port, log_level=a.log_level,
-                                           timeout_graceful_shutdown=5))
+    from slmkit.serve.http import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(app, a.host, a.port, a.log_level, a.max_connections))
     http = threading.Thread(target=server.run, name="slmkit-http", daemon=True)
     batcher = app.state.server.batcher
     http.start()
@@ -913,7 +916,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, default=512, help="cap on a request's max_tokens (default 512)")
     s.add_argument("--max-queue", type=int, default=64,
                    help="requests waiting for a free slot before new ones get 429 (default 64)")
-    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: $SLMKIT_API_KEY, else none)")
+    s.add_argument("--max-body-bytes", type=int, help="request body limit; larger bodies get 413 before they are read "
+                                                       "(default: sized to the context, at least 1 MiB)")
+    s.add_argument("--max-connections", type=int, default=256, help="concurrent connections before 503 (default 256)")
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /metrics (default: "
+                                     "$SLMKIT_API_KEY, else none)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default float32)")
     s.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: CUDA when present, else CPU)")
     s.add_argument("--compile", action="store_true", help="compile the batched decode step (faster decode after a "

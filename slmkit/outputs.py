@@ -39,6 +39,11 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Outputs that may go into a previous output of another kind: a tokenizer into a model or shard folder (it only
+# adds the tokenizer files those hold).
+INTO = {"tokenizer": ("model", "data")}
+
+
 def _marker_kind(folder: Path) -> str | None:
     try:
         data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
@@ -68,6 +73,10 @@ def claim_dir(out: str | os.PathLike, kind: str, overwrite: bool = False, replac
         if entries and not overwrite:
             marked = _marker_kind(out)
             foreign = _foreign(out, kind)
+            if marked in INTO.get(kind, ()):
+                marked, foreign = kind, []
+            elif marked is None and kind in INTO:  # unmarked: its files may be any of the kinds it goes into
+                foreign = [f for f in foreign if all(f in _foreign(out, k) for k in INTO[kind])]
             same = (marked == kind or marked is None) and not (foreign and (replaces or marked is None))
             if not same:
                 what = (f"is a slmkit {marked} output, not {kind}" if marked not in (None, kind) else

@@ -29,6 +29,7 @@ from slmkit.checkpoint import load  # noqa: E402
 from slmkit.engine import Engine, SamplingParams  # noqa: E402
 from slmkit.engine.text import generate_text, stream_text  # noqa: E402
 from slmkit.serve.app import ServeConfig, create_app  # noqa: E402
+from slmkit.serve.http import KEEP_ALIVE_S, uvicorn_config  # noqa: E402
 
 GREEDY = dict(temperature=0)
 
@@ -44,7 +45,7 @@ def serving(lm, **config):
     """Run create_app(...) under uvicorn on a loopback port in a thread; yield its base URL."""
     app = create_app(lm.model, lm.tokenizer, ServeConfig(**{"name": "tiny", "context": 256, **config}))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -260,6 +261,14 @@ def test_api_key_is_required_when_set(lm):
             _client(base, key="wrong").models.list()
         assert _client(base, key="s3cret").models.list().data[0].id == "tiny"
         assert _get(base + "/health")["status"] == "ok"  # health stays open for probes
+        with pytest.raises(urllib.error.HTTPError) as e:  # metrics sit behind the key
+            _get(base + "/metrics")
+        assert e.value.code == 401 and "API key" in json.loads(e.value.read())["error"]["message"]
+        req = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert b"slmkit_requests_total" in urllib.request.urlopen(req, timeout=10).read()
+        # the key is checked before the body is read: a wrong key with a huge declared body is answered at once
+        status, body = _raw_request(base, "POST", "/v1/chat/completions", b"{" * 10, {"Content-Length": str(10**9)})
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
 
 
 # --- the CLI ---------------------------------------------------------------------------------------
@@ -295,3 +304,94 @@ def test_cli_serves_and_refuses_a_busy_port(tiny_eval_dir):
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- hostile requests --------------------------------------------------------------------------------
+
+
+def _raw_request(base: str, method: str, path: str, body: bytes, headers: dict, timeout: float = 10):
+    """Send headers and the given body bytes (which may be fewer than Content-Length says); read the answer."""
+    host, port = base.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        s.sendall(head.encode() + body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + int(
+                re.search(rb"content-length: (\d+)", data.lower()).group(1)):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+def test_hostile_requests_are_refused_fast_and_cheaply(tiny_eval_dir):
+    """A real `slm serve`: a 30 MB body is refused within a second while /health answers, and the server's RSS
+    stays near its level; a prompt too long for the context is refused before tokenising; invalid UTF-8, deep
+    JSON and unknown paths get OpenAI's error shape; idle connections are closed."""
+    port = _free_port()
+    proc = _slm("serve", "-m", tiny_eval_dir, "--port", str(port), "--served-name", "tiny", "--log-level", "warning",
+                "--context", "256")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: proc.poll() is None and _port_open(port), timeout=120, what="slm serve to listen")
+        assert _get(base + "/health")["status"] == "ok"
+        before = _rss_kb(proc.pid)
+        huge = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x" * (30 << 20)}]}).encode()
+        health: list[float] = []
+
+        def probe():
+            t = time.perf_counter()
+            _get(base + "/health")
+            health.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            sent = pool.submit(_post_raw, base + "/v1/chat/completions", huge)
+            pool.submit(probe).result(timeout=5)
+            status, body = sent.result(timeout=30)
+        assert status == 413 and body["error"]["code"] == "request_too_large", body
+        # one far over the drain size is answered from its headers alone, before the rest is sent
+        status, body = _raw_request(base, "POST", "/v1/chat/completions", huge[:1 << 16],
+                                    {"Content-Length": str(10**10)})
+        assert status == 413, body
+        assert time.perf_counter() - t0 < 3 and health and health[0] < 1, (time.perf_counter() - t0, health)
+        # a chunked body (no Content-Length) is cut off at the limit too
+        chunked = b"".join(b"%x\r\n%s\r\n" % (1 << 16, b"y" * (1 << 16)) for _ in range(64)) + b"0\r\n\r\n"
+        status, body = _raw_request(base, "POST", "/v1/completions", chunked, {"Transfer-Encoding": "chunked"})
+        assert status == 413, body
+        # within the body limit but more bytes than the context can hold: refused before the tokenizer runs
+        t1 = time.perf_counter()
+        status, body = _post_raw(base + "/v1/completions", json.dumps(
+            {"model": "tiny", "prompt": "word " * 120_000, "max_tokens": 1}).encode())
+        assert status == 400 and body["error"]["code"] == "context_length_exceeded" and "bytes" in \
+            body["error"]["message"] and time.perf_counter() - t1 < 2, body
+        assert _rss_kb(proc.pid) - before < 100 * 1024, (before, _rss_kb(proc.pid))
+        status, body = _post_raw(base + "/v1/completions", b'{"model": "tiny", "prompt": "\xff\xfe"}')
+        assert status == 400 and "UTF-8" in body["error"]["message"], body
+        status, body = _post_raw(base + "/v1/completions", b"[" * 100_000 + b"]" * 100_000)
+        assert status == 400 and "nested" in body["error"]["message"], body
+        for path in ("/v2/nothing", "/v1/completions"):
+            try:
+                urllib.request.urlopen(base + path, timeout=10)
+            except urllib.error.HTTPError as e:
+                err = json.loads(e.read())["error"]
+                assert e.code in (404, 405) and err["message"], err
+        # idle connections (never a request) are closed after the keep-alive timeout
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=KEEP_ALIVE_S + 5) for _ in range(20)]
+        time.sleep(KEEP_ALIVE_S + 1.5)
+        closed = sum(s.recv(1) == b"" for s in idle)
+        for s in idle:
+            s.close()
+        assert closed == 20, f"{20 - closed} of 20 idle connections still open"
+        assert _get(base + "/health")["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -3,7 +3,11 @@
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (with `stream: true` as server-sent
 events in OpenAI's chunk format), GET /health, GET /metrics (Prometheus text). Errors are OpenAI's JSON shape,
 {"error": {"message", "type", "param", "code"}}: 400 for bad bodies and too-long prompts, 401 for a wrong API
-key, 404 for an unknown model, 429 when the wait queue is full.
+key, 404 for an unknown model or path, 413 for a body over the limit, 429 when the wait queue is full.
+
+Hostile input (serve/http.py): the key is checked before the body is read, bodies are bounded, a prompt whose
+bytes cannot fit the context is refused before it is tokenised, and tokenising and templating run off the event
+loop, so one huge request cannot stall the others or /health.
 
 Text lives here, ids in the Batcher: each request decodes its own tokens incrementally and matches its stop
 strings; a matched stop string or a client that goes away cancels the request, which frees its cache row.
@@ -12,7 +16,6 @@ strings; a matched stop string or a client that goes away cancels the request, w
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 import uuid
@@ -23,6 +26,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from slmkit.engine.sampling import SamplingParams
@@ -30,6 +34,7 @@ from slmkit.engine.text import IncrementalDecoder, StopStringMatcher, encode_pro
 from slmkit.errors import SlmError
 from slmkit.serve.batcher import Batcher, Event, QueueFull
 from slmkit.serve.batcher import Request as GenRequest
+from slmkit.serve.http import Guard
 from slmkit.serve.schemas import ChatRequest, CompletionRequest
 from slmkit.tokenizer import Tokenizer
 
@@ -61,6 +66,7 @@ class ServeConfig:
     max_queue: int = 64  # requests waiting for a row before 429
     api_key: str | None = None
     compile: bool = False
+    max_body_bytes: int | None = None  # request body limit; None: sized to the context (Server.max_body)
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -217,6 +223,11 @@ class Server:
         self.model_context = model.config.context_length
         self.context = min(config.context, self.model_context)
         self.stop_ids = stop_ids_for(tokenizer)
+        # the most bytes one token can stand for: a prompt of more bytes than context x this cannot fit (x2 for
+        # normalisers that shrink text), so it is refused before the tokenizer sees it
+        self.token_bytes = max(len(piece.encode("utf-8")) for piece in tokenizer.backend.get_vocab())
+        self.max_prompt_bytes = 2 * self.context * self.token_bytes
+        self.max_body = config.max_body_bytes or max(1 << 20, 2 * self.max_prompt_bytes)
         self.batcher = Batcher(model, slots=config.slots, max_len=self.context, max_queue=config.max_queue,
                                compile=config.compile)
         self.metrics = Metrics(self.batcher)
@@ -225,6 +236,14 @@ class Server:
         if name != self.config.name:
             raise ApiError(404, f"the model '{name}' does not exist; this server serves '{self.config.name}'",
                            param="model", code="model_not_found")
+
+    def check_bytes(self, texts: list[str], param: str) -> None:
+        """Refuse, before tokenising, a prompt too long for the context whatever its tokens."""
+        size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+        if size > self.max_prompt_bytes:
+            raise ApiError(400, f"the prompt has {size} bytes, more than {self.context} tokens of context can hold "
+                                f"(at most {self.token_bytes} bytes a token); shorten it", param=param,
+                           code="context_length_exceeded")
 
     def prepare(self, body: CompletionRequest | ChatRequest, ids: list[int], default_max: int) -> _Prepared:
         """Check the prompt against the context and cap max_tokens: the server cap, then the room left."""
@@ -268,8 +287,10 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: 
 
     app = FastAPI(title="slmkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
-    app.add_middleware(_CountRequests, metrics=server.metrics,
-                       paths={"/v1/models", "/v1/completions", "/v1/chat/completions", "/health", "/metrics"})
+    api_paths = {"/v1/models", "/v1/completions", "/v1/chat/completions"}
+    app.add_middleware(Guard, api_key=config.api_key, max_body=server.max_body, protected=api_paths | {"/metrics"},
+                       json_paths=api_paths)
+    app.add_middleware(_CountRequests, metrics=server.metrics, paths=api_paths | {"/health", "/metrics"})
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -287,18 +308,14 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: 
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         return ApiError(400, f"{where}: {msg}", param=loc[0] if loc else None).response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException):
+        return ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}",
+                        code="not_found" if e.status_code == 404 else None).response()
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception):
         return ApiError(500, f"{type(e).__name__}: {e}", type="server_error").response()
-
-    def authorize(request: Request) -> None:
-        if config.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-            raise ApiError(401, "missing or incorrect API key; send 'Authorization: Bearer KEY'",
-                           code="invalid_api_key")
 
     @app.get("/health")
     async def health():
@@ -311,21 +328,21 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: 
 
     @app.get("/v1/models")
     async def models(request: Request):
-        authorize(request)
         return {"object": "list", "data": [{"id": config.name, "object": "model", "created": config.created,
                                             "owned_by": "slmkit", "context_length": server.context}]}
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        authorize(request)
         server.check_model(body.model)
         if isinstance(body.prompt, list) and isinstance(body.prompt[0], int):
             ids = list(body.prompt)
             if max(ids) >= model.config.vocab_size or min(ids) < 0:
                 raise ApiError(400, f"prompt token ids must be in [0, {model.config.vocab_size})", param="prompt")
         else:
+            text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+            server.check_bytes([text], "prompt")
             try:
-                ids = encode_prompt(tokenizer, body.prompt if isinstance(body.prompt, str) else body.prompt[0])
+                ids = await asyncio.to_thread(encode_prompt, tokenizer, text)
             except SlmError as e:
                 raise ApiError(400, str(e), param="prompt") from None
         gen = Generation(server, server.prepare(body, ids, default_max=16), request, body.stream)
@@ -343,13 +360,14 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: 
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
-        authorize(request)
         server.check_model(body.model)
         if not tokenizer.chat_template:
             raise ApiError(400, f"'{config.name}' has no chat template; use /v1/completions", param="messages")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
+        server.check_bytes([m["content"] for m in messages], "messages")
         try:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = await asyncio.to_thread(tokenizer.apply_chat_template, messages, add_generation_prompt=True,
+                                          tokenize=True)
         except Exception as e:  # noqa: BLE001 - templates raise their own errors (e.g. role order)
             raise ApiError(400, f"the chat template refused these messages: {e}", param="messages") from None
         gen = Generation(server, server.prepare(body, ids, default_max=config.max_tokens), request, body.stream)
