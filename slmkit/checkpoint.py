@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -148,6 +149,10 @@ def build(config: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtyp
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise SlmError(f"{where}: weights do not fit the config ({str(e).splitlines()[0]})") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise SlmError(f"{where}: tensor {bad!r} holds NaN or infinite values; the checkpoint is damaged (or was "
+                       "saved after training diverged)")
     model.tie_weights()
     model.reset_buffers(device)
     return model.eval()
@@ -170,12 +175,40 @@ def _read_gguf(path: Path, progress: bool, dtype: torch.dtype, device: torch.dev
 
     g = GGUFFile(path)
     config = config_from_gguf(g)
+    check_layer_count(config, g.tensors, str(path))
     expected = _expected_shapes(config)
     _check_memory(_weight_bytes(config, expected, dtype), dtype, device, path)
     state = state_dict_from_gguf(g, config, progress=progress)
     _check_shapes(state, expected, str(path))
     tokenizer = tokenizer_from_gguf(g.meta, str(path)) if "tokenizer.ggml.tokens" in g.meta else None
     return config, state, tokenizer
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer|blk)\.(\d+)\.")
+
+
+def check_layer_count(config: ModelConfig, names, where: str) -> None:
+    """Refuse, before the model is built, a config whose layer count disagrees with the blocks in the weights."""
+    found = {int(m.group(1)) for n in names if (m := _LAYER_INDEX.search(n))}
+    if found and max(found) + 1 != config.n_layer:
+        raise SlmError(f"{where}: the config says {config.n_layer} layers but the weights hold {max(found) + 1}; "
+                       "config and weights do not belong together")
+
+
+def _tensor_names(path: Path) -> list[str]:
+    """Tensor names from the safetensors index or file header (no weights read); [] when there are none."""
+    index = path / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+        if (path / "model.safetensors").is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+                return list(f.keys())
+    except Exception:  # noqa: BLE001 - a damaged file is reported, with its reason, when the weights are read
+        return []
+    return []
 
 
 def _check_shapes(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], where: str) -> None:
@@ -201,7 +234,14 @@ def read_config(path: Path) -> ModelConfig:
         data = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SlmError(f"{cfg_file}: not valid JSON ({e})") from None
-    return config_from_hf(data, where=str(cfg_file))
+    except RecursionError:
+        raise SlmError(f"{cfg_file}: JSON nested too deeply to be a model config") from None
+    if not isinstance(data, dict):
+        raise SlmError(f"{cfg_file}: a model config is a JSON object, got {type(data).__name__}")
+    try:
+        return config_from_hf(data, where=str(cfg_file))
+    except SlmError as e:
+        raise SlmError(str(e) if str(e).startswith(str(cfg_file)) else f"{cfg_file}: {e}") from None
 
 
 def _read_hf_dir(path: Path, dtype: torch.dtype, device: torch.device):
@@ -210,6 +250,7 @@ def _read_hf_dir(path: Path, dtype: torch.dtype, device: torch.device):
     config = read_config(path)
     if config.name == config.family:  # no _name_or_path in config.json: name it after the folder
         config.name = path.resolve().name
+    check_layer_count(config, _tensor_names(path), str(path))
     expected = _expected_shapes(config)
     _check_memory(_weight_bytes(config, expected, dtype), dtype, device, path)
     hf_state = _read_weights(path)
@@ -225,7 +266,7 @@ def _quant_spec(path: Path):
         return None
     try:
         data = json.loads(cfg.read_text(encoding="utf-8")).get("slmkit_quantization")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
         return None  # read_config reports it
     if data is None:
         return None

@@ -293,6 +293,8 @@ def cmd_generate(a: argparse.Namespace) -> None:
         system = [{"role": "system", "content": a.system}] if a.system else []
         prompts = [tok.apply_chat_template(system + [{"role": "user", "content": p}]) for p in prompts]
     stats = SpeculativeStats() if a.draft is not None else GenerationStats()
+    _note_room(a.max_new_tokens, max(len(encode_prompt(tok, p, add_special_tokens=not a.chat)) for p in prompts),
+               lm.model.config.context_length)
     if len(prompts) == 1:
         ids = encode_prompt(tok, prompts[0], add_special_tokens=not a.chat)
         if not a.chat:
@@ -306,6 +308,21 @@ def cmd_generate(a: argparse.Namespace) -> None:
         for i, c in enumerate(completions):
             print(f"--- [{i}] finish={c.finish}\n{c.text}")
     print(_stats_line(stats), file=sys.stderr)
+
+
+def _note_room(asked: int, prompt_tokens: int, context: int) -> None:
+    """One line when -n is more than the context has room for after the prompt (the engine caps it)."""
+    from slmkit.engine.engine import room_left
+    from slmkit.errors import SlmError
+
+    if asked < 1:
+        raise SlmError(f"-n must be >= 1, got {asked}")
+    if prompt_tokens >= context:
+        raise SlmError(f"the prompt has {prompt_tokens} tokens but the model's context holds {context}; shorten it")
+    room = room_left(prompt_tokens, asked, context)
+    if room < asked:
+        print(f"slm: note: -n {asked} capped at {room}: the model's context holds {context} tokens and the prompt "
+              f"takes {prompt_tokens}", file=sys.stderr)
 
 
 def cmd_serve(a: argparse.Namespace) -> None:

@@ -118,3 +118,101 @@ def test_unwritable_and_empty_inputs_fail_before_the_run(tiny_dir, tmp_path, cap
         rc, err = run_cli(capsys, "eval", "-m", tiny_dir, "--tasks", tasks)
         assert_one_line(rc, err, "--tasks is empty")
     assert time.perf_counter() - t0 < 30
+
+
+# --- sizes and numbers, checked before anything is built ------------------------------------------------------
+
+HF_TINY = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+           "max_position_embeddings": 256}
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"num_hidden_layers": 10**9}, "n_layer must be between 1 and 1024"),
+    ({"num_hidden_layers": 10**5}, "n_layer must be between 1 and 1024"),
+    ({"hidden_size": -64}, "d_model must be between"),
+    ({"num_attention_heads": 0}, "n_head must be between"),
+    ({"hidden_size": "big"}, "d_model must be an integer"),
+    ({"rope_theta": float("nan")}, "rope_theta must be finite"),
+    ({"hidden_size": 66}, "not a multiple of n_head"),
+    (None, "nested too deeply"),
+])
+def test_bad_sizes_in_a_config_are_one_line_before_anything_is_built(change, needle, tmp_path, capsys):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000 if change is None
+                                        else json.dumps({**HF_TINY, **change}))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    for verb in (["info", str(folder)], ["convert", str(folder), str(tmp_path / "out")]):
+        rc, err = run_cli(capsys, *verb)
+        assert_one_line(rc, err, "config.json", needle)
+    assert time.perf_counter() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # kB
+    assert not (tmp_path / "out").exists()
+
+
+def test_layer_count_is_checked_against_the_weights(tiny_dir, tmp_path, capsys):
+    cfg = Path(tiny_dir) / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "num_hidden_layers": 500}))
+    t0 = time.perf_counter()
+    rc, err = run_cli(capsys, "convert", tiny_dir, str(tmp_path / "out"))
+    assert_one_line(rc, err, "says 500 layers but the weights hold 2")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_non_finite_weights_are_found_at_load(tiny_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(tiny_dir) / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k in state if k.endswith("mlp.down_proj.weight"))
+    state[name][0, 0] = float("nan")
+    save_file(state, str(weights), metadata={"format": "pt"})
+    rc, err = run_cli(capsys, "convert", tiny_dir, str(tmp_path / "out"))
+    assert_one_line(rc, err, "blocks.0.mlp", "NaN or infinite")
+
+
+def test_non_finite_logits_at_run_time_are_one_error(tiny_eval_dir):
+    """Finite weights whose activations overflow: the engine says so instead of emitting garbage."""
+    import torch
+
+    from slmkit.engine import Engine, SamplingParams
+    from slmkit.errors import SlmError
+
+    lm = slmkit.load(tiny_eval_dir)
+    final = [p for n, p in lm.model.named_parameters() if "norm" in n and not n.startswith("blocks")]
+    assert final
+    with torch.no_grad():
+        for p in final:
+            p.fill_(1e38)  # finite, but the head's dot products overflow
+    with pytest.raises(SlmError, match="NaN or infinite logits"):
+        Engine(lm.model).generate([[1, 2, 3]], 4, SamplingParams(temperature=0))
+
+
+def test_max_new_tokens_is_capped_at_the_context(tiny_eval_dir, tmp_path):
+    """-n 10^9 on a 64-token context: a note, 64 tokens at most, no 128 GB cache; a prompt past the context is an
+    error. Run as `slm` in a fresh process whose peak memory is read."""
+    import shutil
+
+    small = tmp_path / "small"
+    shutil.copytree(tiny_eval_dir, small)
+    cfg = small / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "max_position_embeddings": 64}))
+    probe = ("import resource, sys\nfrom slmkit.cli import main\nrc = main(sys.argv[1:])\n"
+             "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+             "raise SystemExit(rc)\n")
+    run = subprocess.run([sys.executable, "-c", probe, "generate", "-m", str(small), "Hello", "-n", "1000000000",
+                          "--temperature", "0"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "capped at" in run.stderr and "context holds 64" in run.stderr, run.stderr
+    assert int(run.stderr.split("maxrss")[1].split()[0]) < 2 * 1024 * 1024  # kB: well under 2 GB
+    from slmkit.engine import Engine, SamplingParams
+
+    lm = slmkit.load(str(small))
+    rows = Engine(lm.model).generate([[1, 2, 3]], 10**9, SamplingParams(temperature=0))
+    assert len(rows[0]) <= 61
+    from slmkit.errors import SlmError
+
+    with pytest.raises(SlmError, match="context holds 64"):
+        Engine(lm.model).generate([list(range(64))], 4, SamplingParams(temperature=0))

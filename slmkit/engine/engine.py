@@ -287,6 +287,10 @@ class Engine:
         if max_new_tokens < 1:
             raise SlmError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         B, T = len(prompts), max((len(p) for p in prompts), default=0)
+        context = self.model.config.context_length
+        if T >= context:
+            raise SlmError(f"the prompt has {T} tokens but the model's context holds {context}; shorten it")
+        max_new_tokens = min(max_new_tokens, context - T)  # never size a cache past the context (room_left)
         need = T + max_new_tokens
         if B != self.batch or need > self.max_len:
             self.setup_caches(B, cache_length(need, self.model.config.context_length))
@@ -298,7 +302,7 @@ class Engine:
         done = [False] * B
         with torch.inference_mode():
             t0 = time.perf_counter()
-            logits = self.prefill(prompts, reuse_prefix)
+            logits = _finite(self.prefill(prompts, reuse_prefix), "the prompt")
             stats.reused_tokens = self.reused
             stats.prompt_tokens -= self.reused
             sampler.observe_prompts(prompts)
@@ -318,7 +322,7 @@ class Engine:
                     break
                 t1 = time.perf_counter()  # engine time only, not the consumer's
                 sampler.observe(token)
-                logits = self.decode(token)
+                logits = _finite(self.decode(token), f"step {step + 1}")
                 token = sampler(logits)
                 tokens = token.tolist()
                 stats.decode_steps += 1
@@ -361,6 +365,18 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def room_left(prompt_tokens: int, max_new_tokens: int, context: int) -> int:
+    """max_new_tokens capped at what the context holds after the prompt (what Engine.stream generates)."""
+    return max(0, min(max_new_tokens, context - prompt_tokens))
+
+
+def _finite(logits: torch.Tensor, where: str) -> torch.Tensor:
+    if not bool(torch.isfinite(logits).all()):
+        raise SlmError(f"the model produced NaN or infinite logits at {where}; its weights or config are broken "
+                       "(or the dtype overflows: try --dtype float32)")
+    return logits
 
 
 def cache_length(n: int, limit: int) -> int:

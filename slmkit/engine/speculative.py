@@ -113,6 +113,11 @@ class SpeculativeEngine:
         if not prompt:
             raise SlmError("empty prompt: give at least one token (most models want their BOS token)")
         stats = stats if stats is not None else SpeculativeStats()
+        context = self.target.model.config.context_length if hasattr(self.target, "model") else None
+        if context is not None:
+            if len(prompt) >= context:
+                raise SlmError(f"the prompt has {len(prompt)} tokens but the model's context holds {context}")
+            max_new_tokens = min(max_new_tokens, context - len(prompt))
         self._setup(len(prompt) + max_new_tokens)
         stats.batch, stats.prompt_tokens, stats.compile_s = 1, len(prompt), self.compile_s
         gen = None
