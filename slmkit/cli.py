@@ -827,20 +827,9 @@ def cmd_data_prepare(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace, distill: bool = False) -> None:
     """Train a model from a recipe (YAML; see recipes/): pretraining, fine-tuning, or distillation when the recipe
     has a distill section. Runs in one process, or in many under torchrun (python -m slmkit.train)."""
-    from slmkit.errors import SlmError
-    from slmkit.train.loop import train
-    from slmkit.train.recipe import load_recipe
+    from slmkit.train import command
 
-    sets = list(a.set)
-    if a.out:
-        sets.append(f"out={a.out}")
-    if distill and a.teacher:
-        sets.append(f"distill.teacher={a.teacher}")
-    recipe = load_recipe(a.recipe, sets)
-    if distill and recipe.distill is None:
-        raise SlmError(f"{a.recipe}: has no distill section; add one (see recipes/distill-smollm2.yaml) or pass "
-                       f"--teacher MODEL")
-    train(recipe, resume=a.resume, progress=not a.quiet, stop_at=a.stop_at, overwrite=a.overwrite)
+    command.run(a, distill)
 
 
 def _add_overwrite(sub, verbs: list[str]) -> None:
@@ -1049,25 +1038,16 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(fn=cmd_data_prepare)
 
-    def train_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("recipe", help="recipe YAML file (see recipes/)")
-        s.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe key, e.g. --set optim.lr=1e-3 --set batch.global_batch=64 (repeatable)")
-        s.add_argument("--out", "-o", help="run folder (the same as --set out=...)")
-        s.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
-        s.add_argument("--stop-at", type=int, metavar="STEP",
-                       help="stop after this step with a checkpoint (a job with a time limit); --resume goes on")
-        s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    from slmkit.train import command as train_command
 
     s = verb("train", cmd_train)
-    train_args(s)
+    train_command.add_arguments(s)
     s.set_defaults(fn=cmd_train)
 
     s = verb("distill", cmd_train)
     s.description = ("Distil a teacher into a student: the same loop as `slm train`, with the recipe's distill "
                      "section (loss forward_kl, reverse_kl or topk_kl, temperature, alpha) and --teacher.")
-    train_args(s)
-    s.add_argument("--teacher", help="teacher model (the same as --set distill.teacher=...): " + MODEL_HELP)
+    train_command.add_arguments(s, distill=True)
     s.set_defaults(fn=lambda a: cmd_train(a, distill=True))
 
     s = verb("combine", cmd_supericl)
@@ -1182,29 +1162,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slmkit.errors import SlmError
+    from slmkit.errors import run_main
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lm-eval"]:  # everything after it is lm_eval's own command line
         args = argparse.Namespace(verb="lm-eval", fn=lambda a: cmd_lm_eval(argv[1:]))
     else:
         args = _parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except SlmError as e:
-        print(f"slm {args.verb}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"slm {args.verb}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless asked
-        if os.environ.get("SLMKIT_DEBUG"):
-            raise
-        msg = str(e).splitlines()[0] if str(e) else ""
-        print(f"slm {args.verb}: unexpected error: {type(e).__name__}: {msg} (SLMKIT_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 1
-    return 0
+    return run_main(f"slm {args.verb}", lambda: args.fn(args))
 
 
 if __name__ == "__main__":

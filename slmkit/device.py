@@ -16,6 +16,22 @@ _DTYPES = {
 }
 
 
+def configure_compile(recompile_limit: int = 64) -> None:
+    """Process-wide torch.compile settings slmkit's compiled engines need, set explicitly and idempotently.
+
+    Every engine compiles its own steps, and dynamo counts them all against one function: a process with several
+    engines (a target and a draft per k in a benchmark, a server beside an evaluator) passes dynamo's default of 8
+    and falls back to eager. Called by Engine(compile=True); call it yourself before compiling other code."""
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, recompile_limit)
+
+
+def threads_per_process(local_world: int) -> int:
+    """CPU threads for each of local_world processes on one machine, so they share its cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, local_world))
+
+
 def default_device() -> torch.device:
     """CUDA when present, else CPU; SLMKIT_DEVICE overrides."""
     name = os.environ.get("SLMKIT_DEVICE")

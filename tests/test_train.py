@@ -350,8 +350,11 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(shards, tmp_path):
 def test_killed_during_a_checkpoint_write_keeps_the_previous_one(shards, tmp_path):
     r = recipe_dict(shards, tmp_path / "run", save_every=4)
     path = write_recipe(tmp_path / "r.yaml", r)
-    env = {**os.environ, "CI": "1", "SLMKIT_TEST_SAVE_DELAY": "8:60"}
-    proc = subprocess.Popen([sys.executable, "-m", "slmkit.cli", "train", str(path), "-q"], env=env,
+    env = {**os.environ, "CI": "1"}
+    driver = ("import sys, time\nfrom slmkit.train.state import Checkpoints\n"  # the step-8 write stalls
+              "Checkpoints.write_hook = staticmethod(lambda step, tmp: time.sleep(60) if step == 8 else None)\n"
+              "from slmkit.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver, "train", str(path), "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "run/checkpoints"
     try:

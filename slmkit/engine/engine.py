@@ -149,12 +149,11 @@ class Engine:
         compile_s): width 1 is the decode step, a wider one an extend step (a speculative verifier's)."""
         import sys
 
-        import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
 
-        # Every engine compiles its own steps, and dynamo counts them all against one function: a process with
-        # several engines (a target and a draft per k in a benchmark) passes its default of 8 and falls back.
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        from slmkit.device import configure_compile
+
+        configure_compile()  # several engines per process (slmkit.device)
         # Freezing makes the weights constants (prepacked, folded): the switch behind fast CPU decode.
         options = {"freezing": True, "fx_graph_cache": True,
                    "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}  # quiet

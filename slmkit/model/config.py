@@ -176,10 +176,6 @@ class ModelConfig:
                 raise SlmError(f"model config: {name} must be > 0, got {value}")
         if not 0 < self.partial_rotary <= 1:
             raise SlmError(f"model config: partial_rotary must be in (0, 1], got {self.partial_rotary}")
-        for name in ("bos_token_id", "pad_token_id"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < self.vocab_size:
-                raise SlmError(f"model config: {name} {value} is outside the vocabulary (0-{self.vocab_size - 1})")
 
     # derived facts -------------------------------------------------------------------------------
 

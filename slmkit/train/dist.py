@@ -49,9 +49,6 @@ def setup(device: str | None, backend: str = "auto") -> DistContext:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-    else:  # processes on one machine share its cores
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
     return DistContext(rank, local_rank, world, dev, backend)

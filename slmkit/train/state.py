@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,10 @@ STATE_FILE = "trainer_state.pt"
 
 
 class Checkpoints:
+    # Called with (step, temp folder) once a checkpoint's files are written and before the folder moves into
+    # place; tests set it to stop a write midway (they kill the process then and check what survives).
+    write_hook: Callable[[int, Path], None] | None = None
+
     def __init__(self, out: Path, keep: int, ctx: dist.DistContext):
         self.out, self.keep, self.ctx = out, keep, ctx
         self.dir = out / "checkpoints"
@@ -57,9 +61,8 @@ class Checkpoints:
             def extra(tmp: Path) -> None:
                 torch.save(state, tmp / STATE_FILE)
                 (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
-                at, _, seconds = os.environ.get("SLMKIT_TEST_SAVE_DELAY", "").partition(":")
-                if at and int(at) == step:  # fault injection, STEP:SECONDS: lets a test kill a write midway
-                    time.sleep(float(seconds))
+                if Checkpoints.write_hook is not None:
+                    Checkpoints.write_hook(step, tmp)
 
             save(self._plain(model, weights), path, tokenizer, extra=extra)
             tmp = self.out / ".latest.tmp"
