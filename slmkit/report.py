@@ -33,6 +33,7 @@ class Row:
     backend: str
     precision: str
     groups: dict[str, float] = field(default_factory=dict)  # 0-shot group scores (fractions)
+    group_stderr: dict[str, float | None] = field(default_factory=dict)  # their standard errors (lm-eval's)
     tasks: dict[str, float] = field(default_factory=dict)  # 0-shot main metric per task
     icl_gain: float | None = None
     icl_shots: int | None = None
@@ -47,6 +48,7 @@ class Row:
     data_source: str | None = None  # where the eval data came from
 
     accuracy: float | None = None  # the mean of the groups every evaluated row has (set by merge)
+    accuracy_stderr: float | None = None  # its standard error (the groups' errors, independent)
 
     @property
     def decode_ms(self) -> float | None:
@@ -109,7 +111,9 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
         shots = sorted(int(s) for s in ev.get("results", {}))
         zero = str(shots[0]) if shots else None
         if zero is not None:
-            r.groups.update({g: v["score"] for g, v in ev.get("groups", {}).get(zero, {}).items() if g in GROUPS})
+            at_zero = ev.get("groups", {}).get(zero, {})
+            r.groups.update({g: v["score"] for g, v in at_zero.items() if g in GROUPS})
+            r.group_stderr.update({g: v.get("score_stderr") for g, v in at_zero.items() if g in GROUPS})
             for task, metrics in ev["results"][zero].items():
                 main = next((m for m in ("acc_norm", "acc", "exact_match", "mcc", "f1") if m in metrics), None)
                 if main:
@@ -148,7 +152,25 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
     for r in out:
         if r.groups and groups:
             r.accuracy = sum(r.groups[g] for g in groups) / len(groups)
+            ses = [r.group_stderr.get(g) for g in groups]
+            if all(se is not None for se in ses):
+                r.accuracy_stderr = sum(se * se for se in ses) ** 0.5 / len(groups)
     return out
+
+
+def _noise_floor(ax, values: Sequence[float], errors: Sequence[float]) -> None:
+    """Keep the accuracy axis from zooming in below the sampling noise: it spans at least four standard errors
+    (and 5 points) around the points, so differences inside the error bars look as small as they are."""
+    if not values:
+        return
+    lo = min(v - e for v, e in zip(values, errors))
+    hi = max(v + e for v, e in zip(values, errors))
+    need = max(4 * max(errors, default=0.0), 5.0)
+    if hi - lo < need:
+        mid = (hi + lo) / 2
+        lo, hi = mid - need / 2, mid + need / 2
+    pad = 0.08 * (hi - lo)
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
 
 
 def common_groups(rows: Sequence[Row]) -> list[str]:
@@ -204,7 +226,8 @@ def _scatter(rows: Sequence[Row], x_of, xlabel: str, title: str) -> bytes:
     backends = sorted({p[2].backend for p in pts})
     for i, b in enumerate(backends):
         sel = [p for p in pts if p[2].backend == b]
-        ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=40, color=COLORS[i % len(COLORS)], label=b, zorder=3)
+        ax.errorbar([p[0] for p in sel], [p[1] for p in sel], yerr=[100 * (p[2].accuracy_stderr or 0) for p in sel],
+                    fmt="o", markersize=6, capsize=3, color=COLORS[i % len(COLORS)], label=b, zorder=3)
     one_model = len({p[2].model for p in pts}) == 1
     for x, y, r in pts:
         label = f"{r.backend} {r.precision}" if one_model else f"{r.model} {r.precision}"
@@ -217,8 +240,9 @@ def _scatter(rows: Sequence[Row], x_of, xlabel: str, title: str) -> bytes:
                 linewidth=1, label="Pareto frontier", zorder=2)
     elif front:
         ax.scatter([front[0][0]], [front[0][1]], s=160, facecolors="none", edgecolors="#444", label="Pareto frontier")
+    _noise_floor(ax, [p[1] for p in pts], [100 * (p[2].accuracy_stderr or 0) for p in pts])
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (%, mean of groups, 0-shot)")
+    ax.set_ylabel("accuracy (%, mean of groups, 0-shot; bars: ±1 standard error)")
     if not (one_model and pts):
         ax.set_title(title)
     if pts:
@@ -226,13 +250,17 @@ def _scatter(rows: Sequence[Row], x_of, xlabel: str, title: str) -> bytes:
     return png(fig)
 
 
-def _bars(rows: Sequence[Row], value, ylabel: str, title: str) -> bytes:
+def _bars(rows: Sequence[Row], value, ylabel: str, title: str, error=None) -> bytes:
     from slmkit.plots import COLORS, figure, png
 
     fig, ax = figure()
-    sel = [(f"{r.model}\n{r.backend} {r.precision}", value(r), r.backend) for r in rows if value(r) is not None]
+    sel = [(f"{r.model}\n{r.backend} {r.precision}", value(r), r.backend, (error(r) if error else None) or 0.0)
+           for r in rows if value(r) is not None]
     backends = sorted({s[2] for s in sel})
-    ax.bar([s[0] for s in sel], [s[1] for s in sel], color=[COLORS[backends.index(s[2]) % len(COLORS)] for s in sel])
+    ax.bar([s[0] for s in sel], [s[1] for s in sel], color=[COLORS[backends.index(s[2]) % len(COLORS)] for s in sel],
+           yerr=[s[3] for s in sel] if error else None, capsize=3)
+    if error:
+        _noise_floor(ax, [s[1] for s in sel], [s[3] for s in sel])
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=7)
@@ -249,7 +277,8 @@ def plots(rows: Sequence[Row]) -> dict[str, bytes]:
         out["decode_speed.png"] = _bars(rows, lambda r: r.decode_tok_s, "tokens/s", "decode speed (batch 1)")
     if any(r.groups for r in rows):
         out["accuracy.png"] = _bars(rows, lambda r: None if r.accuracy is None else 100 * r.accuracy,
-                                    "accuracy (%)", "accuracy (mean of groups, 0-shot)")
+                                    "accuracy (%, ±1 standard error)", "accuracy (mean of groups, 0-shot)",
+                                    error=lambda r: 100 * (r.accuracy_stderr or 0))
     return out
 
 
@@ -260,16 +289,18 @@ COLUMNS = ["model", "backend", "precision", "commonsense", "problem solving", "m
 
 
 def _cells(r: Row) -> list[str]:
-    def pct(x):
-        return "" if x is None else f"{100 * x:.1f}"
+    def pct(x, se=None):
+        return "" if x is None else f"{100 * x:.1f}" + ("" if se is None else f" ± {100 * se:.1f}")
 
     def num(x, fmt="{:.1f}"):
         return "" if x is None else fmt.format(x)
 
     gain = "" if r.icl_gain is None else f"{100 * r.icl_gain:+.1f} ({r.icl_shots}-shot)"
     prefill = "" if r.prefill_tok_s is None else f"{r.prefill_tok_s:.1f} (pp{r.prefill_tokens})"
-    return [r.model, r.backend, r.precision, pct(r.groups.get("commonsense_reasoning")),
-            pct(r.groups.get("problem_solving")), pct(r.groups.get("math")), pct(r.accuracy), gain, prefill,
+    g, se = r.groups.get, r.group_stderr.get
+    return [r.model, r.backend, r.precision, pct(g("commonsense_reasoning"), se("commonsense_reasoning")),
+            pct(g("problem_solving"), se("problem_solving")), pct(g("math"), se("math")),
+            pct(r.accuracy, r.accuracy_stderr), gain, prefill,
             num(r.decode_tok_s), num(r.ttft_ms), num(r.peak_mb, "{:.0f}"), num(r.model_mb, "{:.0f}"),
             num(r.weights_mb, "{:.0f}")]
 
@@ -290,7 +321,10 @@ def _notes(rows: Sequence[Row], phones) -> list[str]:
     groups = common_groups(rows)
     if groups:
         notes.append("Accuracy: the mean of " + ", ".join(groups) + " (the groups every evaluated row has), at 0 "
-                     "shots; a group marked partial in the eval results has only some of its tasks.")
+                     "shots; a group marked partial in the eval results has only some of its tasks. ± is one "
+                     "standard error (lm-eval's, over documents; the groups' combined as independent): rows "
+                     "within a few standard errors of each other are not shown to differ, and the plots' "
+                     "accuracy axes never zoom in below four of them.")
     if any(r.peak_mb for r in rows):
         notes.append("Peak MB is the bench process's peak resident memory (for slmkit's int8/int4 it includes "
                      "loading the float weights before quantising); model MB is weights + KV cache + activations, "

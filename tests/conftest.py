@@ -100,7 +100,7 @@ def tiny_eval_dir(tmp_path_factory, default_tokenizer) -> str:
 
 
 def write_tiny_gguf(path: Path, model, qtype: str = "F32", arch: str = "llama", tokenizer_dir: Path | None = None,
-                    truncate: int | None = None) -> Path:
+                    truncate: int | None = None, block_count: int | None = None) -> Path:
     """Write a small llama-architecture GGUF from an slmkit model the way llama.cpp's converter lays it out
     (q/k rows permuted for interleaved rotary, separate q/k/v and gate/up), quantised to qtype."""
     import gguf
@@ -108,7 +108,7 @@ def write_tiny_gguf(path: Path, model, qtype: str = "F32", arch: str = "llama", 
 
     c = model.config
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.n_layer)
+    w.add_block_count(block_count or c.n_layer)  # block_count: a header that lies about the layers
     w.add_context_length(c.context_length)
     w.add_embedding_length(c.d_model)
     w.add_feed_forward_length(c.intermediate_size)

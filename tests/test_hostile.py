@@ -161,6 +161,17 @@ def test_layer_count_is_checked_against_the_weights(tiny_dir, tmp_path, capsys):
     assert time.perf_counter() - t0 < 10
 
 
+def test_gguf_block_count_is_checked_against_its_tensors(tmp_path, capsys):
+    from tests.conftest import write_tiny_gguf
+
+    model = slmkit.init_model(slmkit.from_name("SmolLM2-135M", **TINY), device="cpu", seed=0)
+    path = write_tiny_gguf(tmp_path / "lies.gguf", model, block_count=900)
+    t0 = time.perf_counter()
+    rc, err = run_cli(capsys, "convert", str(path), str(tmp_path / "out"))
+    assert_one_line(rc, err, "lies.gguf", "says 900 layers but the weights hold 2")
+    assert time.perf_counter() - t0 < 10
+
+
 def test_non_finite_weights_are_found_at_load(tiny_dir, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 

