@@ -25,6 +25,7 @@ def test_percentile_matches_numpy():
         assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
 
 
+@pytest.mark.slow
 def test_bench_runs_every_backend_and_writes_table_json_csv(tiny_eval_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SLMKIT_CACHE", str(tmp_path / "cache"))
     backends = "slmkit,transformers" + (",llamacpp" if HAS_LLAMACPP else "")

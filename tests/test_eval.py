@@ -175,6 +175,7 @@ def test_malformed_rows_are_skipped_or_fail_past_the_threshold(tmp_path, monkeyp
         load_task_data("gsm8k", "shared")
 
 
+@pytest.mark.slow
 @pytest.mark.llamacpp
 def test_llamacpp_backend_agrees_with_slmkit(default_gguf, tmp_path):
     """The default model's exact weights as an F32 GGUF through llama.cpp: log-likelihoods close to slmkit's

@@ -13,6 +13,8 @@ from slmkit.eval.harness import compare_gsm8k, compare_loglikelihood
 from slmkit.eval.lm import load_lm
 from slmkit.eval.tasks import resolve
 
+pytestmark = pytest.mark.slow  # lm-eval itself runs here: the CI's second step
+
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[test]')")
 if shared_data_dir() is None:
     pytest.skip("no evaluation data: set SLMKIT_DATA or put ../shared/data beside the checkout",

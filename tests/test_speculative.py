@@ -97,6 +97,7 @@ def _chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("sampling", [SamplingParams(temperature=1.0), SamplingParams(temperature=0.7, top_k=4)],
                          ids=["t1", "t0.7-top4"])
+@pytest.mark.slow
 def test_sampled_output_follows_the_targets_distribution(sampling):
     """4000 seeded 3-token samples with a very different draft fit the target's exact distribution over all
     216 continuations (p > 0.001), and the same samples reject the draft's distribution (p < 1e-6)."""

@@ -55,6 +55,7 @@ def test_the_minilm_plugin_learns_sst2(plugin):
 
 @needs_data
 @needs_minilm
+@pytest.mark.slow
 def test_local_and_served_llm_give_the_same_run(plugin, tiny_eval_dir):
     """The same SuperICL run through LocalLLM and through EndpointLLM against `slm serve` on the same model:
     identical greedy answers, item for item."""

@@ -26,6 +26,7 @@ def _cases(path):
     return [(t, [int(x) for x in o.split()]) for t, o in zip(texts, outs)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab", VOCABS)
 def test_llamacpp_tokenizer_cases(vocab):
     models = llamacpp_models_dir()

@@ -41,6 +41,7 @@ def tour(tiny_eval_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_tour_runs_every_step_and_writes_the_report(tour):
     for step in STEPS:
         assert (tour / step / "done.json").is_file(), step
@@ -68,6 +69,7 @@ def test_tour_runs_every_step_and_writes_the_report(tour):
     assert "Evaluation data:" in html and "speculative" in html
 
 
+@pytest.mark.slow
 def test_report_page_renders_in_headless_chromium(tour):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
@@ -81,6 +83,7 @@ def test_report_page_renders_in_headless_chromium(tour):
     assert "accuracy_vs_decode_latency" in dom and "accuracy_vs_memory" in dom
 
 
+@pytest.mark.slow
 def test_tour_resumes_and_reports_without_eval_data(tour, tmp_path, monkeypatch, capsys):
     for step in ("eval-fp32", "eval-math", "eval-int8", "eval-int4"):
         shutil.rmtree(tour / step, ignore_errors=True)
