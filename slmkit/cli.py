@@ -60,10 +60,9 @@ def cmd_quantize(model: str, out_dir: str, bits: int = 8, group: int | None = No
 
     from slmkit.checkpoint import load, load_config, save
     from slmkit.model.model import Transformer
+    from slmkit.outputs import claim_dir
     from slmkit.quant.quantize import QuantSpec, check, quantize
     from slmkit.quant.report import logit_error
-
-    from slmkit.outputs import claim_dir
 
     spec = QuantSpec(bits, group, not asym, head)
     claim_dir(out_dir, "model", overwrite, replaces=True)
