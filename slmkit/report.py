@@ -242,7 +242,7 @@ def _scatter(rows: Sequence[Row], x_of, xlabel: str, title: str) -> bytes:
         ax.scatter([front[0][0]], [front[0][1]], s=160, facecolors="none", edgecolors="#444", label="Pareto frontier")
     _noise_floor(ax, [p[1] for p in pts], [100 * (p[2].accuracy_stderr or 0) for p in pts])
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (%, mean of groups, 0-shot; bars: ±1 standard error)")
+    ax.set_ylabel("accuracy (%, 0-shot, ±1 s.e.)")
     if not (one_model and pts):
         ax.set_title(title)
     if pts:
