@@ -1,10 +1,28 @@
-"""slmkit: build, train, evaluate, measure, export and pair small language models."""
+"""slmkit: build, train, evaluate, measure, export and pair small language models.
 
-from slmkit.checkpoint import LoadedModel, init_model, load, save
+The names below load on first use (PEP 562), so `import slmkit.cli` (and `slm --help`) does not import torch.
+"""
+
 from slmkit.errors import SlmError
-from slmkit.model import ModelConfig, Transformer, from_name
-from slmkit.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 __all__ = ["LoadedModel", "ModelConfig", "SlmError", "Tokenizer", "Transformer", "from_name", "init_model", "load",
            "save"]
+
+_LAZY = {"LoadedModel": "slmkit.checkpoint", "init_model": "slmkit.checkpoint", "load": "slmkit.checkpoint",
+         "save": "slmkit.checkpoint", "ModelConfig": "slmkit.model", "Transformer": "slmkit.model",
+         "from_name": "slmkit.model", "Tokenizer": "slmkit.tokenizer"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'slmkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -22,3 +22,13 @@ def test_ci_runs_the_readme_commands():
     assert len(tests) == 2 and '-m "not slow"' in tests[0] and "-m slow" in tests[1]  # the fast set, the slow set
     for command in setup + main_job + tests:
         assert any(line.startswith(command) for line in ci), f"CI does not run the README's {command!r}"
+
+
+def test_the_cli_starts_without_torch():
+    """`slm --help` imports no heavy module (torch loads inside the verbs), so it answers in well under a second."""
+    import subprocess
+    import sys
+
+    code = "import sys, slmkit.cli; slmkit.cli._parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
