@@ -337,7 +337,7 @@ def save(model: Transformer | LoadedModel, out_dir: str | os.PathLike, tokenizer
     config = model.config
     out = Path(out_dir)
     hf_config = config_to_hf(config)
-    spec = getattr(model, "quant_spec", None)
+    spec = model.quant_spec
     if spec is not None:  # quantised layers have no transformers layout: slmkit's own names, read by load()
         hf_config["slmkit_quantization"] = spec.to_dict()
         state = {k: v for k, v in model.state_dict().items()

@@ -72,13 +72,13 @@ class SlmkitBackend(Backend):
 
         dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(self.precision, "float32")
         lm = slmkit.load(self.model_name, dtype=dtype, device=self.device)
-        stored = getattr(lm.model, "quant_spec", None)
+        stored = lm.model.quant_spec
         if stored is not None and self.precision not in ("int8", "int4"):
             raise SlmError(f"{self.model_name} is already quantised ({stored.label}); bench it as int{stored.bits}")
         if self.precision in ("int8", "int4") and stored is None:
             bits = 8 if self.precision == "int8" else 4
             quantize(lm.model, QuantSpec(bits, None if bits == 8 else self.group_size, self.symmetric, head=True))
-        spec = getattr(lm.model, "quant_spec", None)
+        spec = lm.model.quant_spec
         self.label = spec.label + ("+head" if spec.head else "") if spec else self.precision
         with torch.inference_mode():  # build the kernels' packed layouts now, not inside the first timed call
             for m in lm.model.modules():

@@ -30,6 +30,8 @@ from slmkit.model.model import Transformer
 class EFTModel(nn.Module):
     """log_softmax(log p_large + sum_i w_i (log p_tuned_i - log p_base_i)); see the module docstring."""
 
+    quant_spec = None  # its parts keep their own precision; the combination is never quantised as one
+
     def __init__(self, large: Transformer, pairs: Sequence[tuple[Transformer, Transformer, float]]):
         super().__init__()
         if not pairs:

@@ -202,7 +202,7 @@ class SlmkitLM(EvalLM):
 
     def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None):
         precision = str(model.tok_emb.weight.dtype).removeprefix("torch.")
-        spec = getattr(model, "quant_spec", None)
+        spec = model.quant_spec
         if spec is not None:  # the weights' precision: int8, int4-g32, ... (+head), computed in `precision`
             precision = spec.label + ("+head" if spec.head else "")
         super().__init__(tokenizer, max_length or model.config.context_length, name, precision)
@@ -221,7 +221,7 @@ class SlmkitLM(EvalLM):
             raise SlmError(f"--quant takes int8 or int4, got {quant!r}")
         loaded = load(path, dtype=dtype or "float32", device=device)
         if quant:
-            if getattr(loaded.model, "quant_spec", None) is not None:
+            if loaded.model.quant_spec is not None:
                 raise SlmError(f"{loaded.source} is already quantised; drop --quant")
             quantize(loaded.model, QuantSpec(8, None, head=True) if quant == "int8" else QuantSpec(4, 32, head=True))
         return cls(loaded.model, loaded.tokenizer, loaded.source, batch_size, max_length)

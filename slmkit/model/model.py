@@ -310,6 +310,8 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Token ids in, next-token logits out. Optional static KV cache via `setup_caches`."""
 
+    quant_spec = None  # the QuantSpec once slmkit.quant.quantize has swapped its linear layers; None: float
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         c = self.config = config
