@@ -331,3 +331,32 @@ def test_compiled_row_decode_equals_eager():
             a, b = eager.decode_rows(tokens, lengths, busy=3), compiled.decode_rows(tokens, lengths)
             assert (a - b).abs().max().item() <= 1e-4
             tokens, lengths = a.argmax(-1), lengths + 1
+
+
+def test_text_stream_is_the_one_state_machine(default_tokenizer):
+    """TextStream (used by stream_text, generate_text, the server and eval): the pieces add up to the full decode
+    cut at the first stop string; a stop id ends it with the held text; running out flushes what was held."""
+    from slmkit.engine.text import TextStream
+
+    tok = default_tokenizer
+    text = "Answer: 42 dollars, café ☕.\nQuestion: next one"
+    ids = tok.encode(text, add_special_tokens=False)
+    s = TextStream(tok, ["\nQuestion:"])
+    pieces = []
+    for t in ids:
+        pieces.append(s.push(t))
+        if s.done:
+            break
+    pieces.append(s.close())
+    assert "".join(pieces) == s.text == "Answer: 42 dollars, café ☕." and s.finish == "stop" and s.stopped_by_string
+    assert s.push(ids[0]) == "" and s.ids == s.text_ids  # ended: nothing more; no stop id among the ids
+
+    eos = tok.eos_id
+    s = TextStream(tok, ["never"], [eos])
+    got = "".join(s.push(t) for t in ids[:6]) + s.push(eos) + s.close()
+    assert got == tok.decode(ids[:6]) and s.finish == "stop" and not s.stopped_by_string and s.ids[-1] == eos
+    assert s.text_ids == ids[:6]
+
+    s = TextStream(tok, ["dollars!"])  # "dollars" could start the stop string: held back until the end
+    shown = "".join(s.push(t) for t in tok.encode("42 dollars", add_special_tokens=False))
+    assert not shown.endswith("dollars") and shown + s.close() == "42 dollars" and s.finish == "length"

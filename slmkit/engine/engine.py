@@ -64,6 +64,8 @@ class Engine:
     model's dtype).
     """
 
+    one_prompt_at_a_time = False  # stream() takes a batch of prompts (a SpeculativeEngine takes one)
+
     def __init__(self, model: Transformer, compile: bool = False, cache_dtype: torch.dtype | None = None,
                  compile_widths: Sequence[int] = (1,)):
         self.model = model.eval()

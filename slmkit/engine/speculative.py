@@ -72,6 +72,13 @@ class SpeculativeEngine:
     (k+1)-token verify step and the draft's decode step are compiled (static shapes).
     """
 
+    one_prompt_at_a_time = True  # stream() takes one prompt; generate() and stream_rows() loop over them
+
+    @staticmethod
+    def add_stats(total: GenerationStats, one: "SpeculativeStats") -> None:
+        """Add one prompt's stats to a total (several prompts, one after the other)."""
+        _add_stats(total, one)
+
     def __init__(self, target: Engine, draft: Engine, k: int = 4):
         if k < 1:
             raise SlmError(f"the draft length k must be >= 1, got {k}")

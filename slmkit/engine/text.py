@@ -72,6 +72,69 @@ class StopStringMatcher:
         return out
 
 
+class TextStream:
+    """One generated row as text: the state machine every caller shares (the CLI, the server, eval, generate_text).
+
+    `push(token)` returns the text safe to show now. A stop id ends the stream (it is not text); a stop string
+    ends it with the text before it; text that could still begin a stop string, or an incomplete UTF-8
+    character, is held back. `close()` returns what was held back when the generation ran out (or stopped at a
+    stop id), so the pieces add up to the full decode cut at the first stop. `finish` is "stop" or "length".
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stops: Sequence[str] = (), stop_ids: Sequence[int] = ()):
+        self.decoder = IncrementalDecoder(tokenizer)
+        self.matcher = StopStringMatcher(stops)
+        self.stop_ids = set(stop_ids)
+        self.ids: list[int] = []  # every token pushed, a final stop id included
+        self.pieces: list[str] = []
+        self.finish: str | None = None  # "stop" or "length" once the stream has ended
+        self.stopped_by_string = False
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    @property
+    def text_ids(self) -> list[int]:
+        """The ids that became text (no stop id)."""
+        return self.decoder.ids
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def push(self, token: int) -> str:
+        if self.done:
+            return ""
+        self.ids.append(token)
+        if token in self.stop_ids:
+            self.finish = "stop"
+            return self._held()
+        piece, hit = self.matcher.feed(self.decoder.push(token))
+        if hit:
+            self.finish, self.stopped_by_string = "stop", True
+        return self._keep(piece)
+
+    def close(self) -> str:
+        """The generation ended without a stop (or at a stop id already seen): the text held back."""
+        if self.finish is None:
+            self.finish = "length"
+            return self._held()
+        return ""
+
+    def _held(self) -> str:
+        piece, hit = self.matcher.feed(self.decoder.flush())
+        piece += "" if hit else self.matcher.flush()
+        if hit:
+            self.finish, self.stopped_by_string = "stop", True
+        return self._keep(piece)
+
+    def _keep(self, piece: str) -> str:
+        if piece:
+            self.pieces.append(piece)
+        return piece
+
+
 @dataclass
 class Completion:
     text: str
@@ -109,68 +172,58 @@ def stream_text(engine: Engine, tokenizer: Tokenizer, prompt_ids: list[int], max
 
     When `result` is a list, the finished Completion is appended to it. reuse_prefix: see Engine.prefill.
     """
-    stop_ids = stop_ids_for(tokenizer) if stop_ids is None else list(stop_ids)
-    decoder, matcher = IncrementalDecoder(tokenizer), StopStringMatcher(stop)
-    text: list[str] = []
-    ids: list[int] = []
-    finish = "length"
-    steps = engine.stream([prompt_ids], max_new_tokens, sampling, stop_ids, stats, reuse_prefix)
+    stream = TextStream(tokenizer, stop, stop_ids_for(tokenizer) if stop_ids is None else stop_ids)
+    steps = engine.stream([prompt_ids], max_new_tokens, sampling, sorted(stream.stop_ids), stats, reuse_prefix)
     try:
         for (token,) in steps:
-            ids.append(token)
-            if token in stop_ids:
-                finish = "stop"
-                break
-            piece, hit = matcher.feed(decoder.push(token))
+            piece = stream.push(token)
             if piece:
-                text.append(piece)
                 yield piece
-            if hit:
-                finish = "stop"
+            if stream.done:
                 break
     finally:
         steps.close()
-    if finish != "stop" or ids[-1] in stop_ids:  # text held back (a partial character, a possible stop string)
-        piece, hit = matcher.feed(decoder.flush())
-        piece += "" if hit else matcher.flush()
-        finish = "stop" if hit else finish
-        if piece:
-            text.append(piece)
-            yield piece
+    piece = stream.close()
+    if piece:
+        yield piece
     if result is not None:
-        result.append(Completion("".join(text), ids, finish))
-
-
-def _until_stop(tokenizer: Tokenizer, stop: Sequence[str]):
-    """A row predicate for Engine.generate: True once the row's text holds a stop string. It decodes only the
-    row's tail, long enough to hold the longest stop string (each token is at least one byte)."""
-    stop = [s for s in stop if s]
-    if not stop:
-        return None
-    tail = 4 * max(len(s.encode()) for s in stop) + 4
-
-    def until(row: list[int]) -> bool:
-        text = tokenizer.decode(row[-tail:], skip_special_tokens=True)  # as the final cut reads it
-        text = text.lstrip("\ufffd")  # the tail may start inside a character
-        return any(s in text for s in stop)
-
-    return until
+        result.append(Completion(stream.text, stream.ids, stream.finish))
 
 
 def generate_text(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
                   sampling: SamplingParams | None = None, stop: Sequence[str] = (),
                   stats: GenerationStats | None = None, add_special_tokens: bool = True) -> list[Completion]:
-    """Generate for a batch of text prompts (left-padded together); stop strings cut each row's text."""
+    """Generate for a batch of text prompts (left-padded together); each row is a TextStream, and the batch ends
+    once every row has hit a stop id or a stop string."""
     encoded = [encode_prompt(tokenizer, p, add_special_tokens) for p in prompts]
-    stop_ids = stop_ids_for(tokenizer)
-    rows = engine.generate(encoded, max_new_tokens, sampling, stop_ids, stats, _until_stop(tokenizer, stop))
-    out = []
-    for ids in rows:
-        finish = "stop" if ids and ids[-1] in stop_ids else "length"
-        body = ids[:-1] if finish == "stop" else ids
-        text = tokenizer.decode(body, skip_special_tokens=True)
-        cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-        if cuts:
-            text, finish = text[: min(cuts)], "stop"
-        out.append(Completion(text, ids, finish))
-    return out
+    rows = stream_rows(engine, tokenizer, encoded, max_new_tokens, sampling, stop, stats=stats)
+    return [Completion(r.text, r.ids, r.finish) for r in rows]
+
+
+def stream_rows(engine: Engine, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                sampling: SamplingParams | None = None, stop: Sequence[str] = (),
+                stop_ids: Sequence[int] | None = None, stats: GenerationStats | None = None) -> list[TextStream]:
+    """A batch of token-id prompts decoded together, one TextStream per row (ended and closed)."""
+    stop_ids = stop_ids_for(tokenizer) if stop_ids is None else list(stop_ids)
+    if len(prompts) > 1 and engine.one_prompt_at_a_time:  # a speculative engine: one prompt after the other
+        rows = []
+        for prompt in prompts:
+            one = type(stats)() if stats is not None else None
+            rows += stream_rows(engine, tokenizer, [prompt], max_new_tokens, sampling, stop, stop_ids, one)
+            if stats is not None:
+                engine.add_stats(stats, one)
+        return rows
+    rows = [TextStream(tokenizer, stop, stop_ids) for _ in prompts]
+    steps = engine.stream(prompts, max_new_tokens, sampling, sorted(set(stop_ids)), stats)
+    try:
+        for tokens in steps:
+            for row, token in zip(rows, tokens):
+                if token is not None:
+                    row.push(token)
+            if all(r.done for r in rows):
+                break
+    finally:
+        steps.close()
+    for r in rows:
+        r.close()
+    return rows

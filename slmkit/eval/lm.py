@@ -260,35 +260,18 @@ class SlmkitLM(EvalLM):
     def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
         from slmkit.engine import Engine
         from slmkit.engine.sampling import SamplingParams
-        from slmkit.engine.text import IncrementalDecoder, stop_ids_for
+        from slmkit.engine.text import stream_rows
 
         engine = Engine(self.model)
-        stop_ids = set(stop_ids_for(self.tokenizer))
         greedy = SamplingParams(temperature=0.0)
         out: list = [None] * len(prompts)
         order = _by_length(prompts, len)
         for s in range(0, len(order), self.batch_size):
             idx = order[s : s + self.batch_size]
-            decoders = [IncrementalDecoder(self.tokenizer) for _ in idx]
-            texts = [""] * len(idx)
-            live = [True] * len(idx)
-            steps = engine.stream([prompts[i] for i in idx], max_gen_toks, greedy, sorted(stop_ids))
-            try:
-                for tokens in steps:  # a row is finished at a stop id or once a stop string shows in its text
-                    for r, t in enumerate(tokens):
-                        if t is None or not live[r]:
-                            continue
-                        if t in stop_ids:
-                            live[r] = False
-                            continue
-                        texts[r] += decoders[r].push(t)
-                        live[r] = not any(u in texts[r] for u in until)
-                    if not any(live):
-                        break
-            finally:
-                steps.close()
+            # a row is finished at a stop id or once a stop string shows in its text; lm-eval cuts the text
+            rows = stream_rows(engine, self.tokenizer, [prompts[i] for i in idx], max_gen_toks, greedy, until)
             for r, i in enumerate(idx):
-                out[i] = self.tokenizer.decode(decoders[r].ids, skip_special_tokens=True)
+                out[i] = self.tokenizer.decode(rows[r].text_ids, skip_special_tokens=True)
             if on_done:
                 on_done(idx, [out[i] for i in idx])
         return out
@@ -421,18 +404,19 @@ class LlamaCppLM(EvalLM):
         self.llm.close()  # now, not in Llama.__del__ at interpreter exit (which fails noisily)
 
     def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
+        from slmkit.engine.text import TextStream
+
         out: list = [None] * len(prompts)
         for i, p in enumerate(prompts):
             self.llm.reset()
-            ids = []
+            stream = TextStream(self.tokenizer, until)
             for tok in self.llm.generate(p, temp=0.0, top_k=1, reset=True):
-                if tok == self.llm.token_eos() or len(ids) >= max_gen_toks:
+                if tok == self.llm.token_eos() or len(stream.ids) >= max_gen_toks:
                     break
-                ids.append(tok)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                if any(u and u in text for u in until):
+                stream.push(tok)
+                if stream.done:  # a stop string
                     break
-            out[i] = self.tokenizer.decode(ids, skip_special_tokens=True)
+            out[i] = self.tokenizer.decode(stream.text_ids, skip_special_tokens=True)
             if on_done:
                 on_done([i], [out[i]])
         return out

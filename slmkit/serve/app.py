@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from slmkit.engine.sampling import SamplingParams
-from slmkit.engine.text import IncrementalDecoder, StopStringMatcher, encode_prompt, stop_ids_for
+from slmkit.engine.text import TextStream, encode_prompt, stop_ids_for
 from slmkit.errors import SlmError
 from slmkit.serve.batcher import Batcher, Event, QueueFull
 from slmkit.serve.batcher import Request as GenRequest
@@ -159,8 +159,7 @@ class Generation:
     async def pieces(self) -> AsyncIterator[str]:
         """Text pieces until the request finishes; sets `finish`. Cancels the request if the consumer stops
         early or the client disconnects."""
-        tokenizer = self.server.tokenizer
-        decoder, matcher = IncrementalDecoder(tokenizer), StopStringMatcher(self.prepared.stops)
+        stream = TextStream(self.server.tokenizer, self.prepared.stops)  # stop ids end the row in the batcher
         checked = time.perf_counter()
         try:
             while True:
@@ -189,16 +188,15 @@ class Generation:
                     self.server.metrics.ttft.observe(self.request.first_token_s or 0.0)
                 if event.token in self.server.stop_ids:
                     continue  # the batcher finishes the row next; stop ids are not text
-                piece, hit = matcher.feed(decoder.push(event.token))
+                piece = stream.push(event.token)
                 if piece:
                     yield piece
-                if hit:
+                if stream.done:  # a stop string
                     self.finish, self.stop_hit = "stop", True
                     return
             if self.finish in ("length", "stop"):  # text held back: a partial character, a possible stop string
-                rest, hit = matcher.feed(decoder.flush())
-                rest += "" if hit else matcher.flush()
-                if hit:
+                rest = stream.close()
+                if stream.stopped_by_string:
                     self.finish, self.stop_hit = "stop", True
                 if rest:
                     yield rest
