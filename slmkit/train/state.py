@@ -103,7 +103,7 @@ class Checkpoints:
         """Copy the last checkpoint's weights, config and tokenizer (not the trainer state) to target."""
         latest = self.latest()
         if self.ctx.main and latest is not None:
-            from slmkit.paths import atomic_dir
+            from slmkit.outputs import atomic_dir
 
             with atomic_dir(target, "model") as tmp:
                 for f in latest.iterdir():
