@@ -22,6 +22,7 @@ DRAIN_BYTES = 64 << 20  # an over-limit body up to this size is read and dropped
 DRAIN_S = 2.0  # reads a clean answer (closing on unread data resets the connection); larger ones are cut at once
 KEEP_ALIVE_S = 5.0  # an idle connection (before its first request, or between requests) is closed after this
 MAX_HEADER_BYTES = 64 * 1024
+MAX_SHALLOW_BRACKETS = 200  # a body with fewer brackets cannot nest deeper than json can parse: not parsed twice
 
 
 def error_body(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
@@ -86,8 +87,9 @@ class Guard:
                 text = bytes(body).decode("utf-8")
             except UnicodeDecodeError as e:
                 return await send_error(send, 400, f"the request body is not valid UTF-8 (byte {e.start})")
-            try:
-                await asyncio.to_thread(json.loads, text)
+            try:  # nesting depth is at most the number of brackets: parse here only bodies that could be deep
+                if body.count(b"[") + body.count(b"{") > MAX_SHALLOW_BRACKETS:
+                    await asyncio.to_thread(json.loads, text)
             except RecursionError:
                 return await send_error(send, 400, "the request body is JSON nested too deeply to read")
             except ValueError:
