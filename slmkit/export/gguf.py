@@ -1,6 +1,8 @@
 """Write a slmkit model and its tokenizer as a GGUF file that llama.cpp runs: f32, f16, q8_0, q4_0 or q4_1.
 
-Families: llama, qwen2, phi (GGUF "phi2"), gemma and gpt2. Tensor names and layouts are the inverse of the
+Families: those whose record (model/families.py) has GGUF(export=True): llama, qwen2, phi (GGUF "phi2"), gemma
+and gpt2; the record's flags say how their tensors differ (q/k permutation, fused QKV, a tied head's copy). Tensor
+names and layouts are the inverse of the
 reader (slmkit/model/gguf.py), whose layouts are checked against llama.cpp's own converter. Before anything is
 written, the config that the reader (and llama.cpp) would build from the planned metadata is compared with
 the model's: a model that llama.cpp would run differently (say, a sliding window under "llama") is refused.
@@ -23,13 +25,11 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
+from slmkit.model.family import family, permute_qk
 from slmkit.model.gguf import finish_writer
 from slmkit.tokenizer.tokenizer import Tokenizer
 
 TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
-ARCH = {"llama": "llama", "qwen2": "qwen2", "phi": "phi2", "gemma": "gemma", "gpt2": "gpt2"}
-_RMS_ARCHS = ("llama", "qwen2", "gemma")
-_FUSED_QKV = ("phi2", "gpt2")  # architectures whose GGUF keeps q, k, v in one attn_qkv tensor
 _IGNORED_FIELDS = {"name", "hf_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra", "context_length"}
 
 
@@ -45,9 +45,13 @@ def _qtypes(out_type: str):
 
 def architecture(config: ModelConfig) -> str:
     """The GGUF architecture for a config, or an error naming the supported families."""
-    arch = ARCH.get(config.family)
-    if arch is None:
-        raise SlmError(f"GGUF export supports the families {', '.join(ARCH)}; this model is {config.family!r}")
+    from slmkit.model.families import FAMILIES
+
+    fam = FAMILIES.get(config.family)
+    if fam is None or fam.gguf is None or not fam.gguf.export:
+        names = [f.name for f in FAMILIES.values() if f.gguf and f.gguf.export]
+        raise SlmError(f"GGUF export supports the families {', '.join(names)}; this model is {config.family!r}")
+    arch = fam.gguf.arch
     if config.layer_repeat != 1:
         raise SlmError("GGUF has no shared-block layers; save the model (which expands them) and export that")
     if config.rope_scaling and config.rope_scaling.get("rope_type", config.rope_scaling.get("type")) != "linear":
@@ -63,7 +67,7 @@ def model_metadata(config: ModelConfig, arch: str) -> dict[str, Any]:
         "feed_forward_length": c.intermediate_size, "attention.head_count": c.n_head,
         "attention.head_count_kv": c.n_kv_head,
     }
-    if arch in _RMS_ARCHS:
+    if c.norm_type == "rmsnorm":
         meta["attention.layer_norm_rms_epsilon"] = float(c.norm_eps)
     else:
         meta["attention.layer_norm_epsilon"] = float(c.norm_eps)
@@ -83,15 +87,10 @@ def _split_qkv(w: torch.Tensor, c: ModelConfig) -> tuple[torch.Tensor, torch.Ten
     return w[:q], w[q : q + k], w[q + k :]
 
 
-def _permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
-    """llama.cpp's q/k row order for the llama architecture (half-split -> interleaved rotary pairs)."""
-    shape = w.shape
-    return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).transpose(1, 2).reshape(shape)
-
-
 def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig, arch: str) -> dict[str, torch.Tensor]:
     """slmkit's state dict renamed and split into GGUF tensors (float32, PyTorch (out, in) order)."""
     c = config
+    quirks = family(c.family).gguf
     out: dict[str, torch.Tensor] = {}
     top = {"tok_emb": "token_embd", "pos_emb": "position_embd", "norm": "output_norm", "lm_head": "output",
            "emb_norm": "token_embd_norm"}
@@ -101,9 +100,9 @@ def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig, arch: str)
     for key, w in state.items():
         w = w.detach().float().cpu()
         module, param = key.rsplit(".", 1)
-        if module == "lm_head" and c.tie_embeddings and arch != "gpt2":
+        if module == "lm_head" and c.tie_embeddings and not quirks.tied_copy:
             continue  # llama.cpp reuses token_embd (its gpt2 converter writes the copy, so we do too)
-        if arch == "gemma" and param == "weight" and module.endswith("norm"):
+        if c.norm_unit_offset and param == "weight" and module.endswith("norm"):
             w = w + 1.0  # llama.cpp stores Gemma's (1 + w)
         if not module.startswith("blocks."):
             out[f"{top[module]}.{param}"] = w
@@ -111,12 +110,12 @@ def gguf_tensors(state: dict[str, torch.Tensor], config: ModelConfig, arch: str)
         _, i, rest = module.split(".", 2)
         name = f"blk.{i}"
         if rest == "attn.wqkv":
-            if arch in _FUSED_QKV:
+            if quirks.fused_qkv:
                 out[f"{name}.attn_qkv.{param}"] = w
                 continue
             q, k, v = _split_qkv(w, c)
-            if arch == "llama":
-                q, k = _permute(q, c.n_head), _permute(k, c.n_kv_head)
+            if quirks.permute_qk:
+                q, k = permute_qk(q, c.n_head), permute_qk(k, c.n_kv_head)
             out.update({f"{name}.attn_q.{param}": q, f"{name}.attn_k.{param}": k, f"{name}.attn_v.{param}": v})
         elif rest == "mlp.w_up":
             if c.mlp_type == "gated":
@@ -148,8 +147,9 @@ def check_round_trip(config: ModelConfig, arch: str, meta: dict[str, Any], tenso
 
     planned = config_from_gguf(_Planned(arch, meta, tensors))  # type: ignore[arg-type]
     want, got = asdict(config), asdict(planned)
+    tied_copy = family(config.family).gguf.tied_copy  # the written head copy reads back as untied
     differ = [f"{k}={want[k]!r} (GGUF {arch} gives {got[k]!r})" for k in want
-              if k not in _IGNORED_FIELDS and want[k] != got[k] and not (k == "tie_embeddings" and arch == "gpt2")]
+              if k not in _IGNORED_FIELDS and want[k] != got[k] and not (k == "tie_embeddings" and tied_copy)]
     if differ:
         raise SlmError(f"this model cannot be exported as GGUF {arch!r} without changing it: {'; '.join(differ)}")
 

@@ -1,9 +1,9 @@
 """Read GGUF files (llama.cpp's format): metadata -> ModelConfig, tensors dequantised with the `gguf`
-package -> slmkit's state dict. Architectures: llama, qwen2, phi2, phi3, gemma, gemma2, gemma3, gpt2, gptneox."""
+package -> slmkit's state dict. The architectures are the family records' GGUF sides (model/families.py: llama,
+qwen2, phi2, phi3, gemma, gemma2, gemma3, gpt2, gptneox); export/gguf.py writes with the same records."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,10 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
+from slmkit.model.family import by_gguf_arch, family, gguf_archs, permute_qk
 
 SUPPORTED_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
                           "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "phi2", "phi3", "gemma", "gemma2", "gemma3", "gpt2", "gptneox")
 
 
 class GGUFFile:
@@ -62,9 +62,10 @@ def config_from_gguf(g: GGUFFile) -> ModelConfig:
     """A ModelConfig from GGUF metadata (and tensor presence for biases and tied heads)."""
     arch = g.architecture
     where = str(g.path)
-    if arch not in SUPPORTED_ARCHITECTURES:
+    fam = by_gguf_arch(arch)
+    if fam is None:
         raise SlmError(f"{where}: GGUF architecture {arch!r} is not supported "
-                       f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+                       f"(supported: {', '.join(gguf_archs())})")
     need = lambda k: _need(g, k)  # noqa: E731
     d_model, n_head = need("embedding_length"), need("attention.head_count")
     n_kv = g.get("attention.head_count_kv", n_head)
@@ -94,28 +95,9 @@ def config_from_gguf(g: GGUFFile) -> ModelConfig:
         raise SlmError(f"{where}: rope scaling {scaling!r} is not supported (supported: linear)")
     if has("rope_freqs.weight"):
         raise SlmError(f"{where}: per-frequency rope factors (rope_freqs, Llama 3.1+) are not supported yet")
-    if arch in ("llama", "qwen2"):
-        fields.update(family=arch)
-    elif arch == "phi3":
-        fields.update(family="phi3", sliding_window=g.get("attention.sliding_window") or None)
-    elif arch in ("gemma", "gemma2", "gemma3"):
-        fields.update(family={"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3_text"}[arch],
-                      activation="gelu_tanh", norm_unit_offset=True, embed_scale=math.sqrt(d_model))
-        if arch != "gemma":
-            fields.update(post_norms=True, sliding_window=g.get("attention.sliding_window"),
-                          attn_softcap=g.get("attn_logit_softcapping"), final_softcap=g.get("final_logit_softcapping"),
-                          sliding_pattern=2 if arch == "gemma2" else 6, attn_scale=head_dim**-0.5)
-        if arch == "gemma3":
-            fields.update(qk_norm=True, rope_local_theta=float(g.get("rope.freq_base_swa", 10000.0)))
-    elif arch == "phi2":
-        fields.update(family="phi", mlp_type="plain", activation="gelu_tanh", norm_type="layernorm", norm_bias=True,
-                      parallel_residual=True, shared_parallel_norm=True)
-    elif arch == "gpt2":
-        fields.update(family="gpt2", pos_type="learned", mlp_type="plain", activation="gelu_tanh",
-                      norm_type="layernorm", norm_bias=True)
-    elif arch == "gptneox":
-        fields.update(family="gpt_neox", mlp_type="plain", activation="gelu", norm_type="layernorm", norm_bias=True,
-                      parallel_residual=bool(g.get("use_parallel_residual", True)))
+    fields["family"] = fam.name
+    if fam.gguf.fields is not None:  # what the metadata does not say: the family record's fields
+        fields.update(fam.gguf.fields(g, fields))
     return ModelConfig(**fields)
 
 
@@ -160,15 +142,9 @@ def dequantize(g: GGUFFile, name: str) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
-def _unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Undo llama.cpp's q/k row permutation (interleaved -> half-split rotary layout)."""
-    shape = w.shape
-    return w.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:]).transpose(1, 2).reshape(shape)
-
-
 def state_dict_from_gguf(g: GGUFFile, c: ModelConfig, progress: bool = False) -> dict[str, torch.Tensor]:
     """Dequantise every tensor and rename it to slmkit's layout."""
-    arch = g.architecture
+    quirks = family(c.family).gguf
     parts: dict[str, dict[str, torch.Tensor]] = {}
     out: dict[str, torch.Tensor] = {}
     names = list(g.tensors)
@@ -180,7 +156,7 @@ def state_dict_from_gguf(g: GGUFFile, c: ModelConfig, progress: bool = False) ->
         if name == "rope_freqs.weight":
             continue
         w = dequantize(g, name)
-        if arch.startswith("gemma") and name.endswith("norm.weight"):
+        if c.norm_unit_offset and name.endswith("norm.weight"):
             w = w - 1.0  # llama.cpp stores Gemma's (1 + w)
         m = _NAME.match(name)
         if m is None:
@@ -190,11 +166,11 @@ def state_dict_from_gguf(g: GGUFFile, c: ModelConfig, progress: bool = False) ->
             out[f"{_TOP[top]}.{param}"] = w
             continue
         i, kind, param = m.groups()
-        if arch == "llama" and kind in ("attn_q", "attn_k"):
-            w = _unpermute(w, c.n_head if kind == "attn_q" else c.n_kv_head)
+        if quirks.permute_qk and kind in ("attn_q", "attn_k"):
+            w = permute_qk(w, c.n_head if kind == "attn_q" else c.n_kv_head, inverse=True)
         if kind in ("attn_q", "attn_k", "attn_v"):
             parts.setdefault(f"blocks.{i}.attn.wqkv.{param}", {})[kind] = w
-        elif kind in ("ffn_gate", "ffn_up") and c.mlp_type == "gated" and arch != "phi3":
+        elif kind in ("ffn_gate", "ffn_up") and c.mlp_type == "gated" and not quirks.fused_up:
             parts.setdefault(f"blocks.{i}.mlp.w_up.{param}", {})[kind] = w
         elif kind == "ffn_up":
             out[f"blocks.{i}.mlp.w_up.{param}"] = w

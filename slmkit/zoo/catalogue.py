@@ -25,7 +25,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from slmkit.errors import SlmError
 
@@ -248,7 +248,7 @@ class Runner:
 
 def runner(model: ZooModel) -> Runner:
     """What in slmkit runs a catalogue model: its preset, the hub id for a supported family, or why none."""
-    from slmkit.model.hf import SUPPORTED_MODEL_TYPES
+    from slmkit.model.family import model_types
     from slmkit.model.presets import PRESETS
 
     for name, spec in PRESETS.items():
@@ -258,7 +258,7 @@ def runner(model: ZooModel) -> Runner:
         return Runner(None, False, "a 7B baseline row, not an SLM")
     if model.name in MODEL_NOTES:
         return Runner(None, *MODEL_NOTES[model.name])
-    if model.family in SUPPORTED_MODEL_TYPES:
+    if model.family in model_types():
         return Runner(None, True, f"no preset yet; the {model.family} family loads from the hub: -m {model.name}")
     return Runner(None, False, WHY_NOT.get(model.family, f"the {model.family} architecture is not implemented"))
 
@@ -290,3 +290,18 @@ def parse_params(text: str) -> float:
     if value is None or not re.fullmatch(r"\s*[\d.]+\s*[KMBT]?\s*", text, re.I):
         raise SlmError(f"not a parameter count: {text!r} (write e.g. 500M or 1.5B)")
     return value
+
+
+def _fmt_params(n: float) -> str:
+    return f"{n / 1e9:.2g}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def markdown(models: Sequence[ZooModel]) -> str:
+    """The models as a markdown table, with what in slmkit runs each."""
+    lines = ["| model | params | released | attention | family | layers | hidden | vocab | slmkit |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        r = runner(m)
+        lines.append(f"| {m.name} | {_fmt_params(m.params)} | {m.released or ''} | {m.attention or ''} | {m.family} | "
+                     f"{m.layers or ''} | {m.hidden or ''} | {m.vocab or ''} | {r.note} |")
+    return "\n".join(lines)
