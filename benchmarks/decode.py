@@ -150,7 +150,7 @@ def worker_llamacpp(a, prompts: dict) -> dict:
     import llama_cpp
     import numpy as np
 
-    from slmkit.bench.backends import gguf_file_type
+    from slmkit.runtime.files import gguf_file_type
     from slmkit.model.gguf import GGUFFile
 
     path = {"llamacpp-f32": a.gguf_f32, "llamacpp-f16": a.gguf_f16}.get(a.worker, a.gguf)

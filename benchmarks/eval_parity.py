@@ -34,7 +34,7 @@ def main() -> None:
     model_dir = CACHE / "smollm2-135m-instruct-hf"
     if not model_dir.is_dir():
         subprocess.run([sys.executable, "-m", "slmkit.cli", "convert", "default", str(model_dir)], check=True)
-    lm = load_lm(str(model_dir), "slmkit", "float32", "cpu", 8)
+    lm = load_lm(str(model_dir), "slmkit", "fp32", "cpu", 8)
     print("| task | shots | items | identical prompts | max abs loglikelihood diff | docs whose acc/acc_norm differ |")
     print("|---|---|---|---|---|---|")
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """slm eval vs lm-evaluation-harness (HF backend) on the same model and documents, in one run: items/s and
 whether every score agrees. Default: SmolLM2-135M-Instruct (the embedded GGUF, dequantised to an fp32
 checkpoint folder both read), 500 hellaswag items, 0 shots; lm-eval at batch sizes 1 (its default) and 8,
-slm eval at batch 8 in float32 and bfloat16. Speed-ups are against lm-eval at the same batch size (8).
+slm eval at batch 8 in fp32 and bf16. Speed-ups are against lm-eval at the same batch size (8).
 
     python benchmarks/eval_speed.py [--task hellaswag] [--limit 500] [--shots 0] [--ref-batch-sizes 1,8]
 """
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--shots", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--ref-batch-sizes", default="1,8", help="lm-eval batch sizes to time (comma-separated)")
-    p.add_argument("--dtypes", default="float32,bfloat16", help="slm eval precisions to time")
+    p.add_argument("--dtypes", default="fp32,bf16", help="slm eval precisions to time")
     a = p.parse_args()
     import torch
 
@@ -45,7 +45,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ref = run_reference(str(model_dir), tasks, a.shots, a.limit, CACHE / "lm-eval-tasks", bs)[a.task]
         metrics = {m: [s[m] for s in ref] for m in ("acc", "acc_norm") if m in ref[0]}
-        rows.append((f"lm-eval {__import__('lm_eval').__version__} (HF)", "float32", bs,
+        rows.append((f"lm-eval {__import__('lm_eval').__version__} (HF)", "fp32", bs,
                      time.perf_counter() - t0, metrics, [[r[0][0] for r in s["resps"]] for s in ref]))
     for dtype in [x for x in a.dtypes.split(",") if x]:
         t0 = time.perf_counter()

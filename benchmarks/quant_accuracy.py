@@ -42,7 +42,7 @@ def model_for(variant: str) -> str:
         if not (path / "config.json").is_file():
             subprocess.run(["slm", "quantize", "default", "-o", str(path), *QUANTIZE[variant]], check=True)
         return str(path)
-    from slmkit.bench.backends import llamacpp_file
+    from slmkit.runtime.files import llamacpp_file
 
     return str(llamacpp_file("default", variant.removeprefix("llamacpp-")))
 

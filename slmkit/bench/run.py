@@ -7,31 +7,21 @@ p50/p90/p99_ms, load_s, compile_s, memory measured and predicted).
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import io
 import json
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from slmkit.bench.backends import LLAMACPP_TYPES, PRECISIONS, TRANSFORMERS_DTYPES
+from slmkit.bench.backends import FLOAT_PRECISIONS, LLAMACPP_TYPES
+from slmkit.bench.results import BenchRun
 from slmkit.errors import SlmError
-
-BACKENDS = ("slmkit", "transformers", "llamacpp")
+from slmkit.runtime import BACKENDS, PRECISIONS
 TEXT = ("The lighthouse keeper wrote in his log every evening, noting the wind, the colour of the water and the "
         "ships that passed the point. Over forty years the entries grew shorter, but he never missed a day. When "
         "the light was finally automated, the harbour office asked him to hand the books over to the archive, "
         "and the young clerk who received them spent a whole winter reading them from the first page to the last. ")
-CSV_FIELDS = ["model_filename", "backend", "precision", "type", "n_threads", "test", "n_prompt", "n_gen", "n_depth",
-              "avg_ts", "stddev_ts", "avg_ns", "stddev_ns", "ttft_ms", "p50_ms", "p90_ms", "p99_ms", "load_s",
-              "compile_s", "peak_rss_mb", "peak_cuda_mb", "weights_mb", "kv_cache_mb", "activations_mb",
-              "pred_ms", "pred_weights_mb", "pred_kv_cache_mb", "pred_activations_mb"]
-
-
 @dataclass
 class BenchSpec:
     model: str = "default"
@@ -83,7 +73,7 @@ def plan(spec: BenchSpec) -> tuple[list[dict], list[str]]:
                 continue
             kinds = LLAMACPP_TYPES[p] if backend == "llamacpp" else [p]
             for kind in kinds:
-                if backend == "transformers" and kind not in TRANSFORMERS_DTYPES:
+                if backend == "transformers" and kind not in FLOAT_PRECISIONS:
                     skipped.append(f"transformers {kind}: weight-only quantisation is slmkit's and llama.cpp's")
                     continue
                 if (backend, kind) not in done:
@@ -135,8 +125,8 @@ def run_worker(spec: BenchSpec, run: dict, ids: list[int], device: str, echo=pri
     return json.loads(lines[-1])
 
 
-def bench(spec: BenchSpec, echo=print) -> dict:
-    """Run every planned worker; returns {'rows': [...], 'skipped': [...], 'errors': [...], 'machine': ...}."""
+def bench(spec: BenchSpec, echo=print) -> BenchRun:
+    """Run every planned worker: a BenchRun with a row per test, the runs skipped and failed, and provenance."""
     import torch
 
     from slmkit.bench.costmodel import load_calibration, predict
@@ -160,11 +150,13 @@ def bench(spec: BenchSpec, echo=print) -> dict:
         if cal is not None and run["backend"] == "slmkit" and run["precision"] in cal.matvec:
             pred = predict(config, cal, run["precision"], spec.prompts, spec.depths, result["memory"]["kv_tokens"])
         rows += _rows(spec, run, result, pred)
-    return dict(model=spec.model, source=source, config_name=config.name, rows=rows, skipped=skipped, errors=errors,
-                prompt_source=id_source, calibrated=cal is not None,
-                machine=dict(machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(),
-                             threads=spec.threads, torch=torch.__version__, device=device,
-                             gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None))
+    from slmkit.results import machine, versions
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    where = {**machine(spec.threads, device), "gpu": gpu}
+    return BenchRun(model=spec.model, source=str(source), config_name=config.name, rows=rows, skipped=skipped,
+                    errors=errors, prompt_source=id_source, calibrated=cal is not None, compiled=spec.compile,
+                    repeats=spec.repeats, warmup=spec.warmup, machine=where, versions=versions())
 
 
 def _rows(spec: BenchSpec, run: dict, result: dict, pred) -> list[dict]:
@@ -185,79 +177,4 @@ def _rows(spec: BenchSpec, run: dict, result: dict, pred) -> list[dict]:
             row.update(pred_ms=ms * 1e3 if ms is not None else None, pred_weights_mb=pred.weights_mb,
                        pred_kv_cache_mb=pred.kv_cache_mb, pred_activations_mb=pred.activations_mb)
         out.append(row)
-    return out
-
-
-# --- output ---------------------------------------------------------------------------------------------------
-
-
-def table(result: dict) -> str:
-    """Markdown: one row per backend x precision with every test's tok/s, then the memory breakdown."""
-    rows = result["rows"]
-    tests = list(dict.fromkeys(r["test"] for r in rows))
-    runs = list(dict.fromkeys((r["backend"], r["precision"]) for r in rows))
-    by = {(r["backend"], r["precision"], r["test"]): r for r in rows}
-    head = ["backend", "precision", "load s"] + [f"{t} tok/s" for t in tests]
-    first_pp = next((t for t in tests if t.startswith("pp")), None)
-    first_tg = next((t for t in tests if t.startswith("tg")), None)
-    head += ([f"TTFT {first_pp[2:]} ms"] if first_pp else []) + (["p50/p90/p99 ms"] if first_tg else [])
-    head += ["peak RSS MB" if result["machine"]["device"] == "cpu" else "peak GPU MB"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for backend, precision in runs:
-        any_row = next(r for r in rows if (r["backend"], r["precision"]) == (backend, precision))
-        cells = [backend, any_row["type"], f"{any_row['load_s']:.1f}" + (
-            f" (+{any_row['compile_s']:.0f} compile)" if any_row.get("compile_s") else "")]
-        for t in tests:
-            r = by.get((backend, precision, t))
-            cells.append("-" if r is None else f"{r['avg_ts']:.1f} ± {r['stddev_ts']:.1f}")
-        if first_pp:
-            r = by.get((backend, precision, first_pp))
-            cells.append("-" if r is None else f"{r['ttft_ms']:.0f}")
-        if first_tg:
-            r = by.get((backend, precision, first_tg))
-            cells.append("-" if r is None else f"{r['p50_ms']:.1f}/{r['p90_ms']:.1f}/{r['p99_ms']:.1f}")
-        peak = any_row["peak_cuda_mb"] if result["machine"]["device"] != "cpu" else any_row["peak_rss_mb"]
-        cells.append(f"{peak:.0f}" if peak is not None else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Memory (MB): measured, and predicted by the cost model for slmkit (after slm bench --calibrate)", "",
-              "| backend | precision | weights | KV cache (tokens) | activations (largest prefill) | peak RSS |",
-              "|---|---|---|---|---|---|"]
-    for backend, precision in runs:
-        r = next(x for x in rows if (x["backend"], x["precision"]) == (backend, precision))
-
-        def both(key):
-            pred = r.get(f"pred_{key}")
-            return f"{r[key]:.1f}" + (f" (pred {pred:.1f})" if pred is not None else "")
-
-        lines.append(f"| {backend} | {r['type']} | {both('weights_mb')} | {both('kv_cache_mb')} | "
-                     f"{both('activations_mb')} | {r['peak_rss_mb']:.0f} |")
-    if any(r.get("pred_ms") is not None for r in rows):
-        lines += ["", "Latency predicted by the cost model (slmkit eager) against measured:", "",
-                  "| precision | test | measured ms | predicted ms | predicted / measured |", "|---|---|---|---|---|"]
-        for r in rows:
-            if r.get("pred_ms") is not None:
-                measured = r["avg_ns"] / 1e6 / (r["n_gen"] or 1)
-                lines.append(f"| {r['type']} | {r['test']} | {measured:.2f} | {r['pred_ms']:.2f} | "
-                             f"{r['pred_ms'] / measured:.2f} |")
-    return "\n".join(lines)
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
-    return buf.getvalue()
-
-
-def write_outputs(result: dict, out_dir: str | Path) -> Path:
-    """bench.json, bench.csv and bench.md in out_dir, each written to a temporary name and renamed."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("bench.json", json.dumps(result, indent=1)), ("bench.csv", to_csv(result["rows"])),
-                       ("bench.md", table(result) + "\n")):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
     return out

@@ -124,7 +124,7 @@ def load_eft(large: str, pairs: Sequence[tuple[str, str, float]], dtype: str | N
     """A LoadedModel whose model is EFTModel(large, pairs), with the large model's tokenizer; every component's
     tokenizer must map tokens to the same ids (one clear line otherwise)."""
     from slmkit.checkpoint import LoadedModel, load
-    from slmkit.eval.lm import file_fingerprint
+    from slmkit.runtime.files import fingerprint
 
     loaded: dict[str, object] = {}
 
@@ -144,7 +144,18 @@ def load_eft(large: str, pairs: Sequence[tuple[str, str, float]], dtype: str | N
 
     def tag(name: str) -> str:
         source = get(name).source
-        return f"{name}@{file_fingerprint(source)}" if os.path.exists(source) else name
+        return f"{name}@{fingerprint(source)}" if os.path.exists(source) else name
 
     terms = " ".join(f"+{w:g}*({tag(t)} - {tag(b)})" for t, b, w in pairs)
     return LoadedModel(model, base_lm.tokenizer, f"eft({tag(large)} {terms})")
+
+
+def load_model(model: str, eft: Sequence[Sequence[str]] | None = None, dtype: str | None = None,
+               device: str | None = None, progress: bool = False):
+    """`model` loaded with its tokenizer; with --eft pairs (TUNED BASE [WEIGHT] each), the EFT combination."""
+    from slmkit.checkpoint import load
+
+    pairs = parse_pairs(eft)
+    if pairs:
+        return load_eft(model, pairs, dtype=dtype, device=device, progress=progress)
+    return load(model, dtype=dtype, device=device, progress=progress)

@@ -16,11 +16,13 @@ programs, each runs in the sandbox and its answer is read, and a verifier picks 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from slmkit.combine.sandbox import Isolation, SandboxLimits, resolve_isolation, run_programs
@@ -222,6 +224,29 @@ class RerankReport:
     failures: dict[str, int]  # sandbox outcomes of the candidates without an answer, by kind
     seconds: float = 0.0
     isolation: str | None = None  # how the programs were held: "bwrap" or "none" (unisolated); None: not run here
+
+    def markdown(self) -> str:
+        pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
+        return ("| problems | N | first sample | majority vote | verifier-best | oracle pass@N | candidates that "
+                "ran |\n|---|---|---|---|---|---|---|\n"
+                f"| {self.problems} | {self.n} | {pct(self.first)} | {pct(self.majority)} | "
+                f"{pct(self.verifier_best)} | {pct(self.oracle)} | {pct(self.ran)} |")
+
+    def held_by(self) -> str:
+        return {"bwrap": "namespaces, as nobody", "none": "UNISOLATED (Python layers only)"}.get(self.isolation, "-")
+
+    def write(self, out: str | Path, problems: Sequence[Problem]) -> list[Path]:
+        """rerank.json (this report) and rerank-candidates.jsonl (every candidate with its problem), atomically."""
+        import json
+
+        from slmkit.paths import write_atomic
+
+        out = Path(out)
+        write_atomic(out / "rerank.json", json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        write_atomic(out / "rerank-candidates.jsonl", "".join(
+            json.dumps({"question": p.question, "gold": p.gold, **dataclasses.asdict(c)}) + "\n"
+            for p in problems for c in p.candidates))
+        return [out / "rerank.json", out / "rerank-candidates.jsonl"]
 
 
 def _kind(error: str) -> str:

@@ -34,7 +34,8 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -282,6 +283,32 @@ class SuperICLResult:
     override_accuracy: float | None = None  # of those, the share that were right
     records: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+
+    HEAD: ClassVar[str] = ("| task | items | shots | plug-in alone | ICL alone | SuperICL | overrides (right) | "
+                           "invalid ICL/SuperICL | failed calls |\n|---|---|---|---|---|---|---|---|---|")
+
+    def row(self) -> str:
+        """This task's row of the markdown table under HEAD."""
+        acc = {k: f"{100 * v:.1f}" for k, v in self.accuracy.items()}
+        right = f"{100 * self.override_accuracy:.0f}%" if self.override_accuracy is not None else "-"
+        return (f"| {self.task} | {self.items} | {self.shots} | {acc['plugin']} | {acc['icl']} | {acc['supericl']} | "
+                f"{self.overrides} ({right}) | {self.invalid['icl']}/{self.invalid['supericl']} | "
+                f"{sum(self.failed.values())} |")
+
+
+def write_supericl(results: Sequence[tuple["ClassificationTask", SuperICLResult]], out: str | Path) -> list[Path]:
+    """supericl.json (a summary per task, with its data source) and supericl-records.jsonl (every item), atomically."""
+    import dataclasses
+
+    from slmkit.paths import write_atomic
+
+    out = Path(out)
+    summary = [{**{k: v for k, v in dataclasses.asdict(r).items() if k != "records"}, "data": t.source}
+               for t, r in results]
+    write_atomic(out / "supericl.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "supericl-records.jsonl",
+                 "".join(json.dumps({"task": r.task, **rec}) + "\n" for _, r in results for rec in r.records))
+    return [out / "supericl.json", out / "supericl-records.jsonl"]
 
 
 def run_supericl(task: ClassificationTask, plugin: EncoderPlugin, llm, train: list[dict], test: list[dict],

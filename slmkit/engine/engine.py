@@ -49,6 +49,19 @@ class GenerationStats:
         """Time to first token: the prefill forward plus the first sample."""
         return self.prefill_s
 
+    def parts(self) -> list[str]:
+        reused = f" (+{self.reused_tokens} cached)" if self.reused_tokens else ""
+        out = [f"prefill {self.prompt_tokens} tok{reused} {self.prefill_tok_s:.1f} tok/s "
+               f"(TTFT {self.ttft_s * 1e3:.0f} ms)",
+               f"decode {self.new_tokens} tok {self.decode_tok_s:.1f} tok/s"]
+        if self.compile_s is not None:
+            out.append(f"compile {self.compile_s:.1f} s")
+        return out
+
+    def line(self) -> str:
+        """One line for people: prefill and decode tokens/s, TTFT, compile time."""
+        return " | ".join(self.parts())
+
 
 def _compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "max-autotune-no-cudagraphs"

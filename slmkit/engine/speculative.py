@@ -52,6 +52,13 @@ class SpeculativeStats(GenerationStats):
     def decode_tok_s(self) -> float:
         return (self.new_tokens - 1) / self.decode_s if self.decode_s else 0.0  # the first came from the prefill
 
+    def parts(self) -> list[str]:
+        out = super().parts()
+        if self.cycles:
+            out.insert(2, f"draft accepted {self.accepted}/{self.drafted} ({100 * self.acceptance_rate:.0f}%), "
+                          f"{self.tokens_per_cycle:.2f} tok per target forward")
+        return out
+
 
 def check_vocabularies(target_vocab: int, draft_vocab: int, target_tokens: dict | None = None,
                        draft_tokens: dict | None = None) -> None:

@@ -17,7 +17,9 @@ from slmkit.eval import metrics as M
 from slmkit.eval.cache import RequestCache
 from slmkit.eval.data import Splits, load_task_data
 from slmkit.eval.lm import EvalLM
+from slmkit.eval.results import EvalRun
 from slmkit.eval.tasks import MMLU_GROUPS, SURVEY_GROUPS, Task
+from slmkit.results import machine, versions
 
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
 
@@ -251,9 +253,9 @@ def main_value(entry: dict) -> float:
 
 def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limit: int | None = None,
              source: str = "auto", cache: RequestCache | None = None, progress: bool = True,
-             log_samples: bool = False) -> dict:
+             log_samples: bool = False) -> EvalRun:
     """Every task at every shot count (None: each task's default, 5 for gsm8k, else 0): metrics with standard
-    errors, groups, the ICL gain (k-shot minus 0-shot), data provenance and timings."""
+    errors, groups, the ICL gain (k-shot minus 0-shot), data provenance, timings, seeds, versions and machine."""
     out: dict = {"results": {}, "groups": {}, "data": {}, "timings": {}, "samples": {}}
     counts = shots if shots is not None else sorted({t.default_shots for t in tasks})
     for k in counts:
@@ -291,9 +293,9 @@ def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limi
             cur = {**{t: main_value_task(v, t, tasks) for t, v in out["results"][str(k)].items()},
                    **{g: main_value(v) for g, v in out["groups"][str(k)].items()}}
             out["icl_gain"][str(k)] = {n: cur[n] - base[n] for n in cur if n in base}
-    if not log_samples:
-        out.pop("samples")
-    return out
+    return EvalRun(model=lm.name, backend=lm.backend, precision=lm.precision, shots=shots, limit=limit,
+                   batch_size=getattr(lm, "batch_size", None), seeds={"fewshot": FEWSHOT_SEED}, versions=versions(),
+                   machine=machine(), **out)
 
 
 def main_value_task(entry: dict, name: str, tasks: list[Task]) -> float:

@@ -28,7 +28,8 @@ class SlmkitHarnessLM(_HarnessLM):
     """lm-eval's LM interface over slmkit.eval.lm backends."""
 
     def __init__(self, pretrained: str = "default", dtype: str = "float32", batch_size: int | str = 8,
-                 device: str | None = None, backend: str = "slmkit", max_length: int | None = None, **_):
+                 device: str | None = None, backend: str = "slmkit", max_length: int | None = None,
+                 precision: str | None = None, **_):
         super().__init__()
         from slmkit.eval.lm import load_lm
 
@@ -37,7 +38,10 @@ class SlmkitHarnessLM(_HarnessLM):
         bs = 8 if str(batch_size).startswith("auto") else int(batch_size)
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             device = None  # lm-eval's CLI asks for cuda by default; use what is there
-        self.lm = load_lm(pretrained, backend, dtype, device, bs, int(max_length) if max_length else None)
+        from slmkit.runtime.precision import FLOAT_DTYPES
+
+        precision = precision or FLOAT_DTYPES.get(dtype, dtype)  # dtype=float32 as lm-eval's HF model takes it
+        self.lm = load_lm(pretrained, backend, precision, device, bs, int(max_length) if max_length else None)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return self.lm.loglikelihood([r.args for r in requests])

@@ -15,9 +15,6 @@ callback that the evaluator uses to cache finished requests and drive its progre
 from __future__ import annotations
 
 import abc
-import hashlib
-import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -33,17 +30,6 @@ def _split_stops(text: str, until: Sequence[str]) -> str:
         if term:
             text = text.split(term)[0]
     return text
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """A cheap identity for a model file or folder: names, sizes and modification times."""
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
-    return h.hexdigest()[:16]
 
 
 class EvalLM(abc.ABC):
@@ -201,34 +187,24 @@ class SlmkitLM(EvalLM):
     backend = "slmkit"
 
     def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None):
-        precision = str(model.tok_emb.weight.dtype).removeprefix("torch.")
-        spec = model.quant_spec
-        if spec is not None:  # the weights' precision: int8, int4-g32, ... (+head), computed in `precision`
-            precision = spec.label + ("+head" if spec.head else "")
-        super().__init__(tokenizer, max_length or model.config.context_length, name, precision)
-        self.model, self.batch_size = model.eval(), batch_size
-        self._fingerprint = f"slmkit:{precision}:{file_fingerprint(name) if Path(name).exists() else name}"
+        from slmkit.runtime import SlmkitRuntime
+
+        self.runtime = SlmkitRuntime(model, tokenizer, name)
+        super().__init__(tokenizer, max_length or self.runtime.context_length, name, self.runtime.precision)
+        self.model, self.batch_size = self.runtime.model, batch_size
 
     @classmethod
-    def load(cls, path: str, dtype: str | None = None, device: str | None = None, batch_size: int = 8,
-             max_length: int | None = None, quant: str | None = None) -> "SlmkitLM":
-        """quant: int8 or int4 quantises the linear layers and the head after loading, as `slm bench` does
-        (int8 per channel; int4 symmetric in groups of 32, like llama.cpp's q4_0)."""
-        from slmkit.checkpoint import load
-        from slmkit.quant.quantize import QuantSpec, quantize
+    def load(cls, path: str, precision: str = "fp32", device: str | None = None, batch_size: int = 8,
+             max_length: int | None = None) -> "SlmkitLM":
+        """`path` at a named precision (runtime.precision): int8/int4 quantise after loading, as `slm bench` does."""
+        from slmkit.runtime import SlmkitRuntime
 
-        if quant not in (None, "int8", "int4"):
-            raise SlmError(f"--quant takes int8 or int4, got {quant!r}")
-        loaded = load(path, dtype=dtype or "float32", device=device)
-        if quant:
-            if loaded.model.quant_spec is not None:
-                raise SlmError(f"{loaded.source} is already quantised; drop --quant")
-            quantize(loaded.model, QuantSpec(8, None, head=True) if quant == "int8" else QuantSpec(4, 32, head=True))
-        return cls(loaded.model, loaded.tokenizer, loaded.source, batch_size, max_length)
+        rt = SlmkitRuntime.load(path, precision, device)
+        return cls(rt.model, rt.tokenizer, rt.source, batch_size, max_length)
 
     @property
     def fingerprint(self) -> str:
-        return self._fingerprint
+        return self.runtime.fingerprint
 
     def score_tokens(self, requests, on_done=None):
         from slmkit.eval.scorer import Group, batches, score_groups
@@ -286,24 +262,14 @@ class TransformersLM(EvalLM):
 
     backend = "transformers"
 
-    def __init__(self, path: str, dtype: str = "float32", batch_size: int = 8, device: str = "cpu"):
-        try:
-            from transformers import AutoModelForCausalLM
-        except ImportError as e:
-            raise SlmError("the transformers backend needs transformers (pip install transformers)") from e
-        if not Path(path).is_dir():
-            raise SlmError(f"{path}: the transformers backend takes a checkpoint folder (slm convert makes one)")
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-        cfg = self.model.config
-        n = next((getattr(cfg, a) for a in ("n_positions", "max_position_embeddings", "n_ctx")
-                  if getattr(cfg, a, None)), 2048)
-        super().__init__(Tokenizer.from_dir(path), n, path, dtype)
-        self.batch_size, self.device = batch_size, device
-        self._fingerprint = f"transformers:{dtype}:{file_fingerprint(path)}"
+    def __init__(self, runtime, batch_size: int = 8):
+        self.runtime, self.model, self.device = runtime, runtime.model, runtime.device
+        super().__init__(runtime.tokenizer, runtime.context_length, runtime.source, runtime.precision)
+        self.batch_size = batch_size
 
     @property
     def fingerprint(self) -> str:
-        return self._fingerprint
+        return self.runtime.fingerprint
 
     @torch.inference_mode()
     def score_tokens(self, requests, on_done=None):
@@ -355,27 +321,13 @@ class LlamaCppLM(EvalLM):
 
     backend = "llamacpp"
 
-    def __init__(self, path: str, n_ctx: int | None = None, threads: int | None = None):
-        try:
-            from llama_cpp import Llama
-        except ImportError as e:
-            raise SlmError("the llamacpp backend needs llama-cpp-python (pip install llama-cpp-python)") from e
-        from slmkit.model.gguf import GGUFFile, config_from_gguf
-        from slmkit.tokenizer.gguf_vocab import tokenizer_from_gguf
-
-        if not str(path).lower().endswith(".gguf"):
-            raise SlmError(f"{path}: the llamacpp backend takes a .gguf file")
-        g = GGUFFile(Path(path))
-        n = n_ctx or min(config_from_gguf(g).context_length, 4096)
-        ftype = g.meta.get("general.file_type")
-        self.llm = Llama(model_path=str(path), n_ctx=n, logits_all=True, verbose=False, n_threads=threads,
-                         n_batch=512)
-        super().__init__(tokenizer_from_gguf(g.meta, str(path)), n, str(path), _gguf_type(ftype))
-        self._fingerprint = f"llamacpp:{self.precision}:{file_fingerprint(path)}:{n}"
+    def __init__(self, runtime):
+        self.runtime, self.llm = runtime, runtime.llm
+        super().__init__(runtime.tokenizer, runtime.context_length, runtime.source, runtime.precision)
 
     @property
     def fingerprint(self) -> str:
-        return self._fingerprint
+        return self.runtime.fingerprint
 
     def score_tokens(self, requests, on_done=None):
         import numpy as np
@@ -401,7 +353,7 @@ class LlamaCppLM(EvalLM):
         return out
 
     def close(self) -> None:
-        self.llm.close()  # now, not in Llama.__del__ at interpreter exit (which fails noisily)
+        self.runtime.close()  # now, not in Llama.__del__ at interpreter exit (which fails noisily)
 
     def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
         from slmkit.engine.text import TextStream
@@ -422,27 +374,16 @@ class LlamaCppLM(EvalLM):
         return out
 
 
-def _gguf_type(file_type) -> str:
-    """'gguf-q4_1' and the like, from general.file_type (llama.cpp's LlamaFileType)."""
-    from gguf import LlamaFileType
+def load_lm(model: str, backend: str = "slmkit", precision: str = "fp32", device: str | None = None,
+            batch_size: int = 8, max_length: int | None = None) -> EvalLM:
+    """An evaluation LM for a model path/name on one of the runtimes at a named precision (llama.cpp: a GGUF file
+    runs as it is; any other model at the file type that stands beside the precision)."""
+    from slmkit.runtime import load_runtime
 
-    try:
-        return "gguf-" + LlamaFileType(int(file_type)).name.lower().split("_", 1)[1]  # MOSTLY_Q4_1 -> q4_1
-    except (TypeError, ValueError):
-        return "gguf"
-
-
-def load_lm(model: str, backend: str = "slmkit", dtype: str | None = None, device: str | None = None,
-            batch_size: int = 8, max_length: int | None = None, quant: str | None = None) -> EvalLM:
-    """An evaluation LM for a model path/name on one of the backends (quant: slmkit only)."""
-    if quant and backend != "slmkit":
-        raise SlmError(f"--quant runs on the slmkit backend; {backend} evaluates the file as it is")
     if backend == "slmkit":
-        return SlmkitLM.load(model, dtype, device, batch_size, max_length, quant)
+        return SlmkitLM.load(model, precision, device, batch_size, max_length)
     if backend == "transformers":
-        return TransformersLM(model, dtype or "float32", batch_size, device or "cpu")
+        return TransformersLM(load_runtime(model, "transformers", precision, device), batch_size)
     if backend == "llamacpp":
-        from slmkit.checkpoint import resolve
-
-        return LlamaCppLM(str(resolve(model)), max_length)
+        return LlamaCppLM(load_runtime(model, "llamacpp", precision, n_ctx=max_length, logits_all=True))
     raise SlmError(f"unknown backend {backend!r}; use slmkit, transformers or llamacpp")

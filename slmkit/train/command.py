@@ -35,4 +35,4 @@ def run(a: argparse.Namespace, distill: bool = False) -> None:
     if distill and recipe.distill is None:
         raise SlmError(f"{a.recipe}: has no distill section; add one (see recipes/distill-smollm2.yaml) or pass "
                        f"--teacher MODEL")
-    train(recipe, resume=a.resume, progress=not a.quiet, stop_at=a.stop_at, overwrite=getattr(a, "overwrite", False))
+    train(recipe, resume=a.resume, progress=not a.quiet, stop_at=a.stop_at, overwrite=a.overwrite)

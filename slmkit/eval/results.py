@@ -1,12 +1,60 @@
-"""The results as a markdown table (tasks and groups by shot count, with the ICL gain) and an atomic JSON file."""
+"""An evaluation's typed result (EvalRun: metrics, groups, ICL gain, data sources, timings and provenance) and its
+markdown table (tasks and groups by shot count, with the ICL gain); results.json is EvalRun.to_json()."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from slmkit.eval.tasks import TASKS
 from slmkit.paths import write_atomic
+from slmkit.results import Result
+
+
+@dataclass
+class EvalRun(Result):
+    """One model x backend x precision on a set of tasks at one or more shot counts.
+
+    results[shots][task] holds the metrics with their standard errors (lm-eval's names); groups[shots][group] the
+    survey's groups; icl_gain[shots][name] the gain over 0 shots; data[task] where each task's documents came
+    from; seeds, versions and machine what the figures depend on."""
+
+    kind: ClassVar[str] = "eval"
+    filename: ClassVar[str] = "results.json"
+
+    model: str
+    backend: str
+    precision: str
+    results: dict[str, dict[str, dict[str, Any]]]
+    groups: dict[str, dict[str, dict[str, Any]]]
+    data: dict[str, dict[str, Any]]
+    timings: dict[str, dict[str, Any]]
+    icl_gain: dict[str, dict[str, float]] = field(default_factory=dict)
+    shots: list[int] | None = None
+    limit: int | None = None
+    batch_size: int | None = None
+    seeds: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    load_s: float | None = None
+    total_s: float | None = None
+    samples: dict[str, Any] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        return markdown(self)
+
+    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """results.json and results.md in out_dir, each written atomically."""
+        out = Path(out_dir)
+        js, md = out / self.filename, out / "results.md"
+        write_atomic(js, self.dumps())
+        write_atomic(md, self.markdown())
+        return js, md
+
+    def summary(self) -> dict[str, Any]:
+        """to_json() without the per-request samples."""
+        return {k: v for k, v in self.to_json().items() if k != "samples"}
 
 
 def _fmt(value, se=None, pct=True) -> str:
@@ -22,7 +70,8 @@ def _task_cell(entry: dict, metric: str) -> str:
     return _fmt(entry.get(metric), entry.get(metric + "_stderr"), pct)
 
 
-def markdown(results: dict) -> str:
+def markdown(run: EvalRun) -> str:
+    results = {"results": run.results, "groups": run.groups, "icl_gain": run.icl_gain}
     shots = list(results["results"])
     head = ["task", "metric", *[f"{k}-shot" for k in shots], *[f"gain {k}" for k in results.get("icl_gain", {})]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -52,11 +101,3 @@ def markdown(results: dict) -> str:
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
-
-
-def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    out = Path(out_dir)
-    js, md = out / "results.json", out / "results.md"
-    write_atomic(js, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    write_atomic(md, markdown(results))
-    return js, md

@@ -1,0 +1,74 @@
+"""`evaluate_model`: the whole evaluation job a library caller or `slm eval` runs. Load a model on a runtime at a
+named precision (or the EFT combination), open the resumable request cache, evaluate the tasks, and return the
+EvalRun with its provenance and timings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from slmkit.errors import SlmError
+from slmkit.eval.results import EvalRun
+
+
+def check_shots(shots: Sequence[int] | None) -> list[int] | None:
+    if shots is None:
+        return None
+    shots = list(shots)
+    if not shots or min(shots) < 0 or len(set(shots)) != len(shots):
+        raise SlmError("shots: give distinct non-negative counts, like 0,1,5")
+    return shots
+
+
+def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None = None, limit: int | None = None,
+                   backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
+                   data: str = "auto", cache: str | Path | None | bool = True, progress: bool = True,
+                   log_samples: bool = False, eft: Sequence[Sequence[str]] | None = None) -> EvalRun:
+    """Evaluate `model` on tasks or groups (lm-eval's names) at each shot count (None: each task's own).
+
+    cache: True for the default request cache ($SLMKIT_CACHE/eval-cache.sqlite), a path for another, False or None
+    for none. eft: TUNED BASE [WEIGHT] pairs evaluate the EFT combination (slmkit backend, float precisions)."""
+    from slmkit.eval.cache import RequestCache
+    from slmkit.eval.evaluator import evaluate
+    from slmkit.eval.lm import SlmkitLM, load_lm
+    from slmkit.eval.tasks import resolve
+    from slmkit.runtime.precision import precision as lookup
+
+    names = [t.strip() for t in tasks if t.strip()]
+    if not names:
+        raise SlmError("no tasks given; name one or more tasks or groups, e.g. hellaswag,arc_easy or a group such "
+                       "as mmlu")
+    resolved = resolve(names)
+    shots = check_shots(shots)
+    if limit is not None and limit < 1:
+        raise SlmError(f"the limit must be >= 1, got {limit}")
+    if batch_size < 1:
+        raise SlmError(f"the batch size must be >= 1, got {batch_size}")
+    p = lookup(precision)
+    t0 = time.perf_counter()
+    if eft:
+        if backend != "slmkit" or p.quantised:
+            raise SlmError("--eft runs on the slmkit backend at a float precision; drop --backend and the int "
+                           "precision")
+        from slmkit.combine.eft import load_model
+
+        loaded = load_model(model, eft, p.dtype, device)
+        lm = SlmkitLM(loaded.model, loaded.tokenizer, loaded.source, batch_size)
+    else:
+        lm = load_lm(model, backend, precision, device, batch_size)
+    load_s = time.perf_counter() - t0
+    store = None
+    if cache:
+        from slmkit.paths import cache_dir
+
+        store = RequestCache(Path(cache) if not isinstance(cache, bool) else cache_dir("eval-cache.sqlite"),
+                             lm.fingerprint)
+    try:
+        run = evaluate(lm, resolved, shots, limit, data, store, progress=progress, log_samples=log_samples)
+    finally:
+        lm.close()
+        if store:
+            store.close()
+    run.load_s, run.total_s = round(load_s, 2), round(time.perf_counter() - t0, 2)
+    return run
