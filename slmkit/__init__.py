@@ -6,12 +6,13 @@ The names below load on first use (PEP 562), so `import slmkit.cli` (and `slm --
 from slmkit.errors import SlmError
 
 __version__ = "0.1.0"
-__all__ = ["LoadedModel", "ModelConfig", "SlmError", "Tokenizer", "Transformer", "from_name", "init_model", "load",
-           "save"]
+__all__ = ["LoadedModel", "ModelConfig", "SlmError", "Tokenizer", "Transformer", "evaluate_model", "from_name",
+           "init_model", "load", "load_result", "load_runtime", "save"]
 
 _LAZY = {"LoadedModel": "slmkit.checkpoint", "init_model": "slmkit.checkpoint", "load": "slmkit.checkpoint",
          "save": "slmkit.checkpoint", "ModelConfig": "slmkit.model", "Transformer": "slmkit.model",
-         "from_name": "slmkit.model", "Tokenizer": "slmkit.tokenizer"}
+         "from_name": "slmkit.model", "Tokenizer": "slmkit.tokenizer", "evaluate_model": "slmkit.eval.job",
+         "load_result": "slmkit.results", "load_runtime": "slmkit.runtime"}
 
 
 def __getattr__(name: str):

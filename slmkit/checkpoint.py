@@ -100,7 +100,7 @@ def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.
     path = resolve(name_or_path)
     dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else default_device()
-    spec = _quant_spec(path) if path.is_dir() else None
+    spec = stored_quant_spec(path) if path.is_dir() else None
     if path.is_file() and path.suffix.lower() == ".gguf":
         config, state, tokenizer = _read_gguf(path, progress, dtype, device)
     elif spec is not None:
@@ -259,7 +259,7 @@ def _read_hf_dir(path: Path, dtype: torch.dtype, device: torch.device):
     return config, state, tokenizer
 
 
-def _quant_spec(path: Path):
+def stored_quant_spec(path: Path):
     """The QuantSpec of a quantised slmkit checkpoint folder, or None."""
     cfg = path / "config.json"
     if not cfg.is_file():

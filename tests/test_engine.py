@@ -360,3 +360,29 @@ def test_text_stream_is_the_one_state_machine(default_tokenizer):
     s = TextStream(tok, ["dollars!"])  # "dollars" could start the stop string: held back until the end
     shown = "".join(s.push(t) for t in tok.encode("42 dollars", add_special_tokens=False))
     assert not shown.endswith("dollars") and shown + s.close() == "42 dollars" and s.finish == "length"
+
+
+def test_models_honour_the_contract_and_engines_own_their_caches():
+    """Transformer and EFTModel are LanguageModels; the model keeps no cache, so two engines on one model
+    interleave without disturbing each other (each gives what it gives alone)."""
+    from slmkit.combine.eft import EFTModel
+    from slmkit.model.contract import LanguageModel
+
+    case = next(iter(CASES))
+    model, other = _model(case), _model(case, seed=1)
+    assert isinstance(model, LanguageModel) and isinstance(EFTModel(model, [(other, model, 1.0)]), LanguageModel)
+    assert not hasattr(model, "caches")
+    greedy = SamplingParams(temperature=0)
+    a, b = _prompts(model.config.vocab_size, (6, 9))
+    alone = [Engine(model).generate([p], 8, greedy)[0] for p in (a, b)]
+    first, second = Engine(model), Engine(model)
+    first.setup_caches(1, 32)
+    second.setup_caches(1, 32)
+    ta, tb = first.prefill([a]).argmax(-1), second.prefill([b]).argmax(-1)
+    out_a, out_b = [int(ta)], [int(tb)]
+    for _ in range(7):  # the steps interleave on one model
+        ta, tb = first.decode(ta).argmax(-1), second.decode(tb).argmax(-1)
+        out_a.append(int(ta))
+        out_b.append(int(tb))
+    assert [out_a, out_b] == alone
+    assert first.caches is not second.caches and first.caches[0].k.data_ptr() != second.caches[0].k.data_ptr()

@@ -99,3 +99,20 @@ def test_sharded_safetensors_round_trip(tmp_path):
     ids = torch.randint(0, cfg.vocab_size, (2, 7))
     with torch.no_grad():
         assert torch.equal(model(ids), again(ids))
+
+
+def test_every_family_is_one_record_with_its_parity_case():
+    """The registry is the only place a family is named: each record reads its own model_type (and aliases), its
+    GGUF arch maps back to it, and each has a case in the parity table above."""
+    from slmkit.model.config import ModelConfig
+    from slmkit.model.families import FAMILIES
+    from slmkit.model.family import by_gguf_arch, by_model_type, gguf_archs
+
+    covered = {ModelConfig.from_name(preset).family for preset, _ in CASES.values()}
+    assert covered == set(FAMILIES), set(FAMILIES) ^ covered
+    for name, f in FAMILIES.items():
+        assert by_model_type(name) is f and all(by_model_type(t) is f for t in f.model_types)
+        if f.gguf is not None:
+            assert by_gguf_arch(f.gguf.arch) is f
+    assert set(gguf_archs(export=True)) == {"llama", "qwen2", "phi2", "gemma", "gpt2"}
+    assert by_model_type("mamba") is None and by_gguf_arch("mamba") is None

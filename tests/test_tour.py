@@ -5,7 +5,6 @@ wiring and one-line errors."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import subprocess
 

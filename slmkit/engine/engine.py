@@ -1,6 +1,7 @@
 """The generation engine: token ids in, token ids out. Knows nothing of tokenizers or text.
 
-A static, preallocated KV cache (`setup_caches(batch, max_len)`); prefill and one-token decode as separate
+A static, preallocated KV cache that the engine owns (`setup_caches(batch, max_len)` asks the model for it and every
+call passes it); prefill and one-token decode as separate
 steps; left-padded batches of prompts of different lengths; the decode step optionally compiled once with
 torch.compile on static shapes (gpt-fast's recipe, plus inductor freezing, which is what makes CPU decode fast).
 
@@ -11,7 +12,7 @@ the same slot. A token in slot s of row b has position s - pad[b]; padding keys 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -82,8 +83,8 @@ class Engine:
     def __init__(self, model: Transformer, compile: bool = False, cache_dtype: torch.dtype | None = None,
                  compile_widths: Sequence[int] = (1,)):
         self.model = model.eval()
-        self.device = model.tok_emb.weight.device
-        weight_dtype = model.tok_emb.weight.dtype
+        self.device = model.device
+        weight_dtype = model.dtype
         self.cache_dtype = cache_dtype or (torch.float32 if self.device.type == "cpu" else weight_dtype)
         self.vocab_size = model.config.vocab_size
         self.compile = compile
@@ -107,8 +108,7 @@ class Engine:
             self.length, self.cached_ids = 0, []
             return
         self.batch, self.max_len, self.length, self.cached_ids = batch, max_len, 0, []
-        self.model.setup_caches(batch, max_len, self.cache_dtype)
-        self._caches, self.model.caches = self.model.caches, None  # the engine owns them; attached per call
+        self.caches = self.model.new_caches(batch, max_len, self.cache_dtype)  # the engine's, passed to each call
         dev = self.device
         self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=dev)  # (B, S)
         self.pad = torch.zeros(batch, dtype=torch.long, device=dev)  # (B,)
@@ -124,15 +124,6 @@ class Engine:
         """Shape of the decode step's slot input: one slot for all rows (rows move in lockstep)."""
         return (1,)
 
-    @contextmanager
-    def _attached(self):
-        """Attach this engine's caches to the model for one call, so the model stays cache-free for others."""
-        self.model.caches = self._caches
-        try:
-            yield
-        finally:
-            self.model.caches = None
-
     def _stance(self):
         """While decoding with the compiled step, check only the guards that tell its compiled graphs apart
         (the full guard set costs ~0.7 ms a step on a 30-layer model; the step's shapes are static)."""
@@ -143,12 +134,12 @@ class Engine:
     def _forward_step(self, tokens: torch.Tensor, positions: torch.Tensor, slot: torch.Tensor,
                       key_valid: torch.Tensor) -> torch.Tensor:
         """One decode step: tokens (B, 1) at `slot` → logits (B, vocab)."""
-        return self.model(tokens, positions, key_valid, slot)[:, -1]
+        return self.model(tokens, positions, key_valid, slot, caches=self.caches)[:, -1]
 
     def _forward_block(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                        key_valid: torch.Tensor) -> torch.Tensor:
         """Several tokens per row (B, m) at slots (m,) → logits at every position (B, m, vocab)."""
-        return self.model(tokens, positions, key_valid, slots)
+        return self.model(tokens, positions, key_valid, slots, caches=self.caches)
 
     def _block_buffers(self, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Static input buffers (tokens, positions, slots) of an extend step of `width` tokens."""
@@ -185,7 +176,7 @@ class Engine:
                     tokens, positions, slots = self._block_buffers(width)
                     slots.copy_(torch.arange(self.max_len - width, self.max_len))
                     args = (tokens, positions, slots, self.key_valid)
-                with torch.inference_mode(), inductor_config.patch(options), self._attached():
+                with torch.inference_mode(), inductor_config.patch(options):
                     # Warm up with inference tensors, as the loop makes them (else a guard fails and it recompiles).
                     for _ in range(2):
                         step(*args)
@@ -229,8 +220,8 @@ class Engine:
             self.key_valid.copy_(torch.arange(self.max_len, device=self.device)[None, :] >= self.pad[:, None])
         slots = torch.arange(start, T, device=self.device)
         positions = (slots[None, :] - self.pad[:, None]).clamp(min=0)
-        with self._attached():
-            logits = self.model(idx, positions, self.key_valid, slots, last_only=True, kv_len=T)[:, -1]
+        logits = self.model(idx, positions, self.key_valid, slots, last_only=True, kv_len=T,
+                            caches=self.caches)[:, -1]
         self.length = T
         self.cached_ids = list(prompts[0]) if B == 1 else []
         self.reused = start
@@ -243,7 +234,7 @@ class Engine:
         self._tokens.copy_(tokens.view(-1, 1))
         self._slot.fill_(self.length)
         self._positions.view(-1).copy_(self.pad).neg_().add_(self.length)
-        with self._attached(), self._stance():
+        with self._stance():
             logits = self._step(self._tokens, self._positions, self._slot, self.key_valid)
         self.length += 1
         if self.batch == 1:
@@ -263,14 +254,13 @@ class Engine:
         if step is None:  # eager: attend only to the slots filled so far
             slots = torch.arange(self.length, self.length + m, device=self.device)
             positions = slots[None, :] - self.pad[:, None]
-            with self._attached():
-                logits = self.model(tokens, positions, self.key_valid, slots, kv_len=self.length + m)
+            logits = self.model(tokens, positions, self.key_valid, slots, kv_len=self.length + m, caches=self.caches)
         else:
             tok_buf, pos_buf, slot_buf = self._block_buffers(m)
             tok_buf.copy_(tokens)
             torch.arange(self.length, self.length + m, out=slot_buf)
             pos_buf.copy_(slot_buf[None, :] - self.pad[:, None])
-            with self._attached(), self._stance():
+            with self._stance():
                 logits = step(tok_buf, pos_buf, slot_buf, self.key_valid)
         self.length += m
         if self.batch == 1:

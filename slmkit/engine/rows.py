@@ -14,13 +14,18 @@ few rows.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Sequence
 
 import torch
 
 from slmkit.engine.engine import Engine
 from slmkit.errors import SlmError
+from slmkit.model.model import KVCache
+
+
+def _rows_of(caches, rows: slice) -> list:
+    """The same (possibly nested: an EFT model's parts) caches over rows `rows`."""
+    return [c.rows(rows) if isinstance(c, KVCache) else _rows_of(c, rows) for c in caches]
 
 
 class RowEngine(Engine):
@@ -29,17 +34,9 @@ class RowEngine(Engine):
     def _slot_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, 1)  # one slot per row
 
-    @contextmanager
-    def _rows(self, rows: slice):
-        """Point every layer's cache at rows `rows` only (views: writes land in the full cache)."""
-        full = [(c.k, c.v) for c in self._caches]
-        for cache, (k, v) in zip(self._caches, full):
-            cache.k, cache.v = k[rows], v[rows]
-        try:
-            yield
-        finally:
-            for cache, (k, v) in zip(self._caches, full):
-                cache.k, cache.v = k, v
+    def _rows(self, rows: slice) -> list:
+        """Every layer's cache over rows `rows` only (views: writes land in the full cache)."""
+        return _rows_of(self.caches, rows)
 
     def prefill_row(self, row: int, prompt: Sequence[int]) -> torch.Tensor:
         """Write a prompt's keys/values into row `row` from slot 0; return its next-token logits (vocab,)."""
@@ -50,8 +47,8 @@ class RowEngine(Engine):
             raise SlmError(f"the prompt has {n} tokens but a cache row holds {self.max_len}; shorten the prompt")
         idx = torch.tensor([list(prompt)], dtype=torch.long, device=self.device)
         slots = torch.arange(n, device=self.device)
-        with self._attached(), self._rows(slice(row, row + 1)):
-            return self.model(idx, None, None, slots, last_only=True, kv_len=n)[0, -1]
+        caches = self._rows(slice(row, row + 1))
+        return self.model(idx, None, None, slots, last_only=True, kv_len=n, caches=caches)[0, -1]
 
     def decode_rows(self, tokens: torch.Tensor, lengths: torch.Tensor, busy: int | None = None) -> torch.Tensor:
         """Append tokens (B,) to the rows at slots lengths (B,); return next-token logits (B, vocab).
@@ -65,10 +62,9 @@ class RowEngine(Engine):
         self._slot.copy_(lengths.view(-1, 1))
         self._positions.copy_(self._slot)
         if self.compile_s or busy is None or busy >= self.batch:
-            with self._attached(), self._stance():
+            with self._stance():
                 return self._step(self._tokens, self._positions, self._slot, self.key_valid)
         rows = slice(0, busy)
         kv_len = int(lengths[rows].max()) + 1  # eager shapes are free: attend to the filled slots only
-        with self._attached(), self._rows(rows):
-            return self.model(self._tokens[rows], self._positions[rows], self.key_valid[rows], self._slot[rows],
-                              kv_len=kv_len)[:, -1]
+        return self.model(self._tokens[rows], self._positions[rows], self.key_valid[rows], self._slot[rows],
+                          kv_len=kv_len, caches=self._rows(rows))[:, -1]

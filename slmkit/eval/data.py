@@ -283,7 +283,7 @@ OLMO_PATHS = {
 }
 
 
-def _arrow_rows(folder: Path) -> list[dict]:
+def arrow_rows(folder: Path) -> list[dict]:
     import pyarrow as pa
 
     files = sorted(folder.glob("*.arrow"))
@@ -325,7 +325,7 @@ def _olmo_load(root: Path, task: str) -> dict[str, list[dict]] | None:
         return None
     if not folder.is_dir():
         return None
-    docs = {split.name: _arrow_rows(split) for split in sorted(folder.iterdir()) if split.is_dir()}
+    docs = {split.name: arrow_rows(split) for split in sorted(folder.iterdir()) if split.is_dir()}
     if task == "boolq":  # HF boolq has answer: bool; lm-eval's (super_glue) has label: int
         docs = {k: [dict(d, label=int(d["answer"])) for d in v] for k, v in docs.items()}
     return docs

@@ -79,7 +79,7 @@ def batches(groups: Sequence[Group], batch_size: int, max_tokens: int = 16384) -
 @torch.inference_mode()
 def score_groups(model: Transformer, groups: Sequence[Group]) -> list[list[tuple[float, bool]]]:
     """(sum of log-probabilities, whether every token is the argmax) for each continuation of each group."""
-    device = model.tok_emb.weight.device
+    device = model.device
     keys = {g.shape_key for g in groups}
     if len(keys) != 1:
         raise ValueError(f"a batch must hold groups of one shape bucket, got {sorted(keys)}")

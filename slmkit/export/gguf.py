@@ -159,7 +159,7 @@ def check_round_trip(config: ModelConfig, arch: str, meta: dict[str, Any], tenso
 
 def _pre_name(pre: dict | None) -> str:
     """llama.cpp's tokenizer.ggml.pre for a byte-level BPE pre-tokenizer (tokenizer.json form)."""
-    from slmkit.tokenizer.gguf_vocab import _LLAMA3, _QWEN2
+    from slmkit.tokenizer.gguf_vocab import LLAMA3_REGEX, QWEN2_REGEX
 
     if pre is None:
         raise SlmError("the tokenizer has no pre-tokenizer; GGUF export needs a byte-level BPE tokenizer")
@@ -171,7 +171,7 @@ def _pre_name(pre: dict | None) -> str:
         return "smollm"
     if kinds == ["Split", "ByteLevel"]:
         regex = steps[0].get("pattern", {}).get("Regex")
-        for name, known in (("llama-bpe", _LLAMA3), ("qwen2", _QWEN2)):
+        for name, known in (("llama-bpe", LLAMA3_REGEX), ("qwen2", QWEN2_REGEX)):
             if regex == known:
                 return name
     raise SlmError(f"the tokenizer's pre-tokenizer ({' + '.join(map(str, kinds))}) has no llama.cpp "

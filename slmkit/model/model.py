@@ -8,6 +8,7 @@ length when a KV cache is set up), H query heads, K key/value heads, D head size
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -142,6 +143,14 @@ class KVCache(nn.Module):
         shape = (batch, n_kv_head, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def rows(self, rows: slice) -> "KVCache":
+        """A cache over rows `rows` of this one (views: writes land here)."""
+        view = KVCache.__new__(KVCache)
+        nn.Module.__init__(view)
+        view.register_buffer("k", self.k[rows], persistent=False)
+        view.register_buffer("v", self.v[rows], persistent=False)
+        return view
 
     def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, K, T, D) at slots (T,), or per row at slots (B, T), and return the whole cache."""
@@ -308,7 +317,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Token ids in, next-token logits out. Optional static KV cache via `setup_caches`."""
+    """Token ids in, next-token logits out (slmkit.model.contract.LanguageModel). The model holds no runtime state:
+    a caller that decodes asks `new_caches` for static KV caches, keeps them and passes them to forward."""
 
     quant_spec = None  # the QuantSpec once slmkit.quant.quantize has swapped its linear layers; None: float
 
@@ -325,7 +335,6 @@ class Transformer(nn.Module):
         self.norm = Norm(c.d_model, c) if c.final_norm else None
         self.lm_head = nn.Linear(emb_dim, c.vocab_size, bias=c.lm_head_bias)
         self.tie_weights()
-        self.caches: nn.ModuleList | None = None
         self.register_buffer("inv_freq", torch.empty(0), persistent=False)
         self.register_buffer("inv_freq_local", torch.empty(0), persistent=False)
         self.register_buffer("alibi", torch.empty(0), persistent=False)
@@ -363,22 +372,24 @@ class Transformer(nn.Module):
     def n_exec_layers(self) -> int:
         return self.config.n_layer * self.config.layer_repeat
 
-    def setup_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
-        """Preallocate one KV cache per executed layer (shared blocks get one per repeat)."""
-        c = self.config
-        dtype = dtype or self.tok_emb.weight.dtype
-        device = self.tok_emb.weight.device
-        self.caches = nn.ModuleList(
-            KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype, device) for _ in range(self.n_exec_layers)
-        )
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
 
-    def clear_caches(self) -> None:
-        self.caches = None
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tok_emb.weight.dtype
+
+    def new_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> nn.ModuleList:
+        """One preallocated KV cache per executed layer (shared blocks get one per repeat), for the caller."""
+        c = self.config
+        return nn.ModuleList(KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype or self.dtype, self.device)
+                             for _ in range(self.n_exec_layers))
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
                 last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
@@ -390,15 +401,16 @@ class Transformer(nn.Module):
         mask (B, T, T), without a cache: which tokens of its row each token attends to (it always sees itself),
         in place of causality; with positions, rows can pack several sequences that share a prefix (the
         evaluator scores every choice of a question in one row). Sliding windows and ALiBi use the positions.
+        caches: the KV caches (new_caches) the new tokens' keys and values are written to and attended over.
         """
         c = self.config
         B, T = idx.shape
-        if self.caches is not None:
+        if caches is not None:
             if slots is None:
-                raise ValueError("slots are required when KV caches are set up")
+                raise ValueError("slots are required with KV caches")
             if mask is not None:
                 raise ValueError("an explicit mask is for rows without a KV cache")
-            n_keys = kv_len if kv_len is not None else self.caches[0].k.shape[2]
+            n_keys = kv_len if kv_len is not None else caches[0].k.shape[2]
         else:
             slots = torch.arange(T, device=idx.device)
             n_keys = T
@@ -448,7 +460,7 @@ class Transformer(nn.Module):
             mask = sliding_mask if attn.is_sliding else full_mask
             block_rope = rope_local if attn.is_sliding else rope
             for _ in range(c.layer_repeat):
-                cache = self.caches[i] if self.caches is not None else None
+                cache = caches[i] if caches is not None else None
                 x = block(x, block_rope, mask, bias, cache, slots)
                 i += 1
 

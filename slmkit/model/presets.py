@@ -11,7 +11,7 @@ from typing import Any
 # family bases ---------------------------------------------------------------------------------------
 
 _LLAMA = dict(family="llama", mlp_type="gated", activation="silu", norm_type="rmsnorm", pos_type="rope")
-_QWEN2 = dict(_LLAMA, family="qwen2", qkv_bias=True, norm_eps=1e-6, rope_theta=1_000_000.0)
+QWEN2_REGEX = dict(_LLAMA, family="qwen2", qkv_bias=True, norm_eps=1e-6, rope_theta=1_000_000.0)
 _PHI = dict(
     family="phi", mlp_type="plain", activation="gelu_tanh", norm_type="layernorm", norm_bias=True,
     qkv_bias=True, out_bias=True, mlp_bias=True, lm_head_bias=True, partial_rotary=0.5,
@@ -86,19 +86,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                              n_layer=24, d_model=2560, n_head=32, n_kv_head=8, intermediate_size=6912,
                              context_length=8192, bos_token_id=1, eos_token_id=2),
     # Qwen
-    "Qwen1.5-0.5B": dict(_QWEN2, hf_id="Qwen/Qwen1.5-0.5B", vocab_size=151936, n_layer=24, d_model=1024,
+    "Qwen1.5-0.5B": dict(QWEN2_REGEX, hf_id="Qwen/Qwen1.5-0.5B", vocab_size=151936, n_layer=24, d_model=1024,
                          n_head=16, n_kv_head=16, intermediate_size=2816, context_length=32768,
                          tie_embeddings=True, bos_token_id=151643, eos_token_id=151643),
-    "Qwen2-0.5B": dict(_QWEN2, hf_id="Qwen/Qwen2-0.5B", vocab_size=151936, n_layer=24, d_model=896, n_head=14,
+    "Qwen2-0.5B": dict(QWEN2_REGEX, hf_id="Qwen/Qwen2-0.5B", vocab_size=151936, n_layer=24, d_model=896, n_head=14,
                        n_kv_head=2, intermediate_size=4864, context_length=32768, tie_embeddings=True,
                        bos_token_id=151643, eos_token_id=151643),
-    "Qwen2-1.5B": dict(_QWEN2, hf_id="Qwen/Qwen2-1.5B", vocab_size=151936, n_layer=28, d_model=1536, n_head=12,
+    "Qwen2-1.5B": dict(QWEN2_REGEX, hf_id="Qwen/Qwen2-1.5B", vocab_size=151936, n_layer=28, d_model=1536, n_head=12,
                        n_kv_head=2, intermediate_size=8960, context_length=32768, tie_embeddings=True,
                        bos_token_id=151643, eos_token_id=151643),
-    "Qwen2.5-0.5B": dict(_QWEN2, hf_id="Qwen/Qwen2.5-0.5B", vocab_size=151936, n_layer=24, d_model=896,
+    "Qwen2.5-0.5B": dict(QWEN2_REGEX, hf_id="Qwen/Qwen2.5-0.5B", vocab_size=151936, n_layer=24, d_model=896,
                          n_head=14, n_kv_head=2, intermediate_size=4864, context_length=32768,
                          tie_embeddings=True, bos_token_id=151643, eos_token_id=151643),
-    "Qwen2.5-1.5B": dict(_QWEN2, hf_id="Qwen/Qwen2.5-1.5B", vocab_size=151936, n_layer=28, d_model=1536,
+    "Qwen2.5-1.5B": dict(QWEN2_REGEX, hf_id="Qwen/Qwen2.5-1.5B", vocab_size=151936, n_layer=28, d_model=1536,
                          n_head=12, n_kv_head=2, intermediate_size=8960, context_length=131072,
                          tie_embeddings=True, bos_token_id=151643, eos_token_id=151643),
     # Phi

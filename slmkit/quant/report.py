@@ -16,7 +16,7 @@ TEXT = ("The old lighthouse keeper climbed the spiral stairs every evening at du
 def logit_error(model, tokenizer, reference: torch.Tensor | None = None) -> torch.Tensor | dict:
     """Without a reference: the model's log-probabilities on TEXT (keep them). With one: KL(reference || model)
     per token, top-1 agreement and the largest absolute logit difference."""
-    ids = torch.tensor([tokenizer.encode(TEXT)], device=model.tok_emb.weight.device)
+    ids = torch.tensor([tokenizer.encode(TEXT)], device=model.device)
     logits = model(ids).float()[0]
     if reference is None:
         return logits

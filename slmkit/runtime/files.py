@@ -32,12 +32,12 @@ def _stem(src: Path) -> str:
 
 def hf_folder(model: str) -> Path:
     """A folder transformers reads: the model itself if it is one, else a converted copy in the cache."""
-    from slmkit.checkpoint import _quant_spec, resolve
+    from slmkit.checkpoint import resolve, stored_quant_spec
 
     src = resolve(model)
-    if src.is_dir() and (src / "config.json").is_file() and _quant_spec(src) is None:
+    if src.is_dir() and (src / "config.json").is_file() and stored_quant_spec(src) is None:
         return src
-    if src.is_dir() and _quant_spec(src) is not None:
+    if src.is_dir() and stored_quant_spec(src) is not None:
         raise SlmError(f"{src} is an slmkit-quantised checkpoint, which transformers cannot read; bench the float "
                        "model and let slm bench quantise it")
     out = cache_dir("runtimes") / f"{_stem(src)}-hf"

@@ -67,4 +67,4 @@ def name_of(dtype: str, spec=None) -> str:
 
 def model_precision(model) -> str:
     """The precision name of a built slmkit model (its embedding's dtype and its quant_spec)."""
-    return name_of(model.tok_emb.weight.dtype, model.quant_spec)
+    return name_of(model.dtype, model.quant_spec)

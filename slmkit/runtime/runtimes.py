@@ -80,11 +80,11 @@ class SlmkitRuntime(Runtime):
 
     @property
     def device(self):
-        return self.model.tok_emb.weight.device
+        return self.model.device
 
     def kv_bytes(self, tokens: int) -> int:
         c = self.model.config
-        itemsize = self.model.tok_emb.weight.element_size()
+        itemsize = self.model.dtype.itemsize
         return _kv(c.n_layer * c.layer_repeat, c.n_kv_head, c.head_dim, tokens, itemsize)
 
 

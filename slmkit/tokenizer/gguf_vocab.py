@@ -21,12 +21,12 @@ from slmkit.tokenizer.tokenizer import Tokenizer
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 # pre-tokenizer regexes, as in llama.cpp's llama-vocab.cpp
-_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-          r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-_REGEX_PRE = {"llama-bpe": _LLAMA3, "llama3": _LLAMA3, "stablelm2": _LLAMA3, "dbrx": _LLAMA3, "smaug-bpe": _LLAMA3,
-              "qwen2": _QWEN2, "qwen35": _QWEN2}
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_REGEX_PRE = {"llama-bpe": LLAMA3_REGEX, "llama3": LLAMA3_REGEX, "stablelm2": LLAMA3_REGEX, "dbrx": LLAMA3_REGEX,
+              "smaug-bpe": LLAMA3_REGEX, "qwen2": QWEN2_REGEX, "qwen35": QWEN2_REGEX}
 _GPT2_PRE = {"gpt-2", "gpt2", "default", "mpt", "olmo", "phi-2", "jina-v2-code", "poro-chat", "viking", "exaone", None}
 _DIGITS_PRE = {"smollm", "starcoder", "refact", "codeshell"}  # single digits split, then GPT-2
 

@@ -122,7 +122,7 @@ class Checkpoints:
         except Exception as e:  # a damaged file: say which
             raise SlmError(f"{path / STATE_FILE}: cannot read the trainer state ({type(e).__name__}); resume from an "
                            f"earlier checkpoint by editing {self.out / 'latest'}") from None
-        saved = load(path, dtype="float32", device=model.tok_emb.weight.device).model
+        saved = load(path, dtype="float32", device=model.device).model
         try:
             model.load_state_dict(saved.state_dict(), strict=True)
         except RuntimeError:

@@ -1,0 +1,69 @@
+"""Typed results and the named precisions: a result's file reads back as the same object, another kind or a newer
+schema is refused with one line, and every precision name means one thing (the registry) everywhere."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slmkit.bench.results import BenchRun
+from slmkit.errors import SlmError
+from slmkit.eval.results import EvalRun
+from slmkit.results import SCHEMA, load_result
+from slmkit.runtime.precision import PRECISIONS, name_of, precision
+
+
+def _eval_run() -> EvalRun:
+    return EvalRun(model="m", backend="slmkit", precision="int4+head",
+                   results={"0": {"arc_easy": {"acc": 0.5, "acc_stderr": 0.1}}}, groups={"0": {}},
+                   data={"arc_easy": {"source": "shared", "eval_split": "test", "n": 2}}, timings={},
+                   shots=[0], limit=2, seeds={"fewshot": 1234}, versions={"torch": "x"}, machine={"cpus": 2})
+
+
+def test_results_round_trip_through_their_files(tmp_path):
+    run = _eval_run()
+    js, md = run.write(tmp_path)
+    back = load_result(js)
+    assert isinstance(back, EvalRun) and back == run
+    assert json.loads(js.read_text())["kind"] == "eval" and "| arc_easy | acc | 50.0 ± 10.0 |" in md.read_text()
+    bench = BenchRun(model="m", source="m", config_name="c", rows=[], machine={"device": "cpu"})
+    path = bench.write(tmp_path / "b") / "bench.json"
+    assert load_result(path) == bench
+
+
+def test_results_refuse_the_wrong_kind_a_newer_schema_and_old_files(tmp_path):
+    data = _eval_run().to_json()
+    with pytest.raises(SlmError, match="is not a bench result"):
+        BenchRun.from_json(data, "x.json")
+    with pytest.raises(SlmError, match="upgrade slmkit"):
+        EvalRun.from_json({**data, "schema": SCHEMA + 1})
+    old = tmp_path / "results.json"
+    old.write_text(json.dumps({k: v for k, v in data.items() if k not in ("kind", "schema")}))
+    with pytest.raises(SlmError, match="need their step rerun"):
+        load_result(old)
+
+
+def test_precision_names_are_one_registry():
+    from slmkit.quant.quantize import QuantSpec
+
+    assert list(PRECISIONS) == ["fp32", "bf16", "fp16", "int8", "int8+head", "int4", "int4+head"]
+    assert precision("int8").quant_spec() == QuantSpec(8, None, True, False)
+    assert precision("int4+head").quant_spec(64, False) == QuantSpec(4, 64, False, True)
+    assert precision("fp16").quant_spec() is None
+    for name, p in PRECISIONS.items():  # a model quantised by a precision reports that precision's name
+        assert name_of(p.dtype, p.quant_spec()) == name
+    with pytest.raises(SlmError, match="unknown precision int2"):
+        precision("int2")
+
+
+def test_the_cost_model_tells_int8_from_int8_with_its_head():
+    from slmkit.bench.costmodel import predict
+    from slmkit.model.config import ModelConfig
+    from tests.test_bench import _synthetic_calibration
+
+    cal = _synthetic_calibration()
+    config = ModelConfig.from_name("SmolLM2-135M")  # tied embeddings: +head adds an int8 copy of the head
+    plain, head = predict(config, cal, "int8"), predict(config, cal, "int8+head")
+    assert head.decode_s[0] < plain.decode_s[0]  # the head streams 1 byte per weight instead of 4
+    assert head.weights_mb > plain.weights_mb
