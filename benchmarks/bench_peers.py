@@ -1,7 +1,7 @@
 """Quantised decode against llama.cpp on the default SmolLM2-135M: the issue's targets, as ratios from one run.
 
-    python benchmarks/bench_peers.py                 # int8 vs q8_0, int4 vs q4_0 and q4_1 (+ fp32/bf16 peers)
-    python benchmarks/bench_peers.py --precisions int8,int4 --n-gen 128
+    python benchmarks/bench_peers.py                 # int8+head vs q8_0, int4+head vs q4_0 and q4_1
+    python benchmarks/bench_peers.py --precisions int8+head,int4+head --n-gen 128
 
 Targets: slmkit int8 decode >= 1.0x llama.cpp q8_0, slmkit int4 decode >= 1.0x llama.cpp q4_0 and q4_1.
 slmkit quantises the dequantised default weights itself (blocks int8 per channel or int4 groups of 32, and
@@ -16,27 +16,30 @@ import argparse
 import os
 import sys
 
-PEERS = {"fp32": ["f32"], "bf16": ["f16"], "int8": ["q8_0"], "int4": ["q4_0", "q4_1"]}
+from slmkit.runtime.precision import PRECISIONS  # the llama.cpp types beside each precision
+
+PEERS = {name: list(p.llamacpp) for name, p in PRECISIONS.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default")
-    p.add_argument("--precisions", default="int8,int4", help="slmkit precisions to compare (default int8,int4)")
+    p.add_argument("--precisions", default="int8+head,int4+head",
+                   help="slmkit precisions to compare (default int8+head,int4+head)")
     p.add_argument("--prompt", type=int, default=128, help="prompt tokens before decoding (default 128)")
     p.add_argument("--n-gen", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", help="write the raw rows here")
     a = p.parse_args()
 
-    from slmkit.bench.run import BenchSpec, bench, table
+    from slmkit.bench.run import BenchSpec, bench
 
     precisions = a.precisions.split(",")
     spec = BenchSpec(model=a.model, backends=["slmkit", "llamacpp"], precisions=precisions, prompts=[a.prompt],
                      depths=[a.prompt], n_gen=a.n_gen, repeats=a.repeats, threads=os.cpu_count() or 1)
     result = bench(spec, echo=lambda line: print(line, file=sys.stderr, flush=True))
-    print(table(result))
-    decode = {(r["backend"], r["precision"]): r for r in result["rows"] if r["n_gen"]}
+    print(result.table())
+    decode = {(r["backend"], r["precision"]): r for r in result.rows if r["n_gen"]}
     print()
     for precision in precisions:
         ours = decode.get(("slmkit", precision))
@@ -47,13 +50,13 @@ def main() -> None:
                 verdict = "met" if ratio >= 1.0 else "not met"
                 print(f"- decode {ours['type']} / llama.cpp {peer}: {ours['avg_ts']:.1f} / {theirs['avg_ts']:.1f} "
                       f"tok/s = {ratio:.2f}x (target >= 1.0x: {verdict})")
-    for line in result["skipped"] + result["errors"]:
+    for line in result.skipped + result.errors:
         print(f"- {line}")
     if a.json:
         import json
 
         with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(result.to_json(), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -76,9 +76,9 @@ def main() -> None:
         spec = BenchSpec(model=str(path), backends=["slmkit"], precisions=a.precisions.split(","),
                          prompts=[32, 128, 512], depths=[0, 512], n_gen=16, repeats=a.repeats, compile=False)
         result = bench(spec, echo=lambda line: None)
-        for err in result["errors"]:
+        for err in result.errors:
             print(f"  {err}", file=sys.stderr)
-        for r in result["rows"]:
+        for r in result.rows:
             if r.get("pred_ms") is None:
                 continue
             measured = r["avg_ns"] / 1e6 / (r["n_gen"] or 1)

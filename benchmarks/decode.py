@@ -148,10 +148,9 @@ def worker_transformers(a, prompts: dict) -> dict:
 
 def worker_llamacpp(a, prompts: dict) -> dict:
     import llama_cpp
-    import numpy as np
 
-    from slmkit.runtime.files import gguf_file_type
     from slmkit.model.gguf import GGUFFile
+    from slmkit.runtime.files import gguf_file_type
 
     path = {"llamacpp-f32": a.gguf_f32, "llamacpp-f16": a.gguf_f16}.get(a.worker, a.gguf)
     t0 = time.perf_counter()
@@ -174,13 +173,14 @@ def worker_llamacpp(a, prompts: dict) -> dict:
 def _llamacpp_steps(llm, short: list[int], new: int):
     """prefill(ids) -> first token, and run() -> (decode tok/s, tokens): llama.cpp's low-level loop (evaluate,
     then argmax of the last row's logits), which cannot overshoot as create_completion can."""
+    import llama_cpp
     import numpy as np
 
     n_vocab = llm.n_vocab()
 
     def step(ids) -> int:
         llm.eval(ids)
-        return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).argmax())
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)).argmax())
 
     def prefill(ids) -> int:
         llm.reset()

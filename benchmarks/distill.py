@@ -70,7 +70,7 @@ def main() -> None:
             row[f"val_loss {Path(src).name}"] = round(validation_loss(lm.model, windows, 8, torch.device("cpu"),
                                                                       lambda: torch.autocast("cpu", enabled=False)), 4)
         res = evaluate(SlmkitLM(lm.model, lm.tokenizer, str(path), 8, a.window), resolve(["wikitext"]), [0],
-                       progress=False)["results"]["0"]["wikitext"]
+                       progress=False).results["0"]["wikitext"]
         row["wikitext2 word_ppl"] = round(res["word_perplexity"], 2)
         row["wikitext2 bits/byte"] = round(res["bits_per_byte"], 4)
         if (Path(str(path)).parent / "log.jsonl").is_file():

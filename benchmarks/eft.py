@@ -64,7 +64,7 @@ def main() -> None:
                 nll[key][0] -= lp
                 nll[key][1] += n
         res = evaluate(lm, resolve(["arc_easy"]), [0], a.arc_limit, progress=False)
-        arc = res["results"]["0"]["arc_easy"]
+        arc = res.results["0"]["arc_easy"]
         rows[name] = dict(nll={k: v[0] / v[1] for k, v in nll.items()}, arc=arc, seconds=time.perf_counter() - t0)
         print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)
 

@@ -100,7 +100,8 @@ def main() -> None:
             llm.eval(p)
             out, t0 = [], None
             while len(out) < a.new:
-                t = int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax())
+                row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+                t = int(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).argmax())
                 out.append(t)
                 if t0 is None:
                     t0 = time.perf_counter()

@@ -34,7 +34,8 @@ def llamacpp_last_logits(path, ids: list[int]) -> np.ndarray:
     llama_cpp = pytest.importorskip("llama_cpp", reason="pip install llama-cpp-python (optional extra)")
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, n_threads=2, verbose=False)
     llm.eval(ids)
-    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+    row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)  # llama.cpp's public API: the last token's logits
+    logits = np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).copy()
     llm.close()
     return logits
 
@@ -81,7 +82,8 @@ def test_default_model_export_decodes_the_same_in_llamacpp(out_type, default_ggu
     theirs = []
     llm.eval(ids)
     for _ in range(32):
-        theirs.append(int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax()))
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)  # llama.cpp's public API: the last token's logits
+        theirs.append(int(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).argmax()))
         llm.eval([theirs[-1]])
     llm.close()
     assert theirs == ours

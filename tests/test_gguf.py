@@ -159,6 +159,7 @@ def test_dequantised_f32_gguf_runs_the_same_in_llamacpp_and_slmkit(default_gguf,
     theirs = []
     llm.eval(ids)
     for _ in range(32):
-        theirs.append(int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax()))
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)  # llama.cpp's public API: the last token's logits
+        theirs.append(int(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).argmax()))
         llm.eval([theirs[-1]])
     assert theirs == ours
