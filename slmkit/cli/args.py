@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-MODEL_HELP = "a model folder, a .gguf file, a preset name, a hub id, or 'default' (SmolLM2-135M-Instruct Q4_1)"
+MODEL_HELP = ("a model folder, a .gguf file, a preset name, a hub id, 'default' (SmolLM2-135M-Instruct Q4_1) or "
+              "'gemma3-270m' (Gemma 3 270M base, Q4_K_M)")
 DTYPES = ["float32", "bfloat16", "float16"]
 
 

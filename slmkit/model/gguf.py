@@ -23,19 +23,14 @@ class GGUFFile:
     """An opened GGUF file: its metadata as Python values and its tensors (not yet dequantised)."""
 
     def __init__(self, path: str | Path):
-        from gguf import GGUFReader
+        from slmkit.model.gguf_reader import Reader
 
         self.path = Path(path)
         try:
-            self.reader = GGUFReader(str(self.path))
-        except Exception as e:  # the reader raises ValueError/IndexError/OSError on damaged files
+            self.reader = Reader(self.path)
+        except Exception as e:  # noqa: BLE001 - a damaged or truncated file: ValueError, struct.error, OSError, ...
             raise SlmError(f"{self.path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-        self.meta: dict[str, Any] = {}
-        for key, f in self.reader.fields.items():
-            try:
-                self.meta[key] = _field_value(f)
-            except Exception:  # noqa: BLE001 - a damaged field; keep going, the missing key is reported when used
-                continue
+        self.meta: dict[str, Any] = {key: f.value for key, f in self.reader.fields.items()}
         self.tensors = {t.name: t for t in self.reader.tensors}
 
     @property
@@ -44,18 +39,6 @@ class GGUFFile:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.meta.get(f"{self.architecture}.{key}", default)
-
-
-def _field_value(f) -> Any:
-    """A metadata field as a Python value; string and number arrays are decoded in bulk (fast for vocabularies)."""
-    from gguf import GGUFValueType
-
-    if f.types and f.types[0] == GGUFValueType.ARRAY and len(f.types) > 1:
-        if f.types[1] == GGUFValueType.STRING:
-            return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
-        if f.types[1] != GGUFValueType.ARRAY and f.data:
-            return np.concatenate([f.parts[i] for i in f.data]).tolist()
-    return f.contents()
 
 
 def config_from_gguf(g: GGUFFile) -> ModelConfig:
@@ -211,8 +194,8 @@ def write_dequantized(src: str | Path, dst: str | Path, out_type: str = "F32", p
         value = g.meta[key]
         if key == "general.file_type":
             value = int(gguf.LlamaFileType.ALL_F32 if out_type == "F32" else gguf.LlamaFileType.MOSTLY_F16)
-        sub = f.types[1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(key, value, f.types[0], sub)
+        sub = gguf.GGUFValueType(f.item_type) if f.item_type is not None else None
+        w.add_key_value(key, value, gguf.GGUFValueType(f.type), sub)
     for name, t in tqdm(g.tensors.items(), desc=f"dequantising {g.path.name}", unit="tensor", disable=not progress):
         arr = dequantize(g, name).numpy()
         if out_type == "F16" and arr.ndim > 1:
