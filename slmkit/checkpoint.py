@@ -126,6 +126,12 @@ def _check_memory(need: int, dtype: torch.dtype, device: torch.device, path: Pat
                        "it in a smaller dtype (--dtype bfloat16) or quantised")
 
 
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN or infinity in t. A NaN or an infinity makes the float64 sum non-finite (a reduction, not a
+    full-size mask); only then is every element checked, as a sum can also overflow."""
+    return bool(torch.isfinite(t.sum(dtype=torch.float64))) or bool(torch.isfinite(t).all())
+
+
 def build(config: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
           where: str = "checkpoint", quant_spec=None) -> Transformer:
     """Make a Transformer on the meta device (with quantised layers swapped in for a quantised checkpoint)
@@ -146,7 +152,7 @@ def build(config: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtyp
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise SlmError(f"{where}: weights do not fit the config ({str(e).splitlines()[0]})") from None
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not _finite(v)), None)
     if bad is not None:
         raise SlmError(f"{where}: tensor {bad!r} holds NaN or infinite values; the checkpoint is damaged (or was "
                        "saved after training diverged)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,19 @@ def test_dequantised_f32_gguf_runs_the_same_in_llamacpp_and_slmkit(default_gguf,
         theirs.append(int(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)).argmax()))
         llm.eval([theirs[-1]])
     assert theirs == ours
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_torch_dequantisation_equals_the_gguf_package(qtype):
+    """model/dequant.py's torch path gives the gguf package's numpy values on random blocks of each type."""
+    import gguf
+
+    from slmkit.model.dequant import SIZES, dequantize
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(64, SIZES[qtype]), dtype=np.uint8)
+    scales = rng.normal(0, 0.05, size=(64, 2)).astype(np.float16).view(np.uint8)  # finite d (and m)
+    raw[:, :4 if qtype in ("Q4_1", "Q5_1") else 2] = scales[:, :4 if qtype in ("Q4_1", "Q5_1") else 2]
+    ref = gguf.dequantize(raw.reshape(-1), gguf.GGMLQuantizationType[qtype]).reshape(-1)
+    got = dequantize(raw.reshape(-1), qtype).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)

@@ -117,10 +117,16 @@ def dequantize(g: GGUFFile, name: str) -> torch.Tensor:
     if t.tensor_type.name not in SUPPORTED_TENSOR_TYPES:
         raise SlmError(f"{g.path}: tensor {name!r} has type {t.tensor_type.name}, which is not supported "
                        f"(supported: {', '.join(SUPPORTED_TENSOR_TYPES)})")
+    from slmkit.model.dequant import dequantize as fast_dequantize
+
+    shape = tuple(int(x) for x in reversed(t.shape))
     try:
+        fast = fast_dequantize(t.data, t.tensor_type.name)  # the block types, in torch (model/dequant.py)
+        if fast is not None:
+            return fast.reshape(shape)
         arr = gguf_dequantize(t.data, t.tensor_type)
-        arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(x) for x in reversed(t.shape)))
-    except (ValueError, IndexError) as e:
+        arr = np.asarray(arr, dtype=np.float32).reshape(shape)
+    except (ValueError, IndexError, RuntimeError) as e:
         raise SlmError(f"{g.path}: tensor {name!r} cannot be read ({e}); the file may be truncated") from None
     return torch.from_numpy(arr.copy())
 
