@@ -314,8 +314,8 @@ def _notes(rows: Sequence[Row], phones) -> list[str]:
                      "loading the float weights before quantising); model MB is weights + KV cache + activations, "
                      "what the memory plot uses.")
     if any(r.eager for r in rows):
-        notes.append("slmkit's decode ran eager (uncompiled), the tour's default for time; `slm bench` compiles "
-                     "by default, and `slm tour --compile` does too (about 3x faster decode on a CPU).")
+        notes.append("slmkit's decode ran eager (uncompiled: `--no-compile`); `slm bench` and `slm tour` compile "
+                     "the decode step by default (about 2-3x faster decode on a CPU after a one-off compile).")
     if not any(r.groups for r in rows):
         notes.append("No accuracy: no `slm eval` results were given (with no eval data here, `slm eval` says how "
                      "to get it).")
