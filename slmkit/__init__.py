@@ -12,7 +12,7 @@ __all__ = ["LoadedModel", "ModelConfig", "SlmError", "Tokenizer", "Transformer",
 _LAZY = {"LoadedModel": "slmkit.checkpoint", "init_model": "slmkit.checkpoint", "load": "slmkit.checkpoint",
          "save": "slmkit.checkpoint", "ModelConfig": "slmkit.model", "Transformer": "slmkit.model",
          "from_name": "slmkit.model", "Tokenizer": "slmkit.tokenizer", "evaluate_model": "slmkit.eval.job",
-         "load_result": "slmkit.results", "load_runtime": "slmkit.runtime"}
+         "load_result": "slmkit.report", "load_runtime": "slmkit.runtime"}
 
 
 def __getattr__(name: str):

@@ -4,7 +4,7 @@ self-contained HTML page (plots embedded as data URIs) and markdown with PNG fil
 
 Joining: an eval run and a bench run describe the same row when they name the same model file (or folder), the same
 backend and the same precision (the registry's names, slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's
-file types as they are: q4_1, q8_0, f32). Files are read as typed results (slmkit.results.load_result). Accuracy is
+file types as they are: q4_1, q8_0, f32). Files are read as typed results (load_result below). Accuracy is
 the mean of the survey's group scores at 0 shots (commonsense reasoning, problem solving, math) over the groups every
 evaluated row has, so rows compare on the same tasks; the ICL gain is the mean of the groups' gains at the largest
 shot count. Decode is the bench's tg test at depth 0, prefill its longest pp test; memory is peak resident memory.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +62,25 @@ def model_label(source: str) -> str:
     return path.stem if path.suffix == ".gguf" else path.name or source
 
 
+RESULT_TYPES = {EvalRun.kind: EvalRun, BenchRun.kind: BenchRun}
+
+
+def load_result(path: str | Path) -> EvalRun | BenchRun:
+    """The typed result in a results.json or bench.json file (its class chosen by `kind`)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SlmError(f"{path} is not readable JSON ({e}); rerun the step that wrote it") from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in RESULT_TYPES:
+        raise SlmError(f"{path} is not an slmkit result (kind {kind!r}; expected one of {', '.join(RESULT_TYPES)}); "
+                       "files from before slmkit's typed results need their step rerun")
+    return RESULT_TYPES[kind].from_json(data, str(path))
+
+
 def find_results(paths: Iterable[str]) -> tuple[list[EvalRun], list[BenchRun]]:
     """(eval runs, bench runs) from files or folders (searched recursively for results.json and bench.json)."""
-    from slmkit.results import load_result
-
     evals, benches = [], []
     for p in map(Path, paths):
         if not p.exists():

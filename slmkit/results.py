@@ -2,7 +2,7 @@
 
 Each result is a dataclass with a `kind` and a schema version. `to_json()` is the file's content (results.json of
 an eval run, bench.json of a bench run), `from_json()` reads it back and refuses another kind or a newer schema,
-and `load_result(path)` picks the class by `kind` (so `slm report` and the tour never sniff keys). Every result
+and `slmkit.report.load_result(path)` picks the class by `kind` (so `slm report` and the tour never sniff keys). Every result
 carries its provenance: the versions of what produced it, the seeds, the data source and the machine.
 """
 
@@ -13,7 +13,6 @@ import json
 import os
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any, ClassVar
 
 from slmkit.errors import SlmError
@@ -71,25 +70,3 @@ class Result:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, ensure_ascii=False) + "\n"
-
-
-def result_types() -> dict[str, type]:
-    from slmkit.bench.results import BenchRun
-    from slmkit.eval.results import EvalRun
-
-    return {EvalRun.kind: EvalRun, BenchRun.kind: BenchRun}
-
-
-def load_result(path: str | Path):
-    """The typed result in a results.json or bench.json file (its class chosen by `kind`)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SlmError(f"{path} is not readable JSON ({e}); rerun the step that wrote it") from None
-    kinds = result_types()
-    kind = data.get("kind") if isinstance(data, dict) else None
-    if kind not in kinds:
-        raise SlmError(f"{path} is not an slmkit result (kind {kind!r}; expected one of {', '.join(kinds)}); files "
-                       "from before slmkit's typed results need their step rerun")
-    return kinds[kind].from_json(data, str(path))

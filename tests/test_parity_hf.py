@@ -106,7 +106,7 @@ def test_every_family_is_one_record_with_its_parity_case():
     GGUF arch maps back to it, and each has a case in the parity table above."""
     from slmkit.model.config import ModelConfig
     from slmkit.model.families import FAMILIES
-    from slmkit.model.family import by_gguf_arch, by_model_type, gguf_archs
+    from slmkit.model.families import by_gguf_arch, by_model_type, gguf_archs
 
     covered = {ModelConfig.from_name(preset).family for preset, _ in CASES.values()}
     assert covered == set(FAMILIES), set(FAMILIES) ^ covered

@@ -10,7 +10,8 @@ import pytest
 from slmkit.bench.results import BenchRun
 from slmkit.errors import SlmError
 from slmkit.eval.results import EvalRun
-from slmkit.results import SCHEMA, load_result
+from slmkit.report import load_result
+from slmkit.results import SCHEMA
 from slmkit.runtime.precision import PRECISIONS, name_of, precision
 
 

@@ -46,7 +46,7 @@ def tour(tiny_eval_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_tour_runs_every_step_and_writes_the_report(tour):
-    from slmkit.results import load_result
+    from slmkit.report import load_result
 
     out, result = tour
     assert result.report == out / "report.html" and result.report.is_file()

@@ -25,7 +25,8 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
-from slmkit.model.family import family, permute_qk
+from slmkit.model.families import family
+from slmkit.model.family import permute_qk
 from slmkit.model.gguf import finish_writer
 from slmkit.tokenizer.tokenizer import Tokenizer
 

@@ -482,3 +482,30 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bloom", "BloomForCausalLM", _from_bloom, _to_bloom, _BLOOM,
            notes="ALiBi, LayerNorm after the embedding, QKV interleaved per head"),
 )}
+
+
+# --- lookups ------------------------------------------------------------------------------------------------
+
+
+def family(name: str) -> Family:
+    """The record of a ModelConfig.family."""
+    if name not in FAMILIES:
+        raise SlmError(f"family {name!r} has no record (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def by_model_type(model_type: str) -> Family | None:
+    """The record that reads a config.json model_type, or None."""
+    return next((f for f in FAMILIES.values() if model_type == f.name or model_type in f.model_types), None)
+
+
+def by_gguf_arch(arch: str) -> Family | None:
+    return next((f for f in FAMILIES.values() if f.gguf and f.gguf.arch == arch), None)
+
+
+def model_types() -> tuple[str, ...]:
+    return tuple(t for f in FAMILIES.values() for t in (f.name, *f.model_types))
+
+
+def gguf_archs(export: bool = False) -> tuple[str, ...]:
+    return tuple(f.gguf.arch for f in FAMILIES.values() if f.gguf and (f.gguf.export or not export))

@@ -3,8 +3,8 @@
 A record holds the family's transformers config reader and writer, its weight layout (where each slmkit module
 lives in a transformers checkpoint), and its GGUF side: llama.cpp's architecture name, the fields GGUF metadata
 does not carry, and the tensor quirks (q/k row permutation, fused QKV or gate/up, Gemma's stored (1 + w) norms,
-a written copy of a tied head). model/hf.py, model/gguf.py and export/gguf.py read only these records, so a new
-family is one record in model/families.py plus its parity test (docs/models.md).
+a written copy of a tied head). The records and their lookups are in model/families.py; model/hf.py,
+model/gguf.py and export/gguf.py read only them, so a new family is one record plus its parity test (docs/models.md).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-
-from slmkit.errors import SlmError
 
 if TYPE_CHECKING:
     from slmkit.model.config import ModelConfig
@@ -77,37 +75,3 @@ def split_qkv_per_head(t: torch.Tensor, n_head: int, head_dim: int) -> torch.Ten
 def join_qkv_per_head(t: torch.Tensor, n_head: int, head_dim: int) -> torch.Tensor:
     rest = t.shape[1:]
     return t.reshape(3, n_head, head_dim, *rest).transpose(0, 1).reshape(3 * n_head * head_dim, *rest)
-
-
-def family(name: str) -> Family:
-    """The record of a ModelConfig.family."""
-    from slmkit.model.families import FAMILIES
-
-    if name not in FAMILIES:
-        raise SlmError(f"family {name!r} has no record (known: {', '.join(FAMILIES)})")
-    return FAMILIES[name]
-
-
-def by_model_type(model_type: str) -> Family | None:
-    """The record that reads a config.json model_type, or None."""
-    from slmkit.model.families import FAMILIES
-
-    return next((f for f in FAMILIES.values() if model_type == f.name or model_type in f.model_types), None)
-
-
-def by_gguf_arch(arch: str) -> Family | None:
-    from slmkit.model.families import FAMILIES
-
-    return next((f for f in FAMILIES.values() if f.gguf and f.gguf.arch == arch), None)
-
-
-def model_types() -> tuple[str, ...]:
-    from slmkit.model.families import FAMILIES
-
-    return tuple(t for f in FAMILIES.values() for t in (f.name, *f.model_types))
-
-
-def gguf_archs(export: bool = False) -> tuple[str, ...]:
-    from slmkit.model.families import FAMILIES
-
-    return tuple(f.gguf.arch for f in FAMILIES.values() if f.gguf and (f.gguf.export or not export))

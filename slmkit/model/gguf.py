@@ -13,7 +13,8 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
-from slmkit.model.family import by_gguf_arch, family, gguf_archs, permute_qk
+from slmkit.model.families import by_gguf_arch, family, gguf_archs
+from slmkit.model.family import permute_qk
 
 SUPPORTED_TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
                           "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")

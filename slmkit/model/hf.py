@@ -13,7 +13,8 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
-from slmkit.model.family import Layout, by_model_type, family, join_qkv_per_head, model_types, split_qkv_per_head
+from slmkit.model.families import by_model_type, family, model_types
+from slmkit.model.family import Layout, join_qkv_per_head, split_qkv_per_head
 
 
 def config_to_hf(c: ModelConfig) -> dict[str, Any]:

@@ -248,7 +248,7 @@ class Runner:
 
 def runner(model: ZooModel) -> Runner:
     """What in slmkit runs a catalogue model: its preset, the hub id for a supported family, or why none."""
-    from slmkit.model.family import model_types
+    from slmkit.model.families import model_types
     from slmkit.model.presets import PRESETS
 
     for name, spec in PRESETS.items():
