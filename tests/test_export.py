@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import slmkit
-from slmkit.export.gguf import TYPES, export_gguf
+from slmkit.export.gguf import BLOCK_TYPES, export_gguf
 from tests.conftest import perturb_
 from tests.test_errors import assert_one_line, run_cli
 
@@ -17,6 +17,10 @@ FAMILIES = {  # tiny versions of real presets; the default model's tokenizer (49
     "qwen2": ("Qwen2-0.5B", dict(n_kv_head=2)),
     "phi2": ("Phi-2", dict()),
     "gemma": ("Gemma-2B", dict(n_kv_head=1, head_dim=16, embed_scale=8.0)),
+    # windows of 4 tokens, so the prompt runs past them; Gemma 3's pattern (5 sliding, 1 full) needs 6 layers
+    "gemma2": ("Gemma-2-2B", dict(n_kv_head=2, head_dim=16, embed_scale=8.0, attn_scale=0.25, sliding_window=4)),
+    "gemma3": ("Gemma-3-270M", dict(n_layer=6, n_kv_head=1, head_dim=16, embed_scale=8.0, attn_scale=0.25,
+                                    sliding_window=4, rope_theta=100000.0)),
     "gpt2": ("GPT-2-124M", dict(intermediate_size=256)),
 }
 
@@ -48,7 +52,7 @@ def test_export_loads_back_in_slmkit_and_llamacpp(family, default_tokenizer, tmp
     model = tiny(family)
     ids = default_tokenizer.encode(PROMPT)
     x = torch.tensor([ids])
-    for out_type in TYPES:
+    for out_type in BLOCK_TYPES:  # the K-quants: test_export_vocab.py
         path = export_gguf(model, default_tokenizer, tmp_path / f"{family}-{out_type}.gguf", out_type)
         back = slmkit.load(path, dtype="float32", device="cpu")
         assert back.config.family == model.config.family
@@ -94,7 +98,7 @@ def test_export_errors(capsys, tmp_path, default_tokenizer):
                     "unknown GGUF type 'q3'")
     opt = slmkit.init_model(slmkit.from_name("OPT-125M", n_layer=1, d_model=64, n_head=4, vocab_size=49152),
                             device="cpu")
-    with pytest.raises(slmkit.SlmError, match="families llama, qwen2, phi, gemma, gpt2; this model is 'opt'"):
+    with pytest.raises(slmkit.SlmError, match="families llama, qwen2, phi, gemma, gemma2, gemma3_text, gpt2; this model is 'opt'"):
         export_gguf(opt, default_tokenizer, tmp_path / "opt.gguf", "f16")
     windowed = tiny("llama")
     windowed.config.sliding_window = 16

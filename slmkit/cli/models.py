@@ -29,10 +29,12 @@ def convert(src: str, out_dir: str, dtype: str | None = None, overwrite: bool = 
 
 
 def export(model: str, gguf: str, out_type: str = "f16", overwrite: bool = False) -> None:
-    """Write a model as a GGUF file llama.cpp runs (f32, f16, q8_0, q4_0, q4_1), tokenizer and chat template
-    included. Families: llama, qwen2, phi (phi2), gemma, gpt2."""
+    """Write a model as a GGUF file llama.cpp runs (f32, f16, q8_0, q4_0, q4_1, or the K-quants q4_k_m, q4_k_s,
+    q5_k_m, q5_k_s, q6_k through llama.cpp's quantiser), tokenizer (byte-level BPE or SentencePiece) and chat
+    template included. Families: llama, qwen2, phi (phi2), gemma, gemma2, gemma3, gpt2."""
     from slmkit.checkpoint import load
     from slmkit.export.gguf import TYPES, export_gguf
+    from slmkit.export.kquant import KQUANTS, fallbacks
     from slmkit.outputs import claim_file
 
     if out_type not in TYPES:  # before loading anything
@@ -43,6 +45,8 @@ def export(model: str, gguf: str, out_type: str = "f16", overwrite: bool = False
     lm = load(model, dtype="float32", device="cpu", progress=True)
     path = export_gguf(lm.model, lm.tokenizer, gguf, out_type, progress=True)
     print(f"wrote {path} ({out_type}, {path.stat().st_size / 2**20:.1f} MiB)")
+    if out_type in KQUANTS and (note := fallbacks(path)):
+        print(f"note: {note}")
 
 
 def quantize(model: str, out: str, bits: int = 8, group: int | None = None, asym: bool = False,
@@ -95,7 +99,8 @@ def register(sub) -> None:
     s = verb(sub, "export", export)
     model_arg(s, positional=True)
     s.add_argument("--gguf", required=True, metavar="OUT.gguf", help="GGUF file to write (atomically)")
-    s.add_argument("--type", dest="out_type", default="f16", help="f32, f16 (default), q8_0, q4_0 or q4_1")
+    s.add_argument("--type", dest="out_type", default="f16", help="f32, f16 (default), q8_0, q4_0, q4_1, or a K-quant "
+                   "(q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k: llama.cpp's quantiser, needs llama-cpp-python)")
     overwrite_arg(s)
 
     s = verb(sub, "quantize", quantize)

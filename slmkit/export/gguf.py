@@ -1,7 +1,9 @@
-"""Write a slmkit model and its tokenizer as a GGUF file that llama.cpp runs: f32, f16, q8_0, q4_0 or q4_1.
+"""Write a slmkit model and its tokenizer as a GGUF file that llama.cpp runs: f32, f16, q8_0, q4_0, q4_1, or a
+K-quant (q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k; llama.cpp's quantiser, export/kquant.py). The tokenizer is
+written by export/vocab.py: byte-level BPE as "gpt2", SentencePiece-style vocabularies as "llama".
 
-Families: those whose record (model/families.py) has GGUF(export=True): llama, qwen2, phi (GGUF "phi2"), gemma
-and gpt2; the record's flags say how their tensors differ (q/k permutation, fused QKV, a tied head's copy). Tensor
+Families: those whose record (model/families.py) has GGUF(export=True): llama, qwen2, phi (GGUF "phi2"), gemma,
+gemma2, gemma3 and gpt2; the record's flags say how their tensors differ (q/k permutation, fused QKV, a tied head's copy). Tensor
 names and layouts are the inverse of the
 reader (slmkit/model/gguf.py), whose layouts are checked against llama.cpp's own converter. Before anything is
 written, the config that the reader (and llama.cpp) would build from the planned metadata is compared with
@@ -24,14 +26,19 @@ import numpy as np
 import torch
 
 from slmkit.errors import SlmError
+from slmkit.export.kquant import KQUANTS, quantize_file
+from slmkit.export.vocab import tokenizer_metadata
 from slmkit.model.config import ModelConfig
 from slmkit.model.families import family
 from slmkit.model.family import permute_qk
 from slmkit.model.gguf import finish_writer
 from slmkit.tokenizer.tokenizer import Tokenizer
 
-TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
-_IGNORED_FIELDS = {"name", "hf_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra", "context_length"}
+BLOCK_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")  # written here, with the gguf package
+TYPES = BLOCK_TYPES + tuple(KQUANTS)  # K-quants: llama.cpp's quantiser (export/kquant.py)
+# sliding_pattern only shapes layer_types, which is compared
+_IGNORED_FIELDS = {"name", "hf_id", "bos_token_id", "eos_token_id", "pad_token_id", "extra", "context_length",
+                   "sliding_pattern"}
 
 
 def _qtypes(out_type: str):
@@ -80,6 +87,15 @@ def model_metadata(config: ModelConfig, arch: str) -> dict[str, Any]:
     if c.rope_scaling:
         meta["rope.scaling.type"] = "linear"
         meta["rope.scaling.factor"] = float(c.rope_scaling["factor"])
+    if arch in ("gemma2", "gemma3"):  # llama.cpp's gemma2/gemma3 keys (conversion/gemma.py)
+        if c.sliding_window and "sliding" in c.layer_types:
+            meta["attention.sliding_window"] = c.sliding_window
+            if arch == "gemma3":
+                meta["rope.freq_base_swa"] = float(c.rope_local_theta or c.rope_theta)
+        if c.attn_softcap:
+            meta["attn_logit_softcapping"] = float(c.attn_softcap)
+        if c.final_softcap:
+            meta["final_logit_softcapping"] = float(c.final_softcap)
     return meta
 
 
@@ -155,62 +171,6 @@ def check_round_trip(config: ModelConfig, arch: str, meta: dict[str, Any], tenso
         raise SlmError(f"this model cannot be exported as GGUF {arch!r} without changing it: {'; '.join(differ)}")
 
 
-# --- tokenizer ---------------------------------------------------------------------------------------
-
-
-def _pre_name(pre: dict | None) -> str:
-    """llama.cpp's tokenizer.ggml.pre for a byte-level BPE pre-tokenizer (tokenizer.json form)."""
-    from slmkit.tokenizer.gguf_vocab import LLAMA3_REGEX, QWEN2_REGEX
-
-    if pre is None:
-        raise SlmError("the tokenizer has no pre-tokenizer; GGUF export needs a byte-level BPE tokenizer")
-    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
-    kinds = [s.get("type") for s in steps]
-    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt-2"
-    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
-        return "smollm"
-    if kinds == ["Split", "ByteLevel"]:
-        regex = steps[0].get("pattern", {}).get("Regex")
-        for name, known in (("llama-bpe", LLAMA3_REGEX), ("qwen2", QWEN2_REGEX)):
-            if regex == known:
-                return name
-    raise SlmError(f"the tokenizer's pre-tokenizer ({' + '.join(map(str, kinds))}) has no llama.cpp "
-                   "equivalent that slmkit knows (gpt-2, smollm, llama-bpe, qwen2)")
-
-
-def tokenizer_metadata(tok: Tokenizer, n_vocab: int) -> dict[str, Any]:
-    """tokenizer.ggml.* for a byte-level BPE tokenizer: tokens (padded to the embedding's rows, as
-    llama.cpp's converter pads), token types, merges, pre-tokenizer name and special tokens."""
-    import json
-
-    from slmkit.tokenizer.gguf_vocab import CONTROL, NORMAL, UNUSED, USER_DEFINED
-
-    spec = json.loads(tok.backend.to_str())
-    model = spec.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise SlmError("GGUF export supports byte-level BPE tokenizers (GPT-2, SmolLM, Llama 3, Qwen2 style); "
-                       "SentencePiece-style tokenizers are not supported yet")
-    vocab = tok.backend.get_vocab(with_added_tokens=True)
-    if max(vocab.values()) >= n_vocab:
-        raise SlmError(f"the tokenizer has ids up to {max(vocab.values())}, beyond the model's {n_vocab} embeddings")
-    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
-    types = [UNUSED] * n_vocab
-    for t, i in vocab.items():
-        tokens[i], types[i] = t, NORMAL
-    for added in spec.get("added_tokens", []):
-        types[added["id"]] = CONTROL if added.get("special") else USER_DEFINED
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    meta: dict[str, Any] = {"model": "gpt2", "pre": _pre_name(spec.get("pre_tokenizer")), "tokens": tokens,
-                            "token_type": types, "merges": merges, "add_bos_token": bool(tok.add_bos),
-                            "add_eos_token": bool(tok.add_eos)}
-    for key, token in (("bos", tok.bos_token), ("eos", tok.eos_token), ("unknown", tok.unk_token),
-                       ("padding", tok.pad_token)):
-        if token is not None and tok.token_to_id(token) is not None:
-            meta[f"{key}_token_id"] = tok.token_to_id(token)
-    return meta
-
-
 # --- writing -----------------------------------------------------------------------------------------
 
 
@@ -232,14 +192,35 @@ def _encode(name: str, w: torch.Tensor, out_type: str):
 
 def export_gguf(model, tokenizer: Tokenizer, out: str | Path, out_type: str = "f16", name: str | None = None,
                 progress: bool = False) -> Path:
-    """Write `model` (a slmkit Transformer) with `tokenizer` to `out` as a GGUF file of `out_type`."""
-    import gguf
-    from tqdm import tqdm
+    """Write `model` (a slmkit Transformer) with `tokenizer` to `out` as a GGUF file of `out_type`.
 
+    A K-quant (q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k) is an f32 file quantised by llama.cpp's quantiser
+    (export/kquant.py); `kquant.fallbacks(path)` then names the matrices it had to store at a 32-value type."""
     if out_type not in TYPES:
         raise SlmError(f"unknown GGUF type {out_type!r}; choose one of {', '.join(TYPES)}")
     if tokenizer is None:
         raise SlmError("the model has no tokenizer; GGUF files carry one, so export needs it")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out_type in BLOCK_TYPES:
+        return _write(model, tokenizer, out, out_type, name, progress)
+    plain = out.with_name(out.name + ".f32.tmp")
+    quantised = out.with_name(out.name + ".tmp")
+    try:
+        _write(model, tokenizer, plain, "f32", name, progress)
+        quantize_file(plain, quantised, out_type)
+        quantised.replace(out)
+    finally:
+        plain.unlink(missing_ok=True)
+        quantised.unlink(missing_ok=True)
+    return out
+
+
+def _write(model, tokenizer: Tokenizer, out: Path, out_type: str, name: str | None, progress: bool) -> Path:
+    """The gguf package's writer for the block types: checked metadata, tokenizer and tensors, atomically."""
+    import gguf
+    from tqdm import tqdm
+
     config = model.config
     arch = architecture(config)
     meta = model_metadata(config, arch)
@@ -248,9 +229,7 @@ def export_gguf(model, tokenizer: Tokenizer, out: str | Path, out_type: str = "f
     n_vocab = tensors["token_embd.weight"].shape[0]
     tok_meta = tokenizer_metadata(tokenizer, n_vocab)
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(out.name + ".part")
     w = gguf.GGUFWriter(str(tmp), arch)
     try:  # metadata and tensors are queued in memory; finish_writer writes the file
         w.add_name(name or config.name)
@@ -288,6 +267,8 @@ def _add(w, key: str, value: Any) -> None:
     elif isinstance(value, list):
         if value and isinstance(value[0], str):
             w.add_array(key, value)
+        elif value and isinstance(value[0], float):
+            w.add_key_value(key, value, V.ARRAY, V.FLOAT32)
         else:
             w.add_key_value(key, value, V.ARRAY, V.INT32)
     else:
