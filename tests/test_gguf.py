@@ -166,7 +166,7 @@ def test_dequantised_f32_gguf_runs_the_same_in_llamacpp_and_slmkit(default_gguf,
     assert theirs == ours
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
 def test_torch_dequantisation_equals_the_gguf_package(qtype):
     """model/dequant.py's torch path gives the gguf package's numpy values on random blocks of each type."""
     import gguf
@@ -175,8 +175,9 @@ def test_torch_dequantisation_equals_the_gguf_package(qtype):
 
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, size=(64, SIZES[qtype]), dtype=np.uint8)
-    scales = rng.normal(0, 0.05, size=(64, 2)).astype(np.float16).view(np.uint8)  # finite d (and m)
-    raw[:, :4 if qtype in ("Q4_1", "Q5_1") else 2] = scales[:, :4 if qtype in ("Q4_1", "Q5_1") else 2]
+    scales = rng.normal(0, 0.05, size=(64, 2)).astype(np.float16).view(np.uint8)  # finite d (and m or dmin)
+    at = {"Q4_1": (0, 4), "Q5_1": (0, 4), "Q4_K": (0, 4), "Q5_K": (0, 4), "Q6_K": (208, 210)}.get(qtype, (0, 2))
+    raw[:, at[0]:at[1]] = scales[:, :at[1] - at[0]]
     ref = gguf.dequantize(raw.reshape(-1), gguf.GGMLQuantizationType[qtype]).reshape(-1)
     got = dequantize(raw.reshape(-1), qtype).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)

@@ -114,5 +114,5 @@ def test_every_family_is_one_record_with_its_parity_case():
         assert by_model_type(name) is f and all(by_model_type(t) is f for t in f.model_types)
         if f.gguf is not None:
             assert by_gguf_arch(f.gguf.arch) is f
-    assert set(gguf_archs(export=True)) == {"llama", "qwen2", "phi2", "gemma", "gpt2"}
+    assert set(gguf_archs(export=True)) == {"llama", "qwen2", "phi2", "gemma", "gemma2", "gemma3", "gpt2"}
     assert by_model_type("mamba") is None and by_gguf_arch("mamba") is None

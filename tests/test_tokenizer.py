@@ -110,3 +110,24 @@ def test_chat_template_errors_are_one_line():
         render_chat_template("{% if %}", [{"role": "user", "content": "x"}])
     with pytest.raises(SlmError, match="only user"):
         render_chat_template("{{ raise_exception('only user') }}", [{"role": "user", "content": "x"}])
+
+
+def test_sentencepiece_tokenizers_are_cached_and_a_damaged_entry_is_rebuilt(tmp_path, monkeypatch):
+    """The merges rebuilt from SentencePiece scores are cached by the vocabulary's hash; the cached tokenizer
+    encodes as the built one, and a damaged cache file is built again."""
+    models = llamacpp_models_dir()
+    if models is None:
+        pytest.skip("llama.cpp vocab files not found; run scripts/fetch-llamacpp-vocabs.sh")
+    monkeypatch.setenv("SLMKIT_CACHE", str(tmp_path))
+    meta = GGUFFile(models / "ggml-vocab-llama-spm.gguf").meta
+    built = tokenizer_from_gguf(meta)
+    (entry,) = (tmp_path / "tokenizers").glob("spm-*.json")
+    cached = tokenizer_from_gguf(meta)
+    entry.write_text("{not json")
+    rebuilt = tokenizer_from_gguf(meta)
+    for text in TRICKY:
+        assert built.encode(text) == cached.encode(text) == rebuilt.encode(text), text
+    assert entry.read_text().startswith("{") and len(entry.read_text()) > 1000
+    other = dict(meta, **{"tokenizer.ggml.scores": [0.0] * len(meta["tokenizer.ggml.tokens"])})
+    tokenizer_from_gguf(other)  # another vocabulary (same pieces, other scores): its own entry
+    assert len(list((tmp_path / "tokenizers").glob("spm-*.json"))) == 2

@@ -316,6 +316,15 @@ class Block(nn.Module):
 # --- model -------------------------------------------------------------------------------------------
 
 
+def _embedding(n: int, dim: int) -> nn.Embedding:
+    """nn.Embedding, initialised as it initialises itself except on the meta device: there normal_ has no meta
+    kernel and its Python fallback imports torch._dynamo, 1.5 s of every load and `slm info`."""
+    weight = torch.empty(n, dim)
+    if weight.device.type != "meta":
+        nn.init.normal_(weight)
+    return nn.Embedding(n, dim, _weight=weight, _freeze=False)
+
+
 class Transformer(nn.Module):
     """Token ids in, next-token logits out (slmkit.model.contract.LanguageModel). The model holds no runtime state:
     a caller that decodes asks `new_caches` for static KV caches, keeps them and passes them to forward."""
@@ -326,8 +335,8 @@ class Transformer(nn.Module):
         super().__init__()
         c = self.config = config
         emb_dim = c.embed_dim or c.d_model
-        self.tok_emb = nn.Embedding(c.vocab_size, emb_dim)
-        self.pos_emb = nn.Embedding(c.context_length + c.pos_offset, c.d_model) if c.pos_type == "learned" else None
+        self.tok_emb = _embedding(c.vocab_size, emb_dim)
+        self.pos_emb = _embedding(c.context_length + c.pos_offset, c.d_model) if c.pos_type == "learned" else None
         self.emb_norm = Norm(c.d_model, c) if c.embed_norm else None
         self.proj_in = nn.Linear(emb_dim, c.d_model, bias=False) if emb_dim != c.d_model else None
         self.proj_out = nn.Linear(c.d_model, emb_dim, bias=False) if emb_dim != c.d_model else None
