@@ -37,6 +37,7 @@ class LoadedModel:
     model: Transformer
     tokenizer: Tokenizer | None
     source: str
+    adapter: str | None = None  # the LoRA adapter folder attached to the base, if any
 
     @property
     def config(self) -> ModelConfig:
@@ -92,8 +93,20 @@ def _download(hub_id: str) -> Path:
 
 
 def load(name_or_path: str | os.PathLike | None = "default", dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None, progress: bool = False) -> LoadedModel:
-    """Load a model and its tokenizer from a folder, a GGUF file, a preset name, a hub id or 'default'."""
+         device: str | torch.device | None = None, progress: bool = False,
+         adapter: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a model and its tokenizer from a folder, a GGUF file, a preset name, a hub id or 'default'; with
+    `adapter`, a LoRA adapter folder (peft's format, slmkit.adapters) is attached to it."""
+    lm = _load(name_or_path, dtype, device, progress)
+    if adapter is not None:
+        from slmkit.adapters.peft_format import attach_adapter
+
+        attach_adapter(lm.model, adapter)
+        lm.adapter = str(adapter)
+    return lm
+
+
+def _load(name_or_path, dtype, device, progress) -> LoadedModel:
     path = resolve(name_or_path)
     dtype = parse_dtype(dtype)
     device = torch.device(device) if device is not None else default_device()

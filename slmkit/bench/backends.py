@@ -47,8 +47,8 @@ class SlmkitBackend(Backend):
     name = "slmkit"
 
     def __init__(self, model: str, precision: str, device: str | None = None, compile: bool = True,
-                 group_size: int = 32, symmetric: bool = True):
-        self.model_name, self.precision, self.device = model, precision, device
+                 group_size: int = 32, symmetric: bool = True, adapter: str | None = None):
+        self.model_name, self.precision, self.device, self.adapter = model, precision, device, adapter
         self.compile, self.group_size, self.symmetric = compile, group_size, symmetric
 
     def load(self, max_len: int) -> None:
@@ -57,7 +57,8 @@ class SlmkitBackend(Backend):
         from slmkit.engine import Engine
         from slmkit.runtime import SlmkitRuntime
 
-        rt = SlmkitRuntime.load(self.model_name, self.precision, self.device, self.group_size, self.symmetric)
+        rt = SlmkitRuntime.load(self.model_name, self.precision, self.device, self.group_size, self.symmetric,
+                                adapter=self.adapter)
         self.label = rt.label
         with torch.inference_mode():  # build the kernels' packed layouts now, not inside the first timed call
             for m in rt.model.modules():

@@ -116,7 +116,7 @@ def make_backend(spec: dict):
     kind = spec["backend"]
     if kind == "slmkit":
         return SlmkitBackend(spec["model"], spec["precision"], spec.get("device"), spec.get("compile", True),
-                             spec.get("group_size", 32), spec.get("symmetric", True))
+                             spec.get("group_size", 32), spec.get("symmetric", True), spec.get("adapter"))
     if kind == "transformers":
         return TransformersBackend(spec["model"], spec["precision"], spec.get("device"))
     if kind == "llamacpp":

@@ -37,6 +37,7 @@ class BenchSpec:
     compile: bool = True
     group_size: int = 32
     symmetric: bool = True
+    adapter: str | None = None  # a LoRA adapter on the slmkit backend
 
     def check(self) -> None:
         for name, values, allowed in (("backend", self.backends, BACKENDS), ("precision", self.precisions, PRECISIONS)):
@@ -45,6 +46,9 @@ class BenchSpec:
                 raise SlmError(f"unknown {name} {', '.join(bad)}; choose from {', '.join(allowed)}")
         if not self.backends or not self.precisions:
             raise SlmError("give at least one backend and one precision")
+        if self.adapter is not None and self.backends != ["slmkit"]:
+            raise SlmError("--adapter benches the slmkit backend only (--backends slmkit); to compare backends, merge "
+                           "it (slm merge BASE ADAPTER -o OUT) and bench the merged model")
         if any(n < 1 for n in self.prompts) or any(d < 0 for d in self.depths):
             raise SlmError("prompt lengths must be >= 1 and KV depths >= 0")
         if self.n_gen < 1 or self.repeats < 1 or self.warmup < 0 or self.threads < 1:
@@ -104,7 +108,7 @@ def run_worker(spec: BenchSpec, run: dict, ids: list[int], device: str, echo=pri
     payload = dict(backend=run["backend"], precision=run["precision"], model=spec.model, ids=ids,
                    prompts=spec.prompts, depths=spec.depths, n_gen=spec.n_gen, repeats=spec.repeats,
                    warmup=spec.warmup, threads=spec.threads, device=spec.device, compile=spec.compile,
-                   group_size=spec.group_size, symmetric=spec.symmetric,
+                   group_size=spec.group_size, symmetric=spec.symmetric, adapter=spec.adapter,
                    gpu=device.startswith("cuda"))
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads)}
     proc = subprocess.Popen([sys.executable, "-m", "slmkit.bench.measure", json.dumps(payload)], env=env,

@@ -91,6 +91,11 @@ def model_arg(s: argparse.ArgumentParser, positional: bool = False, help: str = 
         s.add_argument("--model", "-m", default="default", help=help)
 
 
+def adapter_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--adapter", metavar="DIR", help="a LoRA adapter folder (peft's format, as slm train or peft "
+                                                     "writes it) to run on top of the model")
+
+
 def dtype_arg(s: argparse.ArgumentParser, help: str = "compute dtype (default float32)", dest: str = "dtype") -> None:
     s.add_argument("--" + dest.replace("_", "-"), dest=dest, choices=DTYPES, help=help)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from slmkit.cli.args import MODEL_HELP, at_least, int_list, name_list, overwrite_arg, verb
+from slmkit.cli.args import MODEL_HELP, adapter_arg, at_least, int_list, name_list, overwrite_arg, verb
 
 DEFAULT_PRECISIONS = "fp32,int8+head,int4+head"
 
@@ -15,7 +15,8 @@ def bench(model: str = "default", model_option: str | None = None,
           prompts: list[int] = (32, 128, 512), depths: list[int] = (0, 128, 512), n_gen: int = 32, repeats: int = 3,
           warmup: int = 1, threads: int | None = None, device: str | None = None, no_compile: bool = False,
           group: int = 32, asym: bool = False, output: str | None = None, json: bool = False,
-          calibrate: bool = False, predict: str | None = None, overwrite: bool = False) -> None:
+          calibrate: bool = False, predict: str | None = None, adapter: str | None = None,
+          overwrite: bool = False) -> None:
     """Prefill and decode speed, TTFT, per-token latency percentiles and memory, for slmkit at each precision
     beside transformers and llama.cpp (each in its own process); a table, plus bench.json (llama-bench's fields),
     bench.csv and bench.md with -o. --calibrate measures the machine's ceilings; --predict estimates a config's
@@ -48,7 +49,7 @@ def bench(model: str = "default", model_option: str | None = None,
     spec = BenchSpec(model=model, backends=list(backends), precisions=list(precisions), prompts=list(prompts),
                      depths=list(depths), n_gen=n_gen, repeats=repeats, warmup=warmup,
                      threads=threads or os.cpu_count() or 1, device=device, compile=not no_compile, group_size=group,
-                     symmetric=not asym)
+                     symmetric=not asym, adapter=adapter)
     run = run_bench(spec, echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"\n{run.header()}\n")
     print(run.table())
@@ -73,6 +74,7 @@ def register(sub) -> None:
     s = verb(sub, "bench", bench)
     s.add_argument("model", nargs="?", default="default", help=MODEL_HELP)
     s.add_argument("--model", "-m", dest="model_option", help="the same as MODEL, as the other verbs take it")
+    adapter_arg(s)
     s.add_argument("--backends", type=name_list, default=["slmkit", "transformers", "llamacpp"],
                    help="comma-separated: slmkit, transformers, llamacpp (default all three; missing ones are "
                         "skipped with a note)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from slmkit.cli.args import at_least, device_arg, int_list, model_arg, name_list, overwrite_arg, quiet_arg, verb
+from slmkit.cli.args import (adapter_arg, at_least, device_arg, int_list, model_arg, name_list, overwrite_arg,
+                             quiet_arg, verb)
 from slmkit.cli.generate import eft_arg
 
 TASKS_HELP = ("comma-separated tasks or groups: hellaswag winogrande piqa social_iqa openbookqa arc_easy arc_challenge "
@@ -16,7 +17,7 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
           backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
           data: str = "auto", output: str | None = None, cache: str | None = None, no_cache: bool = False,
           log_samples: bool = False, json: bool = False, quiet: bool = False, eft: list[list[str]] | None = None,
-          overwrite: bool = False) -> None:
+          adapter: str | None = None, overwrite: bool = False) -> None:
     """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
     groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown."""
     import json as json_lib
@@ -32,7 +33,8 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
 
         claim_dir(output, "eval", overwrite)  # an unwritable folder is found before the run, not after
     run = evaluate_model(model, tasks, shots, limit, backend, precision, device, batch_size, data,
-                         False if no_cache else (cache or True), progress=not quiet, log_samples=log_samples, eft=eft)
+                         False if no_cache else (cache or True), progress=not quiet, log_samples=log_samples, eft=eft,
+                         adapter=adapter)
     print(run.markdown(), end="")
     if output:
         from slmkit.outputs import mark_dir
@@ -64,6 +66,7 @@ def register(sub) -> None:
 
     s = verb(sub, "eval", eval_)
     model_arg(s)
+    adapter_arg(s)
     eft_arg(s)
     s.add_argument("--tasks", "-t", type=name_list, default=["hellaswag", "arc_easy", "piqa"], help=TASKS_HELP)
     s.add_argument("--shots", type=int_list(0), help="comma-separated few-shot counts, a sweep: 0,1,5 (default: "

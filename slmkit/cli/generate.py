@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from slmkit.cli.args import MODEL_HELP, DTYPES, at_least, device_arg, dtype_arg, verb
+from slmkit.cli.args import MODEL_HELP, DTYPES, adapter_arg, at_least, device_arg, dtype_arg, verb
 
 
 @dataclass
@@ -13,6 +13,7 @@ class GenerationOptions:
     """The model, sampling and engine flags that generate and chat share."""
 
     model: str = "default"
+    adapter: str | None = None
     max_new_tokens: int = 128
     temperature: float = 0.8
     top_k: int = 40
@@ -53,7 +54,7 @@ def build(o: GenerationOptions):
     sampling = o.sampling()
     if o.draft is not None and sampling.repetition_penalty != 1.0:
         raise SlmError("--repetition-penalty is not supported with --draft; leave it at 1 or drop --draft")
-    lm = load_model(o.model, o.eft, o.dtype, o.device, progress=True)
+    lm = load_model(o.model, o.eft, o.dtype, o.device, progress=True, adapter=o.adapter)
     if lm.tokenizer is None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
     if o.draft is None:
@@ -183,6 +184,7 @@ def eft_arg(s) -> None:
 
 def _options(s, max_new: int, temperature: float) -> None:
     s.add_argument("--model", "-m", default="default", help=MODEL_HELP)
+    adapter_arg(s)
     s.add_argument("--max-new-tokens", "-n", type=at_least(1), default=max_new, help=f"default {max_new}")
     s.add_argument("--temperature", "-t", type=float, default=temperature, help=f"0 is greedy (default {temperature})")
     s.add_argument("--top-k", type=int, default=40, help="0 turns it off (default 40)")

@@ -49,6 +49,25 @@ def export(model: str, gguf: str, out_type: str = "f16", overwrite: bool = False
         print(f"note: {note}")
 
 
+def merge(model: str, adapter: str, out: str, dtype: str | None = None, overwrite: bool = False) -> None:
+    """Fold a LoRA adapter into its base (W += scale * B A) and write a plain transformers folder, which
+    `slm export` then turns into GGUF."""
+    from slmkit.adapters.lora import merge as merge_lora
+    from slmkit.checkpoint import load, save
+    from slmkit.outputs import claim_dir
+
+    claim_dir(out, "model", overwrite, replaces=True)  # before loading anything
+    lm = load(model, dtype="float32", device="cpu", progress=True, adapter=adapter)
+    if lm.model.quant_spec is not None:
+        from slmkit.errors import SlmError
+
+        raise SlmError(f"{lm.source} is a quantised checkpoint; merge into the float base it was made from, then "
+                       "quantise the merged model")
+    merge_lora(lm.model)
+    path = save(lm, out, dtype=dtype, overwrite=overwrite)
+    print(f"wrote {path} ({lm.config.family} with {adapter} merged in)")
+
+
 def quantize(model: str, out: str, bits: int = 8, group: int | None = None, asym: bool = False,
              head: bool = False, overwrite: bool = False) -> None:
     """Weight-only quantisation (int8 per channel, or int4 in groups of 32/64/128/256, symmetric or not) of
@@ -101,6 +120,13 @@ def register(sub) -> None:
     s.add_argument("--gguf", required=True, metavar="OUT.gguf", help="GGUF file to write (atomically)")
     s.add_argument("--type", dest="out_type", default="f16", help="f32, f16 (default), q8_0, q4_0, q4_1, or a K-quant "
                    "(q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k: llama.cpp's quantiser, needs llama-cpp-python)")
+    overwrite_arg(s)
+
+    s = verb(sub, "merge", merge)
+    s.add_argument("model", help=MODEL_HELP)
+    s.add_argument("adapter", help="the LoRA adapter folder (peft's format)")
+    s.add_argument("--out", "-o", required=True, help="folder to write the merged model to (atomically)")
+    s.add_argument("--dtype", choices=DTYPES, help="weight dtype on disk (default float32)")
     overwrite_arg(s)
 
     s = verb(sub, "quantize", quantize)

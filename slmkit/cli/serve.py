@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
-from slmkit.cli.args import at_least, device_arg, dtype_arg, model_arg, verb
+from slmkit.cli.args import adapter_arg, at_least, device_arg, dtype_arg, model_arg, verb
 
 
 def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, served_name: str | None = None,
           slots: int = 4, context: int | None = None, max_tokens: int = 512, max_queue: int = 64,
           max_body_bytes: int | None = None, max_connections: int = 256, api_key: str | None = None,
           dtype: str | None = None, device: str | None = None, compile: bool = False,
-          log_level: str = "info") -> None:
+          log_level: str = "info", adapter: str | None = None) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (completions, chat, streaming) with continuous batching.
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /health, /metrics (Prometheus). Binds to
@@ -30,7 +30,7 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
         raise SlmError(f"slm serve needs the serve extra ({e.name} is missing): pip install 'slmkit[serve]'") from None
     api_key = api_key or os.environ.get("SLMKIT_API_KEY") or None
     check_port(host, port)
-    lm = load(model, dtype=dtype, device=device, progress=True)
+    lm = load(model, dtype=dtype, device=device, progress=True, adapter=adapter)
     if lm.tokenizer is None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
     config = ServeConfig(name=served_name or model, slots=slots, context=context or min(lm.config.context_length, 2048),
@@ -52,6 +52,7 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
 def register(sub) -> None:
     s = verb(sub, "serve", serve)
     model_arg(s)
+    adapter_arg(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=at_least(0), default=8000, help="default 8000")
     s.add_argument("--served-name", help="the model id clients send and /v1/models lists (default: MODEL as given)")

@@ -143,11 +143,14 @@ def load_eft(large: str, pairs: Sequence[tuple[str, str, float]], dtype: str | N
 
 
 def load_model(model: str, eft: Sequence[Sequence[str]] | None = None, dtype: str | None = None,
-               device: str | None = None, progress: bool = False):
-    """`model` loaded with its tokenizer; with --eft pairs (TUNED BASE [WEIGHT] each), the EFT combination."""
+               device: str | None = None, progress: bool = False, adapter: str | None = None):
+    """`model` loaded with its tokenizer (and LoRA `adapter`); with --eft pairs (TUNED BASE [WEIGHT] each), the
+    EFT combination."""
     from slmkit.checkpoint import load
 
     pairs = parse_pairs(eft)
     if pairs:
+        if adapter is not None:
+            raise SlmError("--eft and --adapter do not combine; merge the adapter first (slm merge)")
         return load_eft(model, pairs, dtype=dtype, device=device, progress=progress)
-    return load(model, dtype=dtype, device=device, progress=progress)
+    return load(model, dtype=dtype, device=device, progress=progress, adapter=adapter)

@@ -24,11 +24,13 @@ def check_shots(shots: Sequence[int] | None) -> list[int] | None:
 def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None = None, limit: int | None = None,
                    backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
                    data: str = "auto", cache: str | Path | None | bool = True, progress: bool = True,
-                   log_samples: bool = False, eft: Sequence[Sequence[str]] | None = None) -> EvalRun:
+                   log_samples: bool = False, eft: Sequence[Sequence[str]] | None = None,
+                   adapter: str | None = None) -> EvalRun:
     """Evaluate `model` on tasks or groups (lm-eval's names) at each shot count (None: each task's own).
 
     cache: True for the default request cache ($SLMKIT_CACHE/eval-cache.sqlite), a path for another, False or None
-    for none. eft: TUNED BASE [WEIGHT] pairs evaluate the EFT combination (slmkit backend, float precisions)."""
+    for none. eft: TUNED BASE [WEIGHT] pairs evaluate the EFT combination (slmkit backend, float precisions).
+    adapter: a LoRA adapter folder attached to `model` (slmkit backend)."""
     from slmkit.eval.cache import RequestCache
     from slmkit.eval.evaluator import evaluate
     from slmkit.eval.lm import SlmkitLM, load_lm
@@ -48,6 +50,8 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     p = lookup(precision)
     t0 = time.perf_counter()
     if eft:
+        if adapter is not None:
+            raise SlmError("--eft and --adapter do not combine; merge the adapter first (slm merge)")
         if backend != "slmkit" or p.quantised:
             raise SlmError("--eft runs on the slmkit backend at a float precision; drop --backend and the int "
                            "precision")
@@ -56,7 +60,7 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
         loaded = load_model(model, eft, p.dtype, device)
         lm = SlmkitLM(loaded.model, loaded.tokenizer, loaded.source, batch_size)
     else:
-        lm = load_lm(model, backend, precision, device, batch_size)
+        lm = load_lm(model, backend, precision, device, batch_size, adapter=adapter)
     load_s = time.perf_counter() - t0
     store = None
     if cache:

@@ -195,12 +195,14 @@ class SlmkitLM(EvalLM):
 
     @classmethod
     def load(cls, path: str, precision: str = "fp32", device: str | None = None, batch_size: int = 8,
-             max_length: int | None = None) -> "SlmkitLM":
+             max_length: int | None = None, adapter: str | None = None) -> "SlmkitLM":
         """`path` at a named precision (runtime.precision): int8/int4 quantise after loading, as `slm bench` does."""
         from slmkit.runtime import SlmkitRuntime
 
-        rt = SlmkitRuntime.load(path, precision, device)
-        return cls(rt.model, rt.tokenizer, rt.source, batch_size, max_length)
+        rt = SlmkitRuntime.load(path, precision, device, adapter=adapter)
+        lm = cls(rt.model, rt.tokenizer, rt.source, batch_size, max_length)
+        lm.runtime = rt  # its fingerprint names the adapter
+        return lm
 
     @property
     def fingerprint(self) -> str:
@@ -375,13 +377,16 @@ class LlamaCppLM(EvalLM):
 
 
 def load_lm(model: str, backend: str = "slmkit", precision: str = "fp32", device: str | None = None,
-            batch_size: int = 8, max_length: int | None = None) -> EvalLM:
+            batch_size: int = 8, max_length: int | None = None, adapter: str | None = None) -> EvalLM:
     """An evaluation LM for a model path/name on one of the runtimes at a named precision (llama.cpp: a GGUF file
     runs as it is; any other model at the file type that stands beside the precision)."""
     from slmkit.runtime import load_runtime
 
     if backend == "slmkit":
-        return SlmkitLM.load(model, precision, device, batch_size, max_length)
+        return SlmkitLM.load(model, precision, device, batch_size, max_length, adapter)
+    if adapter is not None:
+        raise SlmError(f"--adapter runs on the slmkit backend; merge it first (slm merge BASE ADAPTER -o OUT) to "
+                       f"evaluate it on {backend}")
     if backend == "transformers":
         return TransformersLM(load_runtime(model, "transformers", precision, device), batch_size)
     if backend == "llamacpp":

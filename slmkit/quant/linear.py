@@ -47,11 +47,29 @@ class QuantLinear(nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu":
-            y = self._cpu_matmul(x.reshape(-1, self.in_features).to(torch.bfloat16)).to(x.dtype)
+            flat = x.reshape(-1, self.in_features)
+            if torch.is_grad_enabled() and x.requires_grad:  # QLoRA: gradients flow to the layers below
+                y = _FrozenQuantMatmul.apply(flat, self)
+            else:
+                y = self._cpu_matmul(flat.to(torch.bfloat16)).to(x.dtype)
             y = y.reshape(*x.shape[:-1], self.out_features)
         else:
             y = F.linear(x, self.dequantize().to(x.dtype))
         return y if self.bias is None else y + self.bias.to(y.dtype)
+
+
+class _FrozenQuantMatmul(torch.autograd.Function):
+    """The packed CPU kernel forward, and in backward the input's gradient through the dequantised weight (torch's
+    packed kernels have no derivative). The weight itself stays frozen: QLoRA trains adapters around it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "QuantLinear") -> torch.Tensor:
+        ctx.layer = layer
+        return layer._cpu_matmul(x.to(torch.bfloat16)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.dequantize().to(grad.dtype), None
 
 
 class Int8Linear(QuantLinear):

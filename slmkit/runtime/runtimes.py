@@ -47,27 +47,30 @@ class SlmkitRuntime(Runtime):
 
     backend = "slmkit"
 
-    def __init__(self, model, tokenizer, source: str):
-        self.model, self.tokenizer, self.source = model.eval(), tokenizer, str(source)
+    def __init__(self, model, tokenizer, source: str, adapter: str | None = None):
+        self.model, self.tokenizer, self.source, self.adapter = model.eval(), tokenizer, str(source), adapter
         self.precision = model_precision(model)
         spec = model.quant_spec
         self.label = (spec.label + ("+head" if spec.head else "")) if spec is not None else self.precision
         self.context_length = model.config.context_length
         self.fingerprint = (f"slmkit:{self.label}:{fingerprint(source)}" if Path(source).exists()
                             else f"slmkit:{self.label}:{source}")
+        if adapter is not None:  # a LoRA adapter makes another model: its own cache entries
+            self.fingerprint += f"+lora:{fingerprint(adapter)}"
         tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
         self.weight_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
 
     @classmethod
     def load(cls, model: str, precision: str = "fp32", device: str | None = None, group_size: int = 32,
-             symmetric: bool = True, progress: bool = False) -> "SlmkitRuntime":
+             symmetric: bool = True, progress: bool = False, adapter: str | None = None) -> "SlmkitRuntime":
         """Load `model` at a named precision: its compute dtype, then quantised as the precision says. A checkpoint
-        that is already quantised runs as it was saved, and only under its own precision's name."""
+        that is already quantised runs as it was saved, and only under its own precision's name. With `adapter`,
+        a LoRA adapter is attached first; quantising then leaves it in float around the int base (QLoRA)."""
         from slmkit.checkpoint import load
         from slmkit.quant.quantize import quantize
 
         p = lookup(precision)
-        lm = load(model, dtype=p.dtype, device=device, progress=progress)
+        lm = load(model, dtype=p.dtype, device=device, progress=progress, adapter=adapter)
         stored = lm.model.quant_spec
         if stored is not None:
             have = model_precision(lm.model)
@@ -76,7 +79,7 @@ class SlmkitRuntime(Runtime):
                                f"{have}")
         elif p.quantised:
             quantize(lm.model, p.quant_spec(group_size, symmetric))
-        return cls(lm.model, lm.tokenizer, lm.source)
+        return cls(lm.model, lm.tokenizer, lm.source, adapter)
 
     @property
     def device(self):
@@ -187,6 +190,9 @@ def load_runtime(model: str, backend: str = "slmkit", precision: str = "fp32", d
     precision (PRECISIONS[...].llamacpp[0]) unless the model is a GGUF file, which runs as it is."""
     if backend == "slmkit":
         return SlmkitRuntime.load(model, precision, device, **options)
+    if options.pop("adapter", None) is not None:
+        raise SlmError(f"--adapter runs on the slmkit backend; merge it first (slm merge BASE ADAPTER -o OUT) to run "
+                       f"it on {backend}")
     if backend == "transformers":
         return TransformersRuntime(model, precision, device)
     if backend == "llamacpp":
