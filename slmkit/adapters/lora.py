@@ -268,9 +268,14 @@ def adapter_weights(model: nn.Module) -> AdapterWeights:
 
 def load_adapter_weights(model: nn.Module, adapter: AdapterWeights, where: str) -> nn.Module:
     """Apply `adapter.spec` to the model and copy its A and B in, checking every name and shape."""
+    apply_lora(model, adapter.spec)
+    return set_adapter_weights(model, adapter, where)
+
+
+def set_adapter_weights(model: nn.Module, adapter: AdapterWeights, where: str) -> nn.Module:
+    """Copy an adapter's A and B into a model that has the same adapters (a resumed run)."""
     from slmkit.model.family import split_qkv_per_head
 
-    apply_lora(model, adapter.spec)
     layers = lora_layers(model)
     expected = {s.hf_name: (layer, i) for layer in layers.values() for i, s in enumerate(layer.slices)}
     missing = sorted(set(expected) - set(adapter.weights))

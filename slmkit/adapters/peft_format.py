@@ -54,15 +54,24 @@ def base_fingerprint(model: nn.Module) -> str:
 
 def save_adapter(model: nn.Module, out_dir: str | Path, base: str | None = None, overwrite: bool = False) -> Path:
     """Write the model's LoRA adapters as a peft adapter folder (atomically), with slmkit's base identity."""
+    from slmkit.outputs import atomic_dir, claim_dir
+
+    out = Path(out_dir)
+    claim_dir(out, "adapter", overwrite, replaces=True)
+    with atomic_dir(out, "adapter", overwrite) as tmp:
+        write_adapter(model, tmp, base)
+    return out
+
+
+def write_adapter(model: nn.Module, folder: Path, base: str | None = None) -> None:
+    """The adapter's three files into an existing folder (a checkpoint's temp folder, or save_adapter's)."""
     from safetensors.torch import save_file
 
     from slmkit.model.families import family
-    from slmkit.outputs import atomic_dir, claim_dir
 
     adapter = adapter_weights(model)
     spec = adapter.spec
-    out = Path(out_dir)
-    claim_dir(out, "adapter", overwrite, replaces=True)
+    base = base or getattr(model, "base_source", None)
     tensors: dict[str, torch.Tensor] = {}
     for name, (a, b) in adapter.weights.items():
         tensors[f"{_PREFIX}{name}.lora_A.weight"] = a.contiguous()
@@ -76,11 +85,9 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base: str | None = None,
     }
     ours = {"base": base, "base_fingerprint": getattr(model, "base_fingerprint", None) or base_fingerprint(model),
             "family": model.config.family, "lora": spec.to_dict()}
-    with atomic_dir(out, "adapter", overwrite) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
-        (tmp / SLMKIT).write_text(json.dumps(ours, indent=2), encoding="utf-8")
-    return out
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+    (folder / CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (folder / SLMKIT).write_text(json.dumps(ours, indent=2), encoding="utf-8")
 
 
 def read_adapter(path: str | Path) -> tuple[AdapterWeights, dict[str, Any]]:

@@ -48,6 +48,8 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
     if spec.init:
         if spec.overrides or spec.preset or spec.config:
             raise SlmError("model.init starts from a checkpoint's own architecture; drop model.preset/config/overrides")
+        if recipe.lora is not None:
+            return build_adapted(recipe, device)
         return load(spec.init, dtype="float32", device=device).model.train()
     try:
         if spec.preset:
@@ -64,6 +66,25 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
         model = Transformer(config)
     mup.init(model, recipe.mup.base_width, recipe.init_std)
     return model.float().train()
+
+
+def build_adapted(recipe: Recipe, device: torch.device) -> Transformer:
+    """model.init, frozen at lora.base's precision (int8/int4: QLoRA), with fresh LoRA adapters in float32."""
+    from slmkit.adapters.lora import apply_lora
+    from slmkit.adapters.peft_format import base_fingerprint
+    from slmkit.checkpoint import load
+    from slmkit.quant.quantize import QuantSpec, quantize
+
+    lo = recipe.lora
+    lm = load(recipe.model.init, dtype="bfloat16" if lo.base == "bf16" else "float32", device=device)
+    model = lm.model
+    model.base_fingerprint = base_fingerprint(model)  # before quantising: the base's own identity
+    model.base_source = recipe.model.init
+    if lo.base in ("int8", "int4"):
+        quantize(model, QuantSpec(bits=int(lo.base[3:]), group_size=lo.group_size if lo.base == "int4" else None))
+    torch.manual_seed(recipe.seed)  # the adapters' initialisation
+    apply_lora(model, lo.spec())
+    return model.train()
 
 
 def load_teacher(spec: DistillSpec, tokenizer: Tokenizer, student: Transformer, device: torch.device) -> Transformer:
@@ -227,17 +248,20 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     rows = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
     mb = recipe.batch.micro_batch
     n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log = RunLog(out, ctx.main)
     if log.note:
         echo(log.note)
-    echo(f"model {model.config.name}: {n_params / 1e6:.1f}M parameters | {total_steps} steps x "
+    adapter = (f" (LoRA r={recipe.lora.r} on {recipe.lora.base} base: {n_trainable / 1e6:.2f}M trainable)"
+               if recipe.lora else "")
+    echo(f"model {model.config.name}: {n_params / 1e6:.1f}M parameters{adapter} | {total_steps} steps x "
          f"{recipe.tokens_per_step():,} tokens ({recipe.batch.global_batch} x {recipe.batch.seq_len}) = "
          f"{total_steps * recipe.tokens_per_step():,} tokens | {ctx.world} process(es), {accum} micro-batch(es) of "
          f"{mb} | {precision} on {ctx.device}" + (f" | teacher {recipe.distill.teacher} ({recipe.distill.loss}, "
                                                   f"T={recipe.distill.temperature}, alpha={recipe.distill.alpha})"
                                                   if teacher is not None else ""))
     log.write(dict(event="start" if state is None else "resume", step=step, total_steps=total_steps,
-                   params=n_params, world=ctx.world, precision=precision, recipe=recipe.to_dict()))
+                   params=n_params, trainable=n_trainable, world=ctx.world, precision=precision, recipe=recipe.to_dict()))
     sources = list(dict.fromkeys(p for s in stages for p in s.data))  # each source once, whatever its stages
     windows = TokenData({p: 1.0 for p in sources}, recipe.batch.seq_len, recipe.seed).val_windows(recipe.eval_tokens)
     val_batch = max(1, mb)
@@ -331,7 +355,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         log.close()
         echo(f"stopped at step {step} of {total_steps}: {ckpts.latest()}; --resume continues")
         return TrainResult(out, step, step * recipe.tokens_per_step(), last_val, ckpts.latest())
-    model_dir = ckpts.export_final(out / "model")
+    model_dir = ckpts.export_final(out / ("adapter" if recipe.lora else "model"))
     if recipe.export_as and ctx.main:
         from slmkit.paths import cache_dir
 

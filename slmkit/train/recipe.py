@@ -79,6 +79,25 @@ class MupSpec:
 
 
 @dataclass
+class LoraRecipe:
+    """Train a LoRA adapter on a frozen model.init (slmkit.adapters): QLoRA when base is int8 or int4."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["attn"])  # attn, mlp, all-linear or module names (q_proj)
+    rslora: bool = False
+    base: Literal["fp32", "bf16", "int8", "int4"] = "fp32"  # the frozen base's precision
+    group_size: int = 32  # int4 base: inputs per scale
+
+    def spec(self):
+        from slmkit.adapters.lora import LoRASpec
+
+        return LoRASpec(r=self.r, alpha=self.alpha, dropout=self.dropout, targets=tuple(self.targets),
+                        rslora=self.rslora)
+
+
+@dataclass
 class DistSpec:
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     fsdp: bool = False
@@ -105,6 +124,7 @@ class Recipe:
     log_every: int = 10
     export_as: str | None = None  # also copy the final model to ~/.cache/slmkit/models/NAME: `-m NAME` loads it
     distill: DistillSpec | None = None
+    lora: LoraRecipe | None = None  # train an adapter instead of the whole model
     mup: MupSpec = field(default_factory=MupSpec)
     dist: DistSpec = field(default_factory=DistSpec)
 
@@ -168,6 +188,19 @@ class Recipe:
             raise SlmError(f"export_as must be a plain name (no '/', not 'default'), got {self.export_as!r}")
         if self.mup.base_width is not None and self.mup.base_width < 1:
             raise SlmError(f"mup.base_width must be positive, got {self.mup.base_width}")
+        if self.lora is not None:
+            self.lora.spec()  # rank, alpha, dropout, targets
+            if self.export_as:
+                raise SlmError("export_as names a full model; a lora run writes OUT/adapter: run it with --adapter, "
+                               "or fold it in with slm merge")
+            if not self.model.init:
+                raise SlmError("lora trains an adapter on existing weights: set model.init to the base model")
+            if self.dist.fsdp:
+                raise SlmError("lora runs with DDP (an adapter is small); set dist.fsdp: false")
+            if self.mup.base_width is not None:
+                raise SlmError("lora and mup do not combine; drop mup.base_width")
+            if self.lora.base == "int4" and self.lora.group_size not in (32, 64, 128, 256):
+                raise SlmError(f"lora.group_size must be 32, 64, 128 or 256, got {self.lora.group_size}")
         if self.model.preset is None and self.model.config is None and self.model.init is None:
             raise SlmError("model needs one of: preset (a name from `slm presets`), config (a folder, .gguf or "
                            "config.json) or init (weights to start from)")

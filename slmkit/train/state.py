@@ -64,7 +64,15 @@ class Checkpoints:
                 if Checkpoints.write_hook is not None:
                     Checkpoints.write_hook(step, tmp)
 
-            save(self._plain(model, weights), path, tokenizer, extra=extra)
+            if getattr(model, "lora_spec", None) is not None:  # the adapter and the base's identity, not the base
+                from slmkit.adapters.peft_format import write_adapter
+                from slmkit.outputs import atomic_dir
+
+                with atomic_dir(path, "adapter", overwrite=True) as folder:
+                    write_adapter(model, folder)
+                    extra(folder)
+            else:
+                save(self._plain(model, weights), path, tokenizer, extra=extra)
             tmp = self.out / ".latest.tmp"
             tmp.write_text(str(path.relative_to(self.out)), encoding="utf-8")
             os.replace(tmp, self.out / "latest")
@@ -100,12 +108,14 @@ class Checkpoints:
             shutil.rmtree(old, ignore_errors=True)
 
     def export_final(self, target: Path) -> Path:
-        """Copy the last checkpoint's weights, config and tokenizer (not the trainer state) to target."""
+        """Copy the last checkpoint's weights, config and tokenizer (or adapter) without the trainer state to
+        target."""
         latest = self.latest()
         if self.ctx.main and latest is not None:
+            from slmkit.adapters.peft_format import CONFIG
             from slmkit.outputs import atomic_dir
 
-            with atomic_dir(target, "model") as tmp:
+            with atomic_dir(target, "adapter" if (latest / CONFIG).is_file() else "model") as tmp:
                 for f in latest.iterdir():
                     if f.name != STATE_FILE:
                         shutil.copy2(f, tmp / f.name)
@@ -122,12 +132,23 @@ class Checkpoints:
         except Exception as e:  # a damaged file: say which
             raise SlmError(f"{path / STATE_FILE}: cannot read the trainer state ({type(e).__name__}); resume from an "
                            f"earlier checkpoint by editing {self.out / 'latest'}") from None
-        saved = load(path, dtype="float32", device=model.device).model
-        try:
-            model.load_state_dict(saved.state_dict(), strict=True)
-        except RuntimeError:
-            raise SlmError(f"{path}: its architecture differs from the recipe's model; resume with the recipe that "
-                           f"wrote it (saved beside it as recipe.yaml)") from None
+        if getattr(model, "lora_spec", None) is not None:
+            from slmkit.adapters.lora import set_adapter_weights
+            from slmkit.adapters.peft_format import read_adapter
+
+            adapter, _ = read_adapter(path)
+            same = lambda s: (s.r, s.alpha, s.dropout, s.rslora)  # noqa: E731 - targets: set_adapter_weights checks
+            if same(adapter.spec) != same(model.lora_spec):
+                raise SlmError(f"{path}: its adapter ({adapter.spec}) differs from the recipe's lora section; resume "
+                               f"with the recipe that wrote it (saved beside it as recipe.yaml)")
+            set_adapter_weights(model, adapter, str(path))
+        else:
+            saved = load(path, dtype="float32", device=model.device).model
+            try:
+                model.load_state_dict(saved.state_dict(), strict=True)
+            except RuntimeError:
+                raise SlmError(f"{path}: its architecture differs from the recipe's model; resume with the recipe "
+                               f"that wrote it (saved beside it as recipe.yaml)") from None
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -1,0 +1,108 @@
+"""LoRA and QLoRA in the one training loop: only the adapter trains and is checkpointed (with the base's
+identity), resume is bit-identical, two processes under torchrun match one, and the adapter the run writes is
+what `--adapter` and `slm merge` take."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slmkit.errors import SlmError
+from tests.test_train import corpus, log_records, recipe_dict, run, shards, tokenizer, torchrun, write_recipe  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def base_dir(tokenizer, tmp_path_factory):  # noqa: F811
+    from slmkit.checkpoint import init_model, save
+    from slmkit.model.config import ModelConfig
+
+    config = ModelConfig.from_name("SmolLM2-135M", n_layer=2, d_model=64, n_head=4, n_kv_head=2,
+                                   intermediate_size=128, vocab_size=512)
+    return save(init_model(config, "float32", "cpu", seed=1), tmp_path_factory.mktemp("base") / "base", tokenizer)
+
+
+def lora_recipe(shards, base_dir, out, **lora):  # noqa: F811
+    r = recipe_dict(shards, out, model=dict(init=str(base_dir)), optim=dict(lr=1e-2, warmup_steps=2),
+                    tokens=32 * 8 * 12, eval_every=6, save_every=6)
+    r["lora"] = dict(dict(r=4, alpha=8, targets=["all-linear"]), **lora)
+    return r
+
+
+def test_lora_run_trains_only_the_adapter_and_resumes_bit_identically(shards, base_dir, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+
+    import slmkit
+
+    whole = run(lora_recipe(shards, base_dir, tmp_path / "a"))
+    part = run(lora_recipe(shards, base_dir, tmp_path / "b"), stop_at=7)
+    assert part.steps == 7
+    ckpt = tmp_path / "b/checkpoints/step-0000007"
+    assert sorted(p.name for p in ckpt.iterdir()) == [".slmkit-output", "adapter_config.json",
+                                                     "adapter_model.safetensors", "recipe.yaml", "slmkit_adapter.json",
+                                                     "trainer_state.pt"]  # no copy of the base
+    rest = run(lora_recipe(shards, base_dir, tmp_path / "b"), resume=True)
+    assert rest.steps == whole.steps == 12 and whole.model_dir == tmp_path / "a/adapter"
+    assert load_file(tmp_path / "a/adapter/adapter_model.safetensors").keys() == load_file(
+        tmp_path / "b/adapter/adapter_model.safetensors").keys()
+    a, b = (load_file(tmp_path / d / "adapter/adapter_model.safetensors") for d in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [x["loss"] for x in log_records(tmp_path / "a")][7:] == [x["loss"] for x in log_records(tmp_path / "b")][7:]
+    losses = [x["loss"] for x in log_records(tmp_path / "a")]
+    assert losses[-1] < losses[0]
+    start = json.loads((tmp_path / "a/log.jsonl").read_text().splitlines()[0])
+    assert start["trainable"] < start["params"] / 5
+    ours = json.loads((tmp_path / "a/adapter/slmkit_adapter.json").read_text())
+    assert ours["base"] == str(base_dir)
+
+    # the written adapter: --adapter loads it, and merged it gives the same logits
+    tuned = slmkit.load(base_dir, dtype="float32", device="cpu", adapter=tmp_path / "a/adapter")
+    base = slmkit.load(base_dir, dtype="float32", device="cpu")
+    ids = torch.tensor([tuned.tokenizer.encode("The model and the data")])
+    from slmkit.adapters.lora import merge
+
+    with torch.no_grad():
+        before, after = base.model(ids), tuned.model(ids)
+        assert (before - after).abs().max() > 1e-3
+        assert torch.allclose(merge(tuned.model)(ids), after, atol=1e-5)
+
+
+@pytest.mark.parametrize("base", ["int8", "int4", "bf16"])
+def test_qlora_runs_on_a_quantised_or_bf16_base(shards, base_dir, tmp_path, base):  # noqa: F811
+    res = run(lora_recipe(shards, base_dir, tmp_path / base, base=base, targets=["q_proj", "v_proj"]))
+    losses = [x["loss"] for x in log_records(tmp_path / base)]
+    assert res.steps == 12 and losses[-1] < losses[0]
+    cfg = json.loads((tmp_path / base / "adapter/adapter_config.json").read_text())
+    assert cfg["target_modules"] == ["q_proj", "v_proj"] and cfg["r"] == 4
+    import slmkit
+
+    back = slmkit.load(base_dir, dtype="float32", device="cpu", adapter=tmp_path / base / "adapter")
+    assert back.model.lora_spec.targets == ("q_proj", "v_proj")
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_lora(shards, base_dir, tmp_path):  # noqa: F811
+    one = run(lora_recipe(shards, base_dir, tmp_path / "one"))
+    r2 = lora_recipe(shards, base_dir, tmp_path / "two")
+    res = torchrun(2, write_recipe(tmp_path / "two.yaml", r2))
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = log_records(tmp_path / "one"), log_records(tmp_path / "two")
+    assert len(a) == len(b) == one.steps
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 1e-5
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(lora=dict(r=0)), "LoRA rank r must be at least 1"),
+    (dict(lora=dict(targets=["nope"])), "LoRA target 'nope' names no layer of this model"),
+    (dict(model=dict(preset="SmolLM2-135M")), "lora trains an adapter on existing weights: set model.init"),
+    (dict(export_as="x"), "export_as names a full model; a lora run writes OUT/adapter"),
+    (dict(dist=dict(fsdp=True)), "lora runs with DDP"),
+])
+def test_lora_recipe_errors(shards, base_dir, tmp_path, change, message):  # noqa: F811
+    r = lora_recipe(shards, base_dir, tmp_path / "run")
+    for key, value in change.items():
+        r[key] = dict(r[key], **value) if key == "lora" else value
+    with pytest.raises(SlmError, match=message):
+        run(r)
+    assert not (tmp_path / "run" / "checkpoints").exists()
