@@ -179,3 +179,36 @@ def test_export_refuses_what_llamacpp_cannot_tokenise_alike(tmp_path, capsys, mo
     assert not list(tmp_path.glob("*.gguf*"))  # nothing half-written
     assert_one_line(*run_cli(capsys, "export", "default", "--gguf", str(tmp_path / "x.gguf"), "--type", "q4_k"),
                     "unknown GGUF type 'q4_k'; choose one of f32, f16, q8_0, q4_0, q4_1, q4_k_m")
+
+
+@needs_gemma
+@pytest.mark.slow
+def test_a_lora_tuned_gemma3_merges_exports_and_runs_in_llamacpp(tmp_path, capsys):
+    """The fine-tuning path end to end: a LoRA adapter trained a few steps on Gemma 3 270M, `slm merge`, `slm
+    export --type f16`, and llama.cpp on the merged file decodes slmkit's greedy tokens of the tuned model."""
+    from slmkit.adapters.lora import LoRASpec, apply_lora, trainable
+    from slmkit.adapters.peft_format import save_adapter
+
+    gemma = slmkit.load("gemma3-270m", dtype="float32", device="cpu")
+    model = apply_lora(gemma.model, LoRASpec(r=4, alpha=32, targets=("attn",)))
+    ids = torch.tensor([gemma.tokenizer.encode("Gemma is a family of small models. " * 4)])
+    opt = torch.optim.AdamW(trainable(model), lr=1e-2)
+    model.train()
+    for _ in range(3):
+        logits = model(ids[:, :-1])
+        torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]).backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    save_adapter(model, tmp_path / "adapter", base="gemma3-270m")
+    assert main(["merge", "gemma3-270m", str(tmp_path / "adapter"), "-o", str(tmp_path / "merged")]) == 0
+    assert main(["export", str(tmp_path / "merged"), "--gguf", str(tmp_path / "tuned.gguf"), "--type", "f16"]) == 0
+    tuned = slmkit.load(tmp_path / "merged", dtype="float32", device="cpu")
+    base = slmkit.load("gemma3-270m", dtype="float32", device="cpu")
+    llm = _llama(tmp_path / "tuned.gguf")
+    prompt = tuned.tokenizer.encode(PROMPTS[0])
+    ours = _greedy(tuned.model, prompt, 16)
+    assert _greedy_llamacpp(llm, prompt, 16) == ours
+    llm.close()
+    with torch.no_grad():  # the tuning changed the model
+        assert (tuned.model(torch.tensor([prompt])) - base.model(torch.tensor([prompt]))).abs().max() > 0.1

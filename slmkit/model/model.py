@@ -398,7 +398,8 @@ class Transformer(nn.Module):
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
                 last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
-                mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
@@ -411,6 +412,8 @@ class Transformer(nn.Module):
         in place of causality; with positions, rows can pack several sequences that share a prefix (the
         evaluator scores every choice of a question in one row). Sliding windows and ALiBi use the positions.
         caches: the KV caches (new_caches) the new tokens' keys and values are written to and attended over.
+        rows (B, T) bool: logits (N, vocab) for those positions only (training with loss masks: the vocabulary
+        matmul, the largest of a small model, then runs on the target positions alone).
         """
         c = self.config
         B, T = idx.shape
@@ -475,6 +478,8 @@ class Transformer(nn.Module):
 
         if last_only:  # prefill needs only the next-token logits; skips T-1 rows of the vocabulary matmul
             x = x[:, -1:]
+        if rows is not None:
+            x = x[rows]
         return x if hidden else self.head(x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:

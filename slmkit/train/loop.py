@@ -115,6 +115,13 @@ class Objective:
         self.distill, self.teacher = distill, teacher
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> dict[str, torch.Tensor]:
+        if self.teacher is None:
+            keep = y != IGNORE
+            if not bool(keep.all()):  # loss masks: the vocabulary projection only where there are targets
+                with autocast():
+                    logits = model(x, rows=keep)
+                ce = cross_entropy_sum(logits[None], y[keep][None])
+                return {"loss": ce, "ce": ce}
         with autocast():
             logits = model(x)
         ce = cross_entropy_sum(logits, y)
