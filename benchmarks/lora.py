@@ -125,9 +125,6 @@ def peak_rss_mb() -> float:
 
 
 def work_slmkit(method: str, model: str, steps: int) -> dict:
-    import torch
-
-    import slmkit
     import yaml
 
     from slmkit.train.loop import train
@@ -156,19 +153,16 @@ def work_slmkit(method: str, model: str, steps: int) -> dict:
     after = (SlmkitRuntime.load(str(base), precision, adapter=str(result.model_dir)) if method != "full"
              else SlmkitRuntime.load(str(result.model_dir), "fp32"))
     acc1 = accuracy(slmkit_logits(after.model), after.tokenizer)
-    del torch
     return dict(method=method, trainable=start["trainable"], params=start["params"], peak_rss_mb=rss,
                 tok_s=steps * SEQ * BATCH / sum(r["step_s"] for r in steps_log),
                 losses=[r["loss"] for r in steps_log], acc_before=acc0, acc_after=acc1)
 
 
 def work_peft(model: str, steps: int) -> dict:
-    import numpy as np
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
 
-    import slmkit
     from slmkit.train.data import TokenData
     from slmkit.train.losses import IGNORE
     from slmkit.train.schedule import lr_multiplier
@@ -205,7 +199,6 @@ def work_peft(model: str, steps: int) -> dict:
 
     tok = load_tokenizer(base)
     acc1 = accuracy(hf_logits(tuned), tok)
-    del np
     return dict(method="peft", trainable=sum(p.numel() for p in params), params=sum(p.numel() for p in hf.parameters()),
                 peak_rss_mb=rss, tok_s=steps * SEQ * BATCH / sum(times), losses=losses, acc_before=None,
                 acc_after=acc1)

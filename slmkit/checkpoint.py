@@ -21,6 +21,7 @@ from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
 from slmkit.model.model import Transformer
 from slmkit.outputs import atomic_dir
+from slmkit.paths import read_json_object
 from slmkit.tokenizer.tokenizer import Tokenizer
 
 # models that slmkit's own recipes make, by name, and how to make them
@@ -247,14 +248,7 @@ def read_config(path: Path) -> ModelConfig:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise SlmError(f"{path}: no config.json found")
-    try:
-        data = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SlmError(f"{cfg_file}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise SlmError(f"{cfg_file}: JSON nested too deeply to be a model config") from None
-    if not isinstance(data, dict):
-        raise SlmError(f"{cfg_file}: a model config is a JSON object, got {type(data).__name__}")
+    data = read_json_object(cfg_file, "a model config")
     try:
         return config_from_hf(data, where=str(cfg_file))
     except SlmError as e:

@@ -15,6 +15,23 @@ def cache_dir(*parts: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
+def read_json_object(path: Path, what: str = "a JSON object") -> dict:
+    """A JSON file that must hold an object; a damaged one is one clear line (slmkit.errors.SlmError)."""
+    import json
+
+    from slmkit.errors import SlmError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SlmError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise SlmError(f"{path}: JSON nested too deeply to be {what}") from None
+    if not isinstance(data, dict):
+        raise SlmError(f"{path}: {what} is a JSON object, got {type(data).__name__}")
+    return data
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a text (str) or binary (bytes) file so that a reader sees the old file or the whole new one, never a
     part."""

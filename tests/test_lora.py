@@ -184,7 +184,8 @@ def test_slm_merge_writes_a_plain_folder_with_the_tuned_logits(tmp_path, capsys)
     with torch.no_grad():
         tuned = model(ids)
     save_adapter(model, tmp_path / "adapter", base=str(tmp_path / "base"))
-    assert run_cli(capsys, "merge", str(tmp_path / "base"), str(tmp_path / "adapter"), "-o", str(tmp_path / "m"))[0] == 0
+    code, _ = run_cli(capsys, "merge", str(tmp_path / "base"), str(tmp_path / "adapter"), "-o", str(tmp_path / "m"))
+    assert code == 0
     merged = slmkit.load(tmp_path / "m", dtype="float32", device="cpu").model
     assert not any(isinstance(m, LoRALinear) for m in merged.modules())
     with torch.no_grad():
@@ -192,3 +193,11 @@ def test_slm_merge_writes_a_plain_folder_with_the_tuned_logits(tmp_path, capsys)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
     with torch.no_grad():
         assert torch.allclose(hf(ids).logits, tuned, atol=1e-4)
+    # unmerged, through --adapter: the runtime's fingerprint names the adapter, so eval caches keep them apart
+    from slmkit.runtime import SlmkitRuntime
+
+    plain = SlmkitRuntime.load(str(tmp_path / "base"))
+    adapted = SlmkitRuntime.load(str(tmp_path / "base"), adapter=str(tmp_path / "adapter"))
+    assert adapted.fingerprint.startswith(plain.fingerprint + "+lora:")
+    with torch.no_grad():
+        assert torch.allclose(adapted.model(ids), tuned, atol=1e-5)

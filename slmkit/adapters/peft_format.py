@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from slmkit.adapters.lora import AdapterWeights, LoRASpec, adapter_weights, load_adapter_weights
 from slmkit.errors import SlmError
+from slmkit.paths import read_json_object
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -99,10 +100,7 @@ def read_adapter(path: str | Path) -> tuple[AdapterWeights, dict[str, Any]]:
     cfg_file = path / CONFIG
     if not cfg_file.is_file():
         raise SlmError(f"{path}: not an adapter folder (no {CONFIG}); give a folder peft or slmkit wrote")
-    try:
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SlmError(f"{cfg_file}: not valid JSON ({e})") from None
+    cfg = read_json_object(cfg_file, "an adapter config")
     kind = cfg.get("peft_type")
     if kind != "LORA":
         raise SlmError(f"{path}: a {kind} adapter; slmkit loads LoRA adapters (peft_type LORA) only")
@@ -141,12 +139,7 @@ def read_adapter(path: str | Path) -> tuple[AdapterWeights, dict[str, Any]]:
         if set(ab) != {"lora_A", "lora_B"}:
             raise SlmError(f"{weights_file}: {name} has {sorted(ab)} but needs both lora_A and lora_B")
         adapter.weights[name] = (ab["lora_A"], ab["lora_B"])
-    ours: dict[str, Any] = {}
-    if (path / SLMKIT).is_file():
-        try:
-            ours = json.loads((path / SLMKIT).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SlmError(f"{path / SLMKIT}: not valid JSON ({e})") from None
+    ours = read_json_object(path / SLMKIT, "slmkit's adapter record") if (path / SLMKIT).is_file() else {}
     return adapter, ours
 
 

@@ -3,11 +3,11 @@ K-quant (q4_k_m, q4_k_s, q5_k_m, q5_k_s, q6_k; llama.cpp's quantiser, export/kqu
 written by export/vocab.py: byte-level BPE as "gpt2", SentencePiece-style vocabularies as "llama".
 
 Families: those whose record (model/families.py) has GGUF(export=True): llama, qwen2, phi (GGUF "phi2"), gemma,
-gemma2, gemma3 and gpt2; the record's flags say how their tensors differ (q/k permutation, fused QKV, a tied head's copy). Tensor
-names and layouts are the inverse of the
-reader (slmkit/model/gguf.py), whose layouts are checked against llama.cpp's own converter. Before anything is
-written, the config that the reader (and llama.cpp) would build from the planned metadata is compared with
-the model's: a model that llama.cpp would run differently (say, a sliding window under "llama") is refused.
+gemma2, gemma3 and gpt2; the record's flags say how their tensors differ (q/k permutation, fused QKV, a tied
+head's copy). Tensor names and layouts are the inverse of the reader (slmkit/model/gguf.py), whose layouts are
+checked against llama.cpp's own converter. Before anything is written, the config that the reader (and
+llama.cpp) would build from the planned metadata is compared with the model's: a model that llama.cpp would
+run differently (say, a sliding window under "llama") is refused.
 
 Quantised types follow llama.cpp's choices: norms, biases and position embeddings stay F32; a matrix whose
 rows are not a multiple of the 32-value block falls back to F16; under q4_0/q4_1 the token embedding and the

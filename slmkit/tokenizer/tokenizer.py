@@ -10,6 +10,7 @@ from typing import Any, Iterable
 from tokenizers import Tokenizer as HFTokenizer
 
 from slmkit.errors import SlmError
+from slmkit.paths import read_json_object
 from slmkit.tokenizer.chat import render_chat_template
 
 
@@ -99,7 +100,7 @@ class Tokenizer:
         cfg: dict[str, Any] = {}
         cfg_file = path / "tokenizer_config.json"
         if cfg_file.is_file():
-            cfg = _read_json(cfg_file)
+            cfg = read_json_object(cfg_file, "a tokenizer config")
         template = cfg.get("chat_template")
         jinja_file = path / "chat_template.jinja"
         if template is None and jinja_file.is_file():
@@ -109,7 +110,7 @@ class Tokenizer:
         special = {}
         stm = path / "special_tokens_map.json"
         if stm.is_file():
-            special = _read_json(stm)
+            special = read_json_object(stm, "a special tokens map")
         get = lambda key: _token_content(cfg.get(key, special.get(key)))  # noqa: E731
         add_bos = cfg.get("add_bos_token")
         if add_bos is None:  # otherwise the post-processor in tokenizer.json decides; detect it
@@ -156,10 +157,3 @@ def _post_processor_adds_bos(backend: HFTokenizer, bos: str | None) -> bool:
         return False
     ids = backend.encode("a", add_special_tokens=True).ids
     return bool(ids) and ids[0] == backend.token_to_id(bos)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SlmError(f"{path}: not valid JSON ({e})") from None

@@ -268,7 +268,8 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
                                                   f"T={recipe.distill.temperature}, alpha={recipe.distill.alpha})"
                                                   if teacher is not None else ""))
     log.write(dict(event="start" if state is None else "resume", step=step, total_steps=total_steps,
-                   params=n_params, trainable=n_trainable, world=ctx.world, precision=precision, recipe=recipe.to_dict()))
+                   params=n_params, trainable=n_trainable, world=ctx.world, precision=precision,
+                   recipe=recipe.to_dict()))
     sources = list(dict.fromkeys(p for s in stages for p in s.data))  # each source once, whatever its stages
     windows = TokenData({p: 1.0 for p in sources}, recipe.batch.seq_len, recipe.seed).val_windows(recipe.eval_tokens)
     val_batch = max(1, mb)
