@@ -13,6 +13,8 @@ sampler over the same token shards, `--steps` steps of 8 x 64 tokens, AdamW, war
   lora    slm train with a LoRA adapter r=8, alpha=16 on q, k, v, o (lr 1e-3); the base frozen in fp32
   qlora   the same adapter on an int4 (group 32) base
   peft    transformers + peft, the same adapter and optimizer in a plain loop (the peer)
+  lora-bf16, peft-bf16   the LoRA and peft runs on a bf16 base under bf16 autocast (adapters in fp32), where
+          this CPU's AMX units run the matmuls (--methods full,lora,qlora,peft,lora-bf16,peft-bf16)
 
 Each runs in a fresh process (its own peak RSS). Reported: trainable parameters, peak RSS, training tokens/s
 (every token of every batch over the summed step times), the loss curve, and test accuracy before and after with
@@ -35,7 +37,7 @@ WORK = ROOT / "runs/lora-bench"
 PROMPT = "Review: {sentence}\nSentiment:"
 LABELS = (" negative", " positive")
 SEQ, BATCH = 64, 8
-LR = {"full": 2e-5, "lora": 1e-3, "qlora": 1e-3, "peft": 1e-3}
+LR = {"full": 2e-5, "lora": 1e-3, "qlora": 1e-3, "peft": 1e-3, "lora-bf16": 1e-3, "peft-bf16": 1e-3}
 
 
 def sst2() -> list[tuple[str, int]]:
@@ -135,9 +137,10 @@ def work_slmkit(method: str, model: str, steps: int) -> dict:
     recipe = dict(out=str(out), model=dict(init=str(base)), data={str(shards): 1.0}, tokens=steps * SEQ * BATCH,
                   batch=dict(seq_len=SEQ, global_batch=BATCH, micro_batch=BATCH),
                   optim=dict(lr=LR[method], warmup_steps=4, schedule="constant", weight_decay=0.0, clip=1.0),
-                  eval_every=0, save_every=0, log_every=1, precision="fp32")
+                  eval_every=0, save_every=0, log_every=1, precision="bf16" if method == "lora-bf16" else "fp32")
     if method != "full":
-        recipe["lora"] = dict(r=8, alpha=16, targets=["attn"], base="int4" if method == "qlora" else "fp32")
+        recipe["lora"] = dict(r=8, alpha=16, targets=["attn"],
+                              base={"qlora": "int4", "lora-bf16": "bf16"}.get(method, "fp32"))
     path = WORK / f"{model}-{method}.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     result = train(load_recipe(path), progress=False, echo=lambda *a: None, overwrite=True)
@@ -145,7 +148,7 @@ def work_slmkit(method: str, model: str, steps: int) -> dict:
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps_log = [r for r in log if r.get("event") == "train"]
     start = next(r for r in log if r.get("event") == "start")
-    precision = "int4" if method == "qlora" else "fp32"
+    precision = {"qlora": "int4", "lora-bf16": "bf16"}.get(method, "fp32")
     from slmkit.runtime import SlmkitRuntime
 
     before = SlmkitRuntime.load(str(base), precision)
@@ -158,7 +161,7 @@ def work_slmkit(method: str, model: str, steps: int) -> dict:
                 losses=[r["loss"] for r in steps_log], acc_before=acc0, acc_after=acc1)
 
 
-def work_peft(model: str, steps: int) -> dict:
+def work_peft(model: str, steps: int, bf16: bool = False) -> dict:
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
@@ -169,21 +172,26 @@ def work_peft(model: str, steps: int) -> dict:
 
     base, shards = prepare(model)
     torch.manual_seed(1337)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    import contextlib
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if bf16 else torch.float32)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     tuned = get_peft_model(hf, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    params = [p for p in tuned.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR["peft"], betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
+    params = [p for p in tuned.parameters() if p.requires_grad]  # fp32: peft upcasts bf16 adapters
+    lr = LR["peft-bf16" if bf16 else "peft"]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
     data = TokenData({str(shards): 1.0}, SEQ, 1337)
     losses, times = [], []
     tuned.train()
     for step in range(steps):
         t0 = time.perf_counter()
         for g in opt.param_groups:
-            g["lr"] = LR["peft"] * lr_multiplier(step, steps, 4, "constant")
+            g["lr"] = lr * lr_multiplier(step, steps, 4, "constant")
         x, y = data.batch(step, 0, slice(0, BATCH), BATCH)
         x, y = torch.from_numpy(x), torch.from_numpy(y)
-        logits = tuned(input_ids=x).logits
+        with autocast():
+            logits = tuned(input_ids=x).logits
         n = (y != IGNORE).sum().clamp(min=1)
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE,
                                                  reduction="sum") / n
@@ -198,10 +206,11 @@ def work_peft(model: str, steps: int) -> dict:
     from slmkit.checkpoint import load_tokenizer
 
     tok = load_tokenizer(base)
-    acc1 = accuracy(hf_logits(tuned), tok)
-    return dict(method="peft", trainable=sum(p.numel() for p in params), params=sum(p.numel() for p in hf.parameters()),
-                peak_rss_mb=rss, tok_s=steps * SEQ * BATCH / sum(times), losses=losses, acc_before=None,
-                acc_after=acc1)
+    with autocast():
+        acc1 = accuracy(hf_logits(tuned), tok)
+    return dict(method="peft-bf16" if bf16 else "peft", trainable=sum(p.numel() for p in params),
+                params=sum(p.numel() for p in hf.parameters()), peak_rss_mb=rss,
+                tok_s=steps * SEQ * BATCH / sum(times), losses=losses, acc_before=None, acc_after=acc1)
 
 
 # --- driver ------------------------------------------------------------------------------------------------------
@@ -212,12 +221,18 @@ def main() -> None:
     p.add_argument("--models", default="default,gemma3-270m")
     p.add_argument("--methods", default="full,lora,qlora,peft")
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--table", action="store_true", help="print the table of the last results.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.table:
+        print(table(json.loads((WORK / "results.json").read_text())))
+        return
     if a.worker:
         job = json.loads(a.worker)
-        out = (work_peft(job["model"], job["steps"]) if job["method"] == "peft"
-               else work_slmkit(job["method"], job["model"], job["steps"]))
+        if job["method"].startswith("peft"):
+            out = work_peft(job["model"], job["steps"], job["method"] == "peft-bf16")
+        else:
+            out = work_slmkit(job["method"], job["model"], job["steps"])
         print("RESULT " + json.dumps(out))
         return
     results = []
@@ -235,7 +250,11 @@ def main() -> None:
             print(f"{model} {method}: loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}, {r['tok_s']:.0f} tok/s, "
                   f"acc {r['acc_after'][0]:.3f}, {r['wall_s']} s", flush=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    done = WORK / "results.json"  # earlier runs' rows stay, unless this run redid them
+    fresh = {(r["model"], r["method"]) for r in results}
+    kept = [r for r in json.loads(done.read_text()) if (r["model"], r["method"]) not in fresh] if done.is_file() else []
+    results = kept + results
+    done.write_text(json.dumps(results, indent=2))
     print(table(results))
 
 
@@ -255,9 +274,10 @@ def table(results: list[dict]) -> str:
                      f"{acc(r['acc_before'])} | {acc(r['acc_after'])} |")
     by = {(r["model"], r["method"]): r for r in results}
     for model in dict.fromkeys(r["model"] for r in results):
-        if (model, "lora") in by and (model, "peft") in by:
-            ratio = by[model, "lora"]["tok_s"] / by[model, "peft"]["tok_s"]
-            lines.append(f"\n{model}: slmkit LoRA / peft LoRA tokens/s = {ratio:.2f}x")
+        for ours, theirs in (("lora", "peft"), ("lora-bf16", "peft-bf16")):
+            if (model, ours) in by and (model, theirs) in by:
+                ratio = by[model, ours]["tok_s"] / by[model, theirs]["tok_s"]
+                lines.append(f"\n{model}: slmkit {ours} / {theirs} tokens/s = {ratio:.2f}x")
     return "\n".join(lines)
 
 

@@ -74,13 +74,16 @@ def test_qlora_runs_on_a_quantised_or_bf16_base(shards, base_dir, tmp_path, base
     res = run(lora_recipe(shards, base_dir, tmp_path / base, base=base, targets=["q_proj", "v_proj", "down_proj"]))
     from safetensors.torch import load_file
 
+    import slmkit
+
+    start = json.loads((tmp_path / base / "log.jsonl").read_text().splitlines()[0])  # int weights counted too
+    assert start["params"] == sum(p.numel() for p in slmkit.load(base_dir).model.parameters()) + start["trainable"]
     losses = [x["loss"] for x in log_records(tmp_path / base)]  # learning itself: test_lora.py's QLoRA test
     assert res.steps == 12 and all(math.isfinite(x) for x in losses)
     weights = load_file(tmp_path / base / "adapter/adapter_model.safetensors")
     assert all(weights[k].abs().max() > 0 for k in weights if ".lora_B." in k)  # B left zero: nothing trained
     cfg = json.loads((tmp_path / base / "adapter/adapter_config.json").read_text())
     assert cfg["target_modules"] == ["down_proj", "q_proj", "v_proj"] and cfg["r"] == 4
-    import slmkit
 
     back = slmkit.load(base_dir, dtype="float32", device="cpu", adapter=tmp_path / base / "adapter")
     assert back.model.lora_spec.targets == ("down_proj", "q_proj", "v_proj")

@@ -254,7 +254,8 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     per_rank = recipe.batch.global_batch // ctx.world
     rows = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
     mb = recipe.batch.micro_batch
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters()) + sum(  # int8/int4 weights are buffers (QLoRA)
+        m.in_features * m.out_features for m in model.modules() if getattr(m, "bits", None) in (4, 8))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log = RunLog(out, ctx.main)
     if log.note:
