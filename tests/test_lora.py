@@ -201,3 +201,22 @@ def test_slm_merge_writes_a_plain_folder_with_the_tuned_logits(tmp_path, capsys)
     assert adapted.fingerprint.startswith(plain.fingerprint + "+lora:")
     with torch.no_grad():
         assert torch.allclose(adapted.model(ids), tuned, atol=1e-5)
+
+
+def test_a_peft_adapter_with_regex_targets_loads_by_its_weights(tmp_path):
+    """peft also takes target_modules as a regular expression; slmkit reads which modules carry an adapter from
+    the weights themselves."""
+    peft = pytest.importorskip("peft", reason="peft is in the test extras: pip install -e '.[test]'")
+    cfg = _tiny(*CASES["llama (SmolLM2, GQA, tied)"])
+    hf = _hf_model(cfg)
+    hf.save_pretrained(tmp_path / "hf")
+    made = peft.get_peft_model(_hf_model(cfg), peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                                 target_modules=r".*\.(q_proj|down_proj)"))
+    made.eval().save_pretrained(tmp_path / "adapter")
+    assert isinstance(json.loads((tmp_path / "adapter/adapter_config.json").read_text())["target_modules"], str)
+    ids, mask, positions = _batch(cfg.vocab_size)
+    back = slmkit.load(tmp_path / "hf", dtype="float32", device="cpu", adapter=tmp_path / "adapter").model
+    assert sorted({s.role for la in lora_layers(back).values() for s in la.slices}) == ["down", "q"]
+    real = mask.bool()
+    ref = _hf_logits(made, ids, mask, positions)
+    assert (ref[real] - _ours(back, ids, mask, positions)[real]).abs().max().item() <= 1e-4

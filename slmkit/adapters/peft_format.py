@@ -110,9 +110,6 @@ def read_adapter(path: str | Path) -> tuple[AdapterWeights, dict[str, Any]]:
     if cfg.get("bias", "none") != "none":
         raise SlmError(f"{path}: the adapter trains biases (bias={cfg['bias']!r}); slmkit's LoRA supports bias none")
     targets = cfg.get("target_modules")
-    if isinstance(targets, str):
-        raise SlmError(f"{path}: target_modules is a regular expression ({targets!r}); slmkit reads a list of "
-                       "module names")
     weights_file = path / WEIGHTS
     if not weights_file.is_file():
         raise SlmError(f"{path}: no {WEIGHTS} (slmkit reads safetensors adapters; peft writes them by default)")
@@ -120,12 +117,6 @@ def read_adapter(path: str | Path) -> tuple[AdapterWeights, dict[str, Any]]:
         raw = load_file(str(weights_file))
     except (SafetensorError, OSError) as e:
         raise SlmError(f"{weights_file}: cannot read ({e})") from None
-    try:
-        spec = LoRASpec(r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0)),
-                        targets=tuple(targets or ()), rslora=bool(cfg.get("use_rslora", False)))
-    except (KeyError, TypeError, ValueError) as e:
-        raise SlmError(f"{cfg_file}: missing or bad field ({e})") from None
-    adapter = AdapterWeights(spec)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in raw.items():
         name = key.removeprefix(_PREFIX)
@@ -135,6 +126,14 @@ def read_adapter(path: str | Path) -> tuple[AdapterWeights, dict[str, Any]]:
                 break
         else:
             raise SlmError(f"{weights_file}: unexpected tensor {key!r} (slmkit reads lora_A/lora_B weights only)")
+    if isinstance(targets, str) or not targets:  # a regular expression (or none): the weights name the modules
+        targets = sorted({name.rsplit(".", 1)[-1] for name in pairs})
+    try:
+        spec = LoRASpec(r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0)),
+                        targets=tuple(targets), rslora=bool(cfg.get("use_rslora", False)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise SlmError(f"{cfg_file}: missing or bad field ({e})") from None
+    adapter = AdapterWeights(spec)
     for name, ab in pairs.items():
         if set(ab) != {"lora_A", "lora_B"}:
             raise SlmError(f"{weights_file}: {name} has {sorted(ab)} but needs both lora_A and lora_B")

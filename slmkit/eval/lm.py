@@ -186,10 +186,11 @@ class SlmkitLM(EvalLM):
 
     backend = "slmkit"
 
-    def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None):
+    def __init__(self, model, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None,
+                 adapter: str | None = None):
         from slmkit.runtime import SlmkitRuntime
 
-        self.runtime = SlmkitRuntime(model, tokenizer, name)
+        self.runtime = SlmkitRuntime(model, tokenizer, name, adapter)  # its fingerprint names the adapter
         super().__init__(tokenizer, max_length or self.runtime.context_length, name, self.runtime.precision)
         self.model, self.batch_size = self.runtime.model, batch_size
 
@@ -200,9 +201,7 @@ class SlmkitLM(EvalLM):
         from slmkit.runtime import SlmkitRuntime
 
         rt = SlmkitRuntime.load(path, precision, device, adapter=adapter)
-        lm = cls(rt.model, rt.tokenizer, rt.source, batch_size, max_length)
-        lm.runtime = rt  # its fingerprint names the adapter
-        return lm
+        return cls(rt.model, rt.tokenizer, rt.source, batch_size, max_length, adapter)
 
     @property
     def fingerprint(self) -> str:

@@ -137,8 +137,8 @@ class Checkpoints:
             from slmkit.adapters.peft_format import read_adapter
 
             adapter, _ = read_adapter(path)
-            same = lambda s: (s.r, s.alpha, s.dropout, s.rslora)  # noqa: E731 - targets: set_adapter_weights checks
-            if same(adapter.spec) != same(model.lora_spec):
+            a, b = adapter.spec, model.lora_spec  # the targets: set_adapter_weights checks them by name
+            if (a.r, a.alpha, a.dropout, a.rslora) != (b.r, b.alpha, b.dropout, b.rslora):
                 raise SlmError(f"{path}: its adapter ({adapter.spec}) differs from the recipe's lora section; resume "
                                f"with the recipe that wrote it (saved beside it as recipe.yaml)")
             set_adapter_weights(model, adapter, str(path))
