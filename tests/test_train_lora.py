@@ -114,3 +114,26 @@ def test_lora_recipe_errors(shards, base_dir, tmp_path, change, message):  # noq
     with pytest.raises(SlmError, match=message):
         run(r)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_masked_loss_on_target_rows_equals_the_full_vocabulary_loss(base_dir):
+    """With loss masks the objective projects only the target positions to the vocabulary: the same loss and the
+    same gradients as the projection at every position."""
+    import contextlib
+
+    import slmkit
+    from slmkit.train.loop import Objective
+    from slmkit.train.losses import IGNORE, cross_entropy_sum
+
+    model = slmkit.load(base_dir, dtype="float32", device="cpu").model.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 512, (2, 16), generator=g)
+    y = torch.randint(0, 512, (2, 16), generator=g).masked_fill(torch.rand(2, 16, generator=g) < 0.7, IGNORE)
+    ours = Objective()(model, x, y, contextlib.nullcontext)["loss"]
+    ours.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = cross_entropy_sum(model(x), y)
+    full.backward()
+    assert torch.allclose(ours, full, rtol=1e-6)
+    assert all(torch.allclose(grads[n], p.grad, atol=1e-6) for n, p in model.named_parameters())
