@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "tour": ("info", "eval-*", "bench", "export", "speculative", "report", "report.html", "report.md", "*.png",
              "tour.json", "tour.log"),
     "train-run": ("checkpoints", "latest", "log.jsonl", "tb", "model", "recipe.yaml", ".latest.tmp"),
+    "mixture": ("train.jsonl", "reserved.jsonl", "mixture.json"),
     "adapter": ("adapter_config.json", "adapter_model.safetensors", "slmkit_adapter.json", "README.md",
                 "trainer_state.pt", "recipe.yaml"),
 }

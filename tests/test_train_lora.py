@@ -137,3 +137,25 @@ def test_masked_loss_on_target_rows_equals_the_full_vocabulary_loss(base_dir):
     full.backward()
     assert torch.allclose(ours, full, rtol=1e-6)
     assert all(torch.allclose(grads[n], p.grad, atol=1e-6) for n, p in model.named_parameters())
+
+
+def test_validation_loss_with_loss_masks_equals_the_full_vocabulary_loss(base_dir):
+    """Validation projects only the target positions too, and gives the loss the full projection gives."""
+    import contextlib
+
+    import numpy as np
+
+    import slmkit
+    from slmkit.train.loop import validation_loss
+    from slmkit.train.losses import IGNORE, cross_entropy_sum
+
+    model = slmkit.load(base_dir, dtype="float32", device="cpu").model
+    rng = np.random.default_rng(0)
+    windows = [(rng.integers(0, 512, 16), np.where(rng.random(16) < 0.6, IGNORE, rng.integers(0, 512, 16)))
+               for _ in range(3)]
+    ours = validation_loss(model, windows, 2, torch.device("cpu"), contextlib.nullcontext, shard=False)
+    x = torch.from_numpy(np.stack([w[0] for w in windows]))
+    y = torch.from_numpy(np.stack([w[1] for w in windows]))
+    with torch.no_grad():
+        full = (cross_entropy_sum(model(x), y) / (y != IGNORE).sum()).item()
+    assert abs(ours - full) < 1e-5

@@ -39,6 +39,48 @@ def data_prepare(inputs: list[str], out: str, tokenizer: str = "default", train_
           f"{meta['documents']:,} documents ({meta['dtype']}, vocabulary {meta['vocab_size']:,})")
 
 
+def data_instruct(out: str, data: str | None = None, sources: str = "t0,flan_cot,eval", hold_out: str = "",
+                  cap: int = 3000, size: int | None = None, formats: str = "zero=0.5,few=0.3,cot=0.2",
+                  shots: int = 3, templates: str = "all", templates_file: str | None = None, reserve: int = 0,
+                  max_prompt_chars: int = 6000, seed: int = 0, overwrite: bool = False) -> None:
+    """Build an instruction-tuning mixture (FLAN / Flan 2022): T0's templated tasks, Flan's chain-of-thought sets
+    and eval train splits from the shared data folder, clusters held out by name, each task capped, records drawn
+    examples-proportionally, each formatted at random as zero-shot, few-shot or chain of thought. Writes
+    OUT/train.jsonl (prompt, response, _task, _template, _format, _cluster, _inverted, _shots), OUT/reserved.jsonl
+    (held-back CoT items for evaluation) and OUT/mixture.json; `slm data prepare OUT/train.jsonl --prompt-template
+    '{prompt}' --template '{response}'` then makes shards with the loss on the responses."""
+    from pathlib import Path
+
+    from slmkit.errors import SlmError
+    from slmkit.eval.data import shared_data_dir
+    from slmkit.instruct.mixture import MixtureSpec, build, parse_formats, write
+    from slmkit.instruct.templates import load_templates
+    from slmkit.outputs import claim_dir
+
+    root = Path(data) if data else shared_data_dir()
+    if root is None or not root.is_dir():
+        raise SlmError(f"{data or 'the shared data folder'} not found: pass --data DIR or set $SLMKIT_DATA to the "
+                       f"folder that holds instruct/ and eval/")
+    spec = MixtureSpec(sources=tuple(filter(None, (x.strip() for x in sources.split(",")))),
+                       hold_out=tuple(filter(None, (x.strip() for x in hold_out.split(",")))), cap=cap, size=size,
+                       formats=parse_formats(formats), shots=shots, templates=templates, reserve=reserve,
+                       max_prompt_chars=max_prompt_chars, seed=seed)
+    spec.check()
+    claim_dir(out, "mixture", overwrite, replaces=True)
+    user = load_templates(templates_file) if templates_file else None
+    mix = build(root, spec, user)
+    write(mix, out, overwrite)
+    st = mix.stats
+    fmts = ", ".join(f"{k} {v / max(1, st['records']):.0%}" for k, v in st["formats"].items())
+    print(f"  {len(st['tasks'])} tasks, {st['templates']} templates ({st['inverted']:,} inverted records); "
+          f"formats: {fmts}")
+    print(f"  clusters: {', '.join(f'{k} {v:,}' for k, v in st['clusters'].items())}")
+    if st["held_out_tasks"]:
+        print(f"  held out: {', '.join(st['held_out_tasks'])}")
+    print(f"wrote {out}/train.jsonl: {st['records']:,} records"
+          + (f"; {out}/reserved.jsonl: {st['reserved']:,} CoT items kept out for evaluation" if st["reserved"] else ""))
+
+
 def train(ns: argparse.Namespace) -> None:
     """Train a model from a recipe (YAML; see recipes/): pretraining, fine-tuning, or distillation when the recipe
     has a distill section. Runs in one process, or in many under torchrun (python -m slmkit.train)."""
@@ -80,6 +122,31 @@ def register(sub) -> None:
                                        "else the end-of-sequence token)")
     quiet_arg(d, "no progress bar")
     overwrite_arg(d)
+
+    m = verb(dsub, "instruct", data_instruct)
+    m.add_argument("-o", "--out", required=True, help="mixture folder to write (train.jsonl, reserved.jsonl, "
+                                                     "mixture.json)")
+    m.add_argument("--data", help="the shared data folder (default $SLMKIT_DATA, else ../shared/data)")
+    m.add_argument("--sources", default="t0,flan_cot,eval", help="comma-separated: t0 (T0's 50k templated "
+                   "examples), flan_cot (Flan's CoT sets), eval (eval train splits) (default all)")
+    m.add_argument("--hold-out", default="", metavar="CLUSTERS",
+                   help="task clusters to keep out of training, e.g. sentiment or commonsense")
+    m.add_argument("--cap", type=int, default=3000, help="records per task at most (default 3000)")
+    m.add_argument("--size", type=int, help="records in the mixture, drawn in proportion to the capped task sizes "
+                                            "(default: every capped record)")
+    m.add_argument("--formats", default="zero=0.5,few=0.3,cot=0.2",
+                   help="format weights, renormalised over what each task allows (default zero=0.5,few=0.3,cot=0.2)")
+    m.add_argument("--shots", type=int, default=3, help="exemplars in a few-shot prompt (default 3)")
+    m.add_argument("--templates", choices=("all", "one"), default="all",
+                   help="all of each task's templates, or one (the ablation)")
+    m.add_argument("--templates-file", help="JSON {task: [{name, prompt, response, inverted?, cot?}]} replacing "
+                                            "those tasks' built-in templates")
+    m.add_argument("--reserve", type=int, default=0, help="keep the last N items of each CoT task out, in "
+                                                          "reserved.jsonl (default 0)")
+    m.add_argument("--max-prompt-chars", type=int, default=6000,
+                   help="a few-shot prompt drops exemplars until it is this short (default 6000)")
+    m.add_argument("--seed", type=int, default=0)
+    overwrite_arg(m)
 
     for name, fn, is_distill in (("train", train, False), ("distill", distill, True)):
         s = verb(sub, name, fn)

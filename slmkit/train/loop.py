@@ -163,10 +163,13 @@ def validation_loss(model: nn.Module, windows: list[tuple[np.ndarray, np.ndarray
     for i in range(0, len(mine), batch):
         x = torch.from_numpy(np.stack([w[0] for w in mine[i:i + batch]])).to(device)
         y = torch.from_numpy(np.stack([w[1] for w in mine[i:i + batch]])).to(device)
-        with autocast():
-            logits = model(x)
-        total[0] += cross_entropy_sum(logits, y).double()
-        total[1] += (y != IGNORE).sum()
+        keep = y != IGNORE
+        with autocast():  # with loss masks, the vocabulary projection only where there are targets (as in training)
+            if bool(keep.all()):
+                total[0] += cross_entropy_sum(model(x), y).double()
+            else:
+                total[0] += cross_entropy_sum(model(x, rows=keep)[None], y[keep][None]).double()
+        total[1] += keep.sum()
     if shard:
         dist.all_reduce_sum(total, ctx)
     model.train(was_training)
