@@ -15,7 +15,7 @@ Variants (each a mixture of the same size and seed, trained for the same steps x
   no_cot        without the Flan CoT data (Flan 2022: CoT data is needed to keep CoT ability)
 
 Scores: SST-2 validation (872, zero-shot, acc); StrategyQA and GSM8K exact match after "Let's think step by step"
-(StrategyQA: 48 of the 200 items `--reserve` keeps out of the mixture; GSM8K: the first 48 test problems;
+(StrategyQA: 64 of the 200 items `--reserve` keeps out of the mixture; GSM8K: the first 64 test problems;
 128 new tokens, greedy).
 Results go to runs/instruct-bench/results/VARIANT.json; a finished variant is not rerun.
 """
@@ -43,7 +43,7 @@ VARIANTS = {
 }
 MIX = dict(hold_out=("sentiment",), size=6000, reserve=200, max_prompt_chars=1500, seed=0)
 COT_PROMPT = "{question}\nLet's think step by step.\n"  # the cot_step_by_step training template's prompt
-N_COT = 48
+N_COT = 64
 
 
 def data_root() -> Path:
@@ -166,7 +166,7 @@ def report(variants: list[str], limit: int) -> None:
         dirs.append(str(out))
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "slmkit", "report", *dirs, "-o", str(WORK / "report"), "--overwrite"],
+    subprocess.run([sys.executable, "-m", "slmkit.cli", "report", *dirs, "-o", str(WORK / "report"), "--overwrite"],
                    check=True)
 
 
@@ -194,7 +194,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--report", action="store_true", help="also slm eval the survey's groups and write slm report")
     p.add_argument("--report-variants", default="base,flan")
     p.add_argument("--report-limit", type=int, default=20)

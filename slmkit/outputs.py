@@ -42,6 +42,7 @@ KINDS: dict[str, tuple[str, ...]] = {
              "tour.json", "tour.log"),
     "train-run": ("checkpoints", "latest", "log.jsonl", "tb", "model", "recipe.yaml", ".latest.tmp"),
     "mixture": ("train.jsonl", "reserved.jsonl", "mixture.json"),
+    "orca": ("teacher.jsonl", "kept.jsonl", "erased.jsonl", "answers.jsonl", "heldout.jsonl", "orca.json"),
     "adapter": ("adapter_config.json", "adapter_model.safetensors", "slmkit_adapter.json", "README.md",
                 "trainer_state.pt", "recipe.yaml"),
 }

@@ -81,6 +81,39 @@ def data_instruct(out: str, data: str | None = None, sources: str = "t0,flan_cot
           + (f"; {out}/reserved.jsonl: {st['reserved']:,} CoT items kept out for evaluation" if st["reserved"] else ""))
 
 
+def data_orca(out: str, teacher: str = "default", data: str | None = None,
+              tasks: str = "gsm8k,ecqa,strategyqa,sensemaking", per_task: int = 100, eval: int = 24,
+              max_new_tokens: int = 160, api_key: str | None = None, quiet: bool = False, overwrite: bool = False) -> None:
+    """Orca 2's data with prompt erasure: a teacher (a model, or an OpenAI-compatible endpoint URL) answers Flan CoT
+    items under the detailed system prompt of each task type's strategy (step by step; recall then generate;
+    recall, reason, generate; direct answer). Writes the students' records OUT/kept.jsonl (the detailed prompt
+    kept), OUT/erased.jsonl (replaced by a generic prompt), OUT/answers.jsonl (the reference answer alone), the
+    teacher's answers with their checks (OUT/teacher.jsonl), held-out items (OUT/heldout.jsonl) and OUT/orca.json."""
+    from pathlib import Path
+
+    from slmkit.errors import SlmError
+    from slmkit.eval.data import shared_data_dir
+    from slmkit.instruct import orca
+    from slmkit.outputs import claim_dir
+
+    root = Path(data) if data else shared_data_dir()
+    if root is None or not root.is_dir():
+        raise SlmError(f"{data or 'the shared data folder'} not found: pass --data DIR or set $SLMKIT_DATA")
+    if per_task < 1 or eval < 1 or max_new_tokens < 1:
+        raise SlmError("--per-task, --eval and --max-new-tokens must be at least 1")
+    claim_dir(out, "orca", overwrite, replaces=True)
+    train_items, held = orca.items(root, tuple(filter(None, (t.strip() for t in tasks.split(",")))), per_task, eval)
+    result = orca.build(orca.teacher_for(teacher, api_key=api_key), train_items, held, max_new_tokens,
+                        progress=not quiet)
+    orca.write(result, out, overwrite)
+    st = result.stats
+    for task, t in st["per_task"].items():
+        print(f"  {task} ({t['strategy']}): {t['n']} answers, follow the strategy {t['follows'] / t['n']:.0%}, "
+              f"correct {t['correct'] / t['n']:.0%}")
+    print(f"wrote {out}: {st['items'] - st['failed']:,} teacher answers ({st['failed']} failed) for the students "
+          f"kept/erased/answers, {st['heldout']} held-out items")
+
+
 def train(ns: argparse.Namespace) -> None:
     """Train a model from a recipe (YAML; see recipes/): pretraining, fine-tuning, or distillation when the recipe
     has a distill section. Runs in one process, or in many under torchrun (python -m slmkit.train)."""
@@ -147,6 +180,20 @@ def register(sub) -> None:
                    help="a few-shot prompt drops exemplars until it is this short (default 6000)")
     m.add_argument("--seed", type=int, default=0)
     overwrite_arg(m)
+
+    o = verb(dsub, "orca", data_orca)
+    o.add_argument("-o", "--out", required=True, help="folder to write (kept/erased/answers.jsonl, heldout.jsonl, ...)")
+    o.add_argument("--teacher", default="default", help="the teacher: a model (" + MODEL_HELP + ") with a chat "
+                   "template, or the URL of an OpenAI-compatible server (http://host:port)")
+    o.add_argument("--api-key", help="bearer token for the teacher endpoint")
+    o.add_argument("--data", help="the shared data folder (default $SLMKIT_DATA, else ../shared/data)")
+    o.add_argument("--tasks", default="gsm8k,ecqa,strategyqa,sensemaking",
+                   help="Flan CoT tasks (each has its strategy; default gsm8k,ecqa,strategyqa,sensemaking)")
+    o.add_argument("--per-task", type=int, default=100, help="teacher items per task: the first N (default 100)")
+    o.add_argument("--eval", type=int, default=24, help="held-out items per task: the last N (default 24)")
+    o.add_argument("--max-new-tokens", type=int, default=160)
+    quiet_arg(o, "no progress bar")
+    overwrite_arg(o)
 
     for name, fn, is_distill in (("train", train, False), ("distill", distill, True)):
         s = verb(sub, name, fn)

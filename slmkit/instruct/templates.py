@@ -93,7 +93,7 @@ def load_templates(path: str | Path) -> dict[str, list[Template]]:
             raise SlmError(f"{path}: {task!r} needs a non-empty list of templates")
         out[task] = []
         for i, t in enumerate(items):
-            if not isinstance(t, dict) or not isinstance(t.get("prompt"), str) or not isinstance(t.get("response"), str):
+            if not (isinstance(t, dict) and isinstance(t.get("prompt"), str) and isinstance(t.get("response"), str)):
                 raise SlmError(f"{path}: template {i} of {task!r} needs string fields \"prompt\" and \"response\"")
             out[task].append(Template(str(t.get("name", f"user_{i}")), t["prompt"], t["response"],
                                       bool(t.get("inverted", False)), bool(t.get("cot", False))))
