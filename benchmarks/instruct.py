@@ -13,6 +13,8 @@ Variants (each a mixture of the same size and seed, trained for the same steps x
   one_template  one template per task (FLAN's ablation of template count)
   zero_only     zero-shot format only (Flan 2022's ablation of mixed formats)
   no_cot        without the Flan CoT data (Flan 2022: CoT data is needed to keep CoT ability)
+  flan_seed1    flan with another seed for the mixture draw and the training run: how far two runs of the same
+                recipe land apart, beside the item-sampling standard errors
 
 Scores: SST-2 validation (872, zero-shot, acc); StrategyQA and GSM8K exact match after "Let's think step by step"
 (StrategyQA: 64 of the 200 items `--reserve` keeps out of the mixture; GSM8K: the first 64 test problems;
@@ -40,6 +42,7 @@ VARIANTS = {
     "one_template": {"templates": "one"},
     "zero_only": {"formats": {"zero": 1.0}},
     "no_cot": {"sources": ("t0", "eval")},
+    "flan_seed1": {"seed": 1},  # flan again with another mixture and training seed: the run-to-run spread
 }
 MIX = dict(hold_out=("sentiment",), size=6000, reserve=200, max_prompt_chars=1500, seed=0)
 COT_PROMPT = "{question}\nLet's think step by step.\n"  # the cot_step_by_step training template's prompt
@@ -83,7 +86,7 @@ def train_variant(variant: str, steps: int) -> tuple[Path, dict]:
     out = WORK / f"run-{variant}"
     recipe = load_recipe(ROOT / "recipes/instruct-gemma-lora.yaml",
                          [f"out={out}", f"data={{{shards(variant)}: 1.0}}", f"tokens={steps * 8 * 256}",
-                          "save_every=0", "log_every=1"])
+                          "save_every=0", "log_every=1", f"seed={24 + (VARIANTS[variant] or {}).get('seed', 0)}"])
     t0 = time.perf_counter()
     result = train(recipe, progress=False, echo=lambda *a: None, overwrite=True)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -174,9 +177,13 @@ def table(results: list[dict]) -> str:
     def cell(s: dict | None) -> str:
         return "" if s is None else f"{100 * s['acc']:.1f} ± {100 * s['stderr']:.1f}"
 
+    def answered(s: dict | None) -> str:
+        return "" if s is None else f"{s['answered']}/{s['n']}"
+
     base = next((r for r in results if r["variant"] == "base"), None)
     lines = ["| variant | records | formats z/f/c | templates | train loss first5 -> last5 | SST-2 (held out) | "
-             "Δ vs base | StrategyQA CoT EM | GSM8K CoT EM |", "|---|---|---|---|---|---|---|---|---|"]
+             "Δ vs base | StrategyQA CoT EM | answered | GSM8K CoT EM | answered |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s, m, t = r["scores"], r.get("mixture"), r.get("train")
         fm = "/".join(str(m["formats"][f]) for f in ("zero", "few", "cot")) if m else ""
@@ -187,7 +194,8 @@ def table(results: list[dict]) -> str:
             delta = f"{100 * d:+.1f} ± {100 * se:.1f}"
         lines.append(f"| {r['variant']} | {m['records'] if m else ''} | {fm} | {m['templates'] if m else ''} | "
                      + (f"{t['loss_first5']:.3f} -> {t['loss_last5']:.3f}" if t else "") + " | "
-                     f"{cell(s['sst2'])} | {delta} | {cell(s.get('strategyqa'))} | {cell(s.get('gsm8k'))} |")
+                     f"{cell(s['sst2'])} | {delta} | {cell(s.get('strategyqa'))} | {answered(s.get('strategyqa'))} | "
+                     f"{cell(s.get('gsm8k'))} | {answered(s.get('gsm8k'))} |")
     return "\n".join(lines)
 
 

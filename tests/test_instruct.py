@@ -122,6 +122,10 @@ def test_one_template_per_task_against_many():
     assert len({tm for _, tm in per_task(many)["flan_cot/gsm8k"]}) >= 8
     assert len({tm for _, tm in per_task(many)["t0/ag_news"]}) == 3
     assert any(r["_inverted"] for r in many.records) and not any(r["_inverted"] for r in one.records)
+    # the same make-up either way: one template's fewer T0 examples are repeated to fill the task's quota
+    assert Counter(r["_task"] for r in one.records) == Counter(r["_task"] for r in many.records)
+    imdb = [r["prompt"] for r in one.records if r["_task"] == "t0/imdb"]
+    assert len(imdb) == 300 and len(set(imdb)) == 100
 
 
 def test_few_shot_exemplars_are_other_records_of_the_same_task_and_template():

@@ -111,6 +111,7 @@ def build(root: Path, spec: MixtureSpec, user_templates: dict[str, list[Template
     pools: dict[str, list[dict]] = {}
     reserved: list[dict] = []
     too_long: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for t in kept:
         recs = list(t.records)
         if spec.reserve and t.rationale:
@@ -118,15 +119,18 @@ def build(root: Path, spec: MixtureSpec, user_templates: dict[str, list[Template
                 raise SlmError(f"--reserve {spec.reserve} takes every record of {t.name} ({len(recs)})")
             reserved += [{"_task": t.name, "_cluster": t.cluster, **r} for r in recs[-spec.reserve:]]
             recs = recs[:-spec.reserve]
-        if t.fixed_templates and spec.templates == "one":
-            first = t.meta["templates"][0]
-            recs = [r for r in recs if r["_template"] == first]
         if t.fixed_templates:  # FLAN truncated long inputs; a prompt cut short is not the task, so it is left out
             n = len(recs)
             recs = [r for r in recs if len(r["prompt"]) <= spec.max_prompt_chars]
             too_long[t.name] = n - len(recs)
+        sizes[t.name] = len(recs)
+        if t.fixed_templates and spec.templates == "one":
+            first = t.meta["templates"][0]
+            recs = [r for r in recs if r["_template"] == first] or recs[:1]
         pools[t.name] = recs
-    capped = {name: min(len(recs), spec.cap) for name, recs in pools.items()}
+    # The quotas come from the all-template pools either way, so --templates one changes the templates and not
+    # the mixture's make-up; a T0 task's one template holds fewer examples, which are then repeated.
+    capped = {name: min(n, spec.cap) for name, n in sizes.items()}
     total = sum(capped.values())
     quota = capped if spec.size is None else _proportional(capped, spec.size, total)
 
@@ -138,8 +142,13 @@ def build(root: Path, spec: MixtureSpec, user_templates: dict[str, list[Template
         if t.fixed_templates:
             for j, r in enumerate(pool):
                 groups.setdefault(r["_template"], []).append(j)
-        order = list(range(len(pool)))
-        rng.shuffle(order)
+        order: list[int] = []
+        while True:  # a pass over the shuffled pool, more if the quota is larger (--templates one)
+            shuffled = list(range(len(pool)))
+            rng.shuffle(shuffled)
+            order += shuffled
+            if len(order) >= n:
+                break
         for i in order[:n]:
             records.append(_render(t, pool, i, templates[name], spec, rng, groups))
     rng.shuffle(records)
