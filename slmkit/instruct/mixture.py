@@ -147,7 +147,7 @@ def build(root: Path, spec: MixtureSpec, user_templates: dict[str, list[Template
             shuffled = list(range(len(pool)))
             rng.shuffle(shuffled)
             order += shuffled
-            if len(order) >= n:
+            if len(order) >= n or not pool:
                 break
         for i in order[:n]:
             records.append(_render(t, pool, i, templates[name], spec, rng, groups))
