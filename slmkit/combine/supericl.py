@@ -230,6 +230,16 @@ class EndpointLLM:
         raise SlmError(f"cannot reach {self.base}{path} after {self.retries + 1} tries ({last}); is the server "
                        "running, and is --llm-url right?")
 
+    def chat(self, messages: list[dict], max_tokens: int) -> str:
+        """A greedy /v1/chat/completions reply to the messages."""
+        out = self._request("POST", "/chat/completions", {"model": self.model, "messages": messages,
+                                                          "max_tokens": max_tokens, "temperature": 0})
+        try:
+            return str(out["choices"][0]["message"]["content"])
+        except (KeyError, IndexError, TypeError):
+            raise SlmError(f"{self.base}/chat/completions answered without choices[0].message.content: "
+                           f"{str(out)[:200]}") from None
+
     def complete(self, prompt: str, max_tokens: int) -> str:
         out = self._request("POST", "/completions", {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
                                                      "temperature": 0, "stop": ["\n"]})

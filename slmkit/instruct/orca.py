@@ -134,14 +134,9 @@ class EndpointTeacher:
         out: list[str | SlmError] = []
         for strategy, question in conversations:
             try:
-                reply = self.client._request("POST", "/chat/completions", {
-                    "model": self.client.model, "max_tokens": max_tokens, "temperature": 0,
-                    "messages": STRATEGIES[strategy].messages(question)})
-                out.append(str(reply["choices"][0]["message"]["content"]).strip())
-            except SlmError as e:
+                out.append(self.client.chat(STRATEGIES[strategy].messages(question), max_tokens).strip())
+            except SlmError as e:  # recorded for this item; the others go on
                 out.append(e)
-            except (KeyError, IndexError, TypeError):
-                out.append(SlmError(f"answered without choices[0].message.content: {str(reply)[:120]}"))
         return out
 
 
@@ -186,7 +181,7 @@ def build(teacher, train: list[dict], held: list[dict], max_tokens: int = 160, p
     """Ask the teacher, under each item's strategy prompt, and write the three students' records."""
     from tqdm import tqdm
 
-    from slmkit.instruct.score import extract, kind, normalise
+    from slmkit.instruct.score import is_correct
 
     answered: list[dict] = []
     bar = tqdm(total=len(train), desc="teacher", unit="item", disable=not progress, dynamic_ncols=True)
@@ -198,9 +193,8 @@ def build(teacher, train: list[dict], held: list[dict], max_tokens: int = 160, p
             if isinstance(reply, SlmError):
                 row["error"] = str(reply)
             else:
-                k = kind(item["answer"])
                 row.update(response=reply, follows=follows(item["strategy"], reply),
-                           correct=extract(reply, k) == normalise(item["answer"], k))
+                           correct=is_correct(reply, item["answer"]))
             answered.append(row)
         bar.update(len(chunk))
     bar.close()
@@ -249,17 +243,15 @@ def write(data: OrcaData, out: str | Path, overwrite: bool = False) -> Path:
 
 def evaluate(lm, heldout: list[dict], max_tokens: int = 160) -> dict:
     """Exact match and strategy-following of a student on held-out items under the generic prompt."""
-    from slmkit.instruct.score import Score, extract, kind, normalise
+    from slmkit.instruct.score import Score, score
 
     texts = lm.generate_until([(i["prompt"], {"until": ["\n\nQuestion:", "\n\n\n"], "max_gen_toks": max_tokens})
                                for i in heldout])
+    _, scored = score(texts, [i["answer"] for i in heldout])
     rows, by_task = [], {}
-    for item, text in zip(heldout, texts):
-        k = kind(item["answer"])
-        pred = extract(text, k)
-        row = {"task": item["task"], "strategy": item["strategy"], "gold": item["answer"], "prediction": pred,
-               "correct": pred is not None and pred == normalise(item["answer"], k),
-               "follows": follows(item["strategy"], text), "text": text}
+    for item, r in zip(heldout, scored):
+        row = {"task": item["task"], "strategy": item["strategy"], **r,
+               "follows": follows(item["strategy"], r["text"])}
         rows.append(row)
         by_task.setdefault(item["task"], []).append(row)
 

@@ -46,7 +46,7 @@ def extract(text: str, answer_kind: str) -> str | None:
     found = ANSWER.findall(text)
     span = found[-1] if found else None
     if answer_kind == "number":
-        return _number(span) if span is not None and _number(span) else _number(text)
+        return (_number(span) if span is not None else None) or _number(text)
     if answer_kind == "yesno":
         m = YESNO.search(span) if span is not None else None
         m = m or YESNO.search(text)
@@ -84,13 +84,19 @@ class Score:
         return f"{100 * self.accuracy:.1f} ± {100 * self.stderr:.1f}"
 
 
+def is_correct(text: str, gold: str) -> bool:
+    """Whether the answer a text gives is the gold answer."""
+    k = kind(gold)
+    pred = extract(text, k)
+    return pred is not None and pred == normalise(gold, k)
+
+
 def score(texts: list[str], golds: list[str]) -> tuple[Score, list[dict]]:
     """Exact match of each generated text's answer against its gold answer; the per-item rows for the record."""
     rows, correct, answered = [], 0, 0
     for text, gold in zip(texts, golds):
-        k = kind(gold)
-        pred = extract(text, k)
-        ok = pred is not None and pred == normalise(gold, k)
+        pred = extract(text, kind(gold))
+        ok = is_correct(text, gold)
         correct += ok
         answered += pred is not None
         rows.append({"gold": gold, "prediction": pred, "correct": ok, "text": text})
