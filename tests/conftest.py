@@ -41,6 +41,23 @@ CASES = {
     "bloom (ALiBi, 6 heads)": ("BLOOM-560M", dict(n_head=6, d_model=48)),
 }
 
+# Encoders and heads (tests/test_encoders.py): preset, overrides and the transformers auto class that builds it.
+ENCODER_CASES = {
+    "bert (masked LM)": ("BERT-base", dict(), "AutoModelForMaskedLM"),
+    "roberta (masked LM, positions after padding)": ("RoBERTa-base", dict(), "AutoModelForMaskedLM"),
+    "bert (sequence classification)": ("BERT-base", dict(head="classify", n_labels=3, pool_dense=True),
+                                       "AutoModelForSequenceClassification"),
+    "roberta (sequence classification)": ("RoBERTa-base", dict(head="classify", n_labels=3, pool_dense=True),
+                                          "AutoModelForSequenceClassification"),
+    "bert (bare encoder, MiniLM)": ("MiniLM-L6", dict(), "AutoModel"),
+    "llama (sequence classification, last token)": ("SmolLM2-135M", dict(
+        n_kv_head=2, head="classify", n_labels=3, pooling="last", score_bias=False),
+        "AutoModelForSequenceClassification"),
+    "gemma3 (sequence classification)": ("Gemma-3-270M", dict(
+        n_kv_head=1, head_dim=16, embed_scale=8.0, sliding_window=4, sliding_pattern=2, attn_scale=16**-0.5,
+        head="classify", n_labels=2, pooling="last", score_bias=False), "AutoModelForSequenceClassification"),
+}
+
 
 def shared_dir() -> Path | None:
     """../shared beside the project root, or SLMKIT_SHARED."""

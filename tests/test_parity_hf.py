@@ -12,7 +12,7 @@ import torch
 
 import slmkit
 from slmkit.model.hf import config_to_hf
-from tests.conftest import CASES, TINY, perturb_
+from tests.conftest import CASES, ENCODER_CASES, TINY, perturb_
 
 transformers = pytest.importorskip("transformers", reason="transformers is the reference; pip install -e '.[test]'")
 
@@ -103,12 +103,13 @@ def test_sharded_safetensors_round_trip(tmp_path):
 
 def test_every_family_is_one_record_with_its_parity_case():
     """The registry is the only place a family is named: each record reads its own model_type (and aliases), its
-    GGUF arch maps back to it, and each has a case in the parity table above."""
+    GGUF arch maps back to it, and each has a case in the parity table above (encoders: tests/test_encoders.py)."""
     from slmkit.model.config import ModelConfig
     from slmkit.model.families import FAMILIES
     from slmkit.model.families import by_gguf_arch, by_model_type, gguf_archs
 
     covered = {ModelConfig.from_name(preset).family for preset, _ in CASES.values()}
+    covered |= {ModelConfig.from_name(preset).family for preset, _, _ in ENCODER_CASES.values()}
     assert covered == set(FAMILIES), set(FAMILIES) ^ covered
     for name, f in FAMILIES.items():
         assert by_model_type(name) is f and all(by_model_type(t) is f for t in f.model_types)

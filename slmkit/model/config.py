@@ -21,19 +21,23 @@ PosType = Literal["rope", "learned", "alibi"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu"]
 NormType = Literal["rmsnorm", "layernorm"]
 LayerType = Literal["full", "sliding"]
+Head = Literal["lm", "classify", "none"]
+Pooling = Literal["first", "last"]
 
 # Sizes beyond these are not a small (or any real) language model; checked before anything is built, so a
 # config.json that asks for 10^9 layers is one line, not minutes and gigabytes.
 LIMITS = {"vocab_size": 1 << 24, "n_layer": 1024, "d_model": 1 << 16, "n_head": 1024, "n_kv_head": 1024,
           "head_dim": 4096, "intermediate_size": 1 << 20, "context_length": 1 << 24, "embed_dim": 1 << 16,
-          "sliding_window": 1 << 24, "layer_repeat": 64, "sliding_pattern": 1024, "pos_offset": 1 << 16}
+          "sliding_window": 1 << 24, "layer_repeat": 64, "sliding_pattern": 1024, "pos_offset": 1 << 16,
+          "type_vocab_size": 1 << 16, "n_labels": 1 << 16}
 POSITIVE_FLOATS = ("rope_theta", "rope_local_theta", "norm_eps", "embed_scale", "attn_scale", "attn_softcap",
                    "final_softcap", "clip_qkv")
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of a decoder-only transformer. Field names follow the survey's design axes."""
+    """Architecture of a transformer: a decoder (causal) or an encoder (bidirectional, BERT/RoBERTa), with a
+    vocabulary head, a classification head or none. Field names follow the survey's design axes."""
 
     # identity
     name: str = "custom"
@@ -96,6 +100,17 @@ class ModelConfig:
     layer_types: list[LayerType] | None = None  # per layer; None -> all sliding if sliding_window else all full
     sliding_pattern: int = 0  # with sliding_window: every Nth layer is full, the rest sliding (Gemma 2: 2, Gemma 3: 6)
 
+    # encoders (BERT, RoBERTa) and heads
+    causal: bool = True  # False: every token attends to every real token (a bidirectional encoder)
+    type_vocab_size: int = 0  # token-type (segment) embeddings added to the token embeddings (BERT 2, RoBERTa 1)
+    pos_from_mask: bool = False  # positions count real tokens only, padding at -1 (RoBERTa's padding_idx row)
+    head: Head = "lm"  # lm: vocabulary logits; classify: label logits (B, n_labels); none: hidden states
+    mlm_transform: bool = False  # dense, activation, LayerNorm before the vocabulary projection (BERT/RoBERTa MLM)
+    n_labels: int = 0  # classify: number of labels
+    pooling: Pooling = "first"  # classify: the first token (encoders) or the last real token (decoders)
+    pool_dense: bool = False  # dense + tanh on the pooled token (BERT's pooler, RoBERTa's classifier.dense)
+    score_bias: bool = True  # the label projection has a bias (BERT, RoBERTa; transformers' decoders: no)
+
     # MobileLLM block-wise sharing: each stored block runs this many times in a row
     layer_repeat: int = 1
 
@@ -136,6 +151,8 @@ class ModelConfig:
             raise SlmError(f"layer_types has {len(self.layer_types)} entries for {self.n_layer} layers")
         if self.layer_repeat < 1:
             raise SlmError("layer_repeat must be >= 1")
+        if self.head == "classify" and self.n_labels < 1:
+            raise SlmError("model config: a classification head needs n_labels >= 1")
 
     def _validate(self) -> None:
         """Types and ranges of every field, naming the field: one clear line instead of a ZeroDivisionError, a
@@ -167,7 +184,7 @@ class ModelConfig:
                 raise SlmError(f"model config: {f.name} must be true or false, got {value!r}")
         for name, top in LIMITS.items():
             value = getattr(self, name)
-            low = 0 if name in ("pos_offset", "sliding_pattern") else 1
+            low = 0 if name in ("pos_offset", "sliding_pattern", "type_vocab_size", "n_labels") else 1
             if value is not None and not low <= value <= top:
                 raise SlmError(f"model config: {name} must be between {low} and {top}, got {value}")
         for name in POSITIVE_FLOATS:

@@ -229,6 +229,54 @@ def _from_bloom(d, where):
 
 
 
+def _from_bert(d, where, family="bert"):
+    """BERT and RoBERTa: post-LN encoder blocks, learned absolute positions plus token types, LayerNorm after the
+    embeddings, a tied masked-LM head with a dense + LayerNorm transform. RoBERTa's positions start after its
+    padding index and count real tokens only."""
+    if d.get("is_decoder") or d.get("add_cross_attention"):
+        raise SlmError(f"{where}: a {family} decoder (is_decoder / cross-attention) is not supported; "
+                       "slmkit reads the encoder")
+    kind = d.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise SlmError(f"{where}: position_embedding_type {kind!r} is not supported (supported: absolute)")
+    roberta = family == "roberta"
+    pad = d.get("pad_token_id", 1 if roberta else 0)
+    offset = pad + 1 if roberta else 0  # RoBERTa's position rows 0..pad are padding: real tokens start at pad + 1
+    n_pos = d.get("max_position_embeddings", 512)
+    if n_pos <= offset:
+        raise SlmError(f"{where}: max_position_embeddings {n_pos} leaves no positions after the padding index {pad}")
+    return dict(
+        family=family, causal=False, pos_type="learned", pos_offset=offset, pos_from_mask=roberta,
+        mlp_type="plain", activation=_act(d.get("hidden_act", "gelu"), where), norm_type="layernorm", norm_bias=True,
+        norm_eps=d.get("layer_norm_eps", 1e-12), pre_norm=False, final_norm=False, embed_norm=True, qkv_bias=True,
+        out_bias=True, mlp_bias=True, lm_head_bias=True, mlm_transform=True, vocab_size=d["vocab_size"],
+        n_layer=d["num_hidden_layers"], d_model=d["hidden_size"], n_head=d["num_attention_heads"],
+        intermediate_size=d["intermediate_size"], context_length=n_pos - offset,
+        type_vocab_size=d.get("type_vocab_size", 2), tie_embeddings=d.get("tie_word_embeddings", True), **_ids(d),
+    )
+
+
+def _from_roberta(d, where):
+    return _from_bert(d, where, "roberta")
+
+
+def head_fields(d: dict[str, Any], family: str, where: str) -> dict[str, Any]:
+    """ModelConfig head fields from config.json's architectures: ...ForSequenceClassification -> a classification
+    head (labels from id2label), the bare ...Model -> none, anything else (causal or masked LM) -> lm."""
+    arch = next(iter(d.get("architectures") or []), "") or ""
+    encoder = family in ("bert", "roberta")
+    if arch.endswith("ForSequenceClassification"):
+        labels = d.get("id2label") or {}
+        n = d.get("num_labels") or len(labels) or 2
+        if not isinstance(n, int) or n < 1:
+            raise SlmError(f"{where}: num_labels must be a positive integer, got {n!r}")
+        names = [str(labels.get(str(i), labels.get(i, f"LABEL_{i}"))) for i in range(n)] if labels else []
+        return dict(head="classify", n_labels=n, pooling="first" if encoder else "last", pool_dense=encoder,
+                    score_bias=encoder, extra={"id2label": names} if names else {})
+    if arch.endswith("Model") and "For" not in arch and "LMHead" not in arch:
+        return dict(head="none")
+    return {}
+
 _ACT_OUT = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
 
@@ -273,42 +321,69 @@ def _int_if_whole(x: float) -> int | float:
 _LLAMA_NAMES = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "attn.wo": "self_attn.o_proj",
                 "mlp.w_down": "mlp.down_proj", "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"}
 _LLAMA_TOP = {"tok_emb": "model.embed_tokens", "norm": "model.norm", "lm_head": "lm_head"}
+_LLAMA_TOP = dict(_LLAMA_TOP, score="score")
 _LLAMA = Layout(_LLAMA_TOP, "model.layers.{i}.", _LLAMA_NAMES, ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-                 up=("mlp.gate_proj", "mlp.up_proj"), ignore=("rotary_emb.inv_freq",))
+                 up=("mlp.gate_proj", "mlp.up_proj"), ignore=("rotary_emb.inv_freq",), base="model.")
 _GEMMA2 = Layout(_LLAMA_TOP, "model.layers.{i}.",
                   dict(_LLAMA_NAMES, mlp_norm="pre_feedforward_layernorm", post_attn_norm="post_attention_layernorm",
                        post_mlp_norm="post_feedforward_layernorm"),
-                  _LLAMA.qkv, up=_LLAMA.up, ignore=_LLAMA.ignore)
+                  _LLAMA.qkv, up=_LLAMA.up, ignore=_LLAMA.ignore, base="model.")
 _PHI3 = Layout(_LLAMA_TOP, "model.layers.{i}.", _LLAMA_NAMES, ("self_attn.qkv_proj",), up=("mlp.gate_up_proj",),
-                ignore=_LLAMA.ignore)
-_PHI = Layout({"tok_emb": "model.embed_tokens", "norm": "model.final_layernorm", "lm_head": "lm_head"},
+                ignore=_LLAMA.ignore, base="model.")
+_PHI = Layout({"tok_emb": "model.embed_tokens", "norm": "model.final_layernorm", "lm_head": "lm_head", "score": "score"},
                "model.layers.{i}.",
                {"attn_norm": "input_layernorm", "attn.wo": "self_attn.dense", "attn.q_norm": "self_attn.q_layernorm",
                 "attn.k_norm": "self_attn.k_layernorm", "mlp.w_down": "mlp.fc2"},
-               _LLAMA.qkv, up=("mlp.fc1",), ignore=_LLAMA.ignore)
+               _LLAMA.qkv, up=("mlp.fc1",), ignore=_LLAMA.ignore, base="model.")
 _GPT2 = Layout({"tok_emb": "transformer.wte", "pos_emb": "transformer.wpe", "norm": "transformer.ln_f",
-                 "lm_head": "lm_head"}, "transformer.h.{i}.",
+                 "lm_head": "lm_head", "score": "score"}, "transformer.h.{i}.",
                 {"attn_norm": "ln_1", "mlp_norm": "ln_2", "attn.wo": "attn.c_proj", "mlp.w_down": "mlp.c_proj"},
                 ("attn.c_attn",), up=("mlp.c_fc",), transposed=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
-                ignore=("attn.bias", "attn.masked_bias"))
-_NEOX = Layout({"tok_emb": "gpt_neox.embed_in", "norm": "gpt_neox.final_layer_norm", "lm_head": "embed_out"},
+                ignore=("attn.bias", "attn.masked_bias"), base="transformer.")
+_NEOX = Layout({"tok_emb": "gpt_neox.embed_in", "norm": "gpt_neox.final_layer_norm", "lm_head": "embed_out",
+                "score": "score"},
                 "gpt_neox.layers.{i}.",
                 {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "attn.wo": "attention.dense",
                  "mlp.w_down": "mlp.dense_4h_to_h"},
                 ("attention.query_key_value",), qkv_per_head=True, up=("mlp.dense_h_to_4h",),
-                ignore=("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq"))
+                ignore=("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq"), base="gpt_neox.")
 _OPT = Layout({"tok_emb": "model.decoder.embed_tokens", "pos_emb": "model.decoder.embed_positions",
                 "proj_in": "model.decoder.project_in", "proj_out": "model.decoder.project_out",
-                "norm": "model.decoder.final_layer_norm", "lm_head": "lm_head"},
+                "norm": "model.decoder.final_layer_norm", "lm_head": "lm_head", "score": "score"},
                "model.decoder.layers.{i}.",
                {"attn_norm": "self_attn_layer_norm", "mlp_norm": "final_layer_norm", "attn.wo": "self_attn.out_proj",
                 "mlp.w_down": "fc2"},
-               ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), up=("fc1",))
+               ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), up=("fc1",), base="model.")
 _BLOOM = Layout({"tok_emb": "transformer.word_embeddings", "emb_norm": "transformer.word_embeddings_layernorm",
-                  "norm": "transformer.ln_f", "lm_head": "lm_head"}, "transformer.h.{i}.",
+                  "norm": "transformer.ln_f", "lm_head": "lm_head", "score": "score"}, "transformer.h.{i}.",
                  {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm",
                   "attn.wo": "self_attention.dense", "mlp.w_down": "mlp.dense_4h_to_h"},
-                 ("self_attention.query_key_value",), qkv_per_head=True, up=("mlp.dense_h_to_4h",))
+                 ("self_attention.query_key_value",), qkv_per_head=True, up=("mlp.dense_h_to_4h",), base="transformer.")
+
+
+def _encoder_layout(base: str, mlm: dict[str, str], classifier: dict[str, str], bias: str, ignore: tuple[str, ...]):
+    """BERT-style layers under `base`encoder.layer.{i}; the heads' modules sit outside the base model."""
+    emb = base + "embeddings."
+    top = {"tok_emb": emb + "word_embeddings", "pos_emb": emb + "position_embeddings",
+           "type_emb": emb + "token_type_embeddings", "emb_norm": emb + "LayerNorm", **mlm, **classifier}
+    return Layout(top, base + "encoder.layer.{i}.",
+                  {"attn.wo": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
+                   "mlp.w_down": "output.dense", "mlp_norm": "output.LayerNorm"},
+                  ("attention.self.query", "attention.self.key", "attention.self.value"), up=("intermediate.dense",),
+                  base=base, params={"lm_head.bias": bias},
+                  ignore=("embeddings.position_ids", "embeddings.token_type_ids", "pooler.", *ignore))
+
+
+# a bare BertModel's pooler, the pretraining checkpoints' next-sentence head and the copy of the tied decoder
+# bias are read past (slmkit does not use them), never silently for a module it builds
+_BERT = _encoder_layout("bert.", {"head_dense": "cls.predictions.transform.dense",
+                                  "head_norm": "cls.predictions.transform.LayerNorm", "lm_head": "cls.predictions.decoder"},
+                        {"pool": "bert.pooler.dense", "score": "classifier"}, "cls.predictions.bias",
+                        ("cls.seq_relationship.", "cls.predictions.decoder.bias"))
+_ROBERTA = _encoder_layout("roberta.", {"head_dense": "lm_head.dense", "head_norm": "lm_head.layer_norm",
+                                        "lm_head": "lm_head.decoder"},
+                           {"pool": "classifier.dense", "score": "classifier.out_proj"}, "lm_head.bias",
+                           ("lm_head.decoder.bias",))
 
 
 # --- writers: ModelConfig -> config.json fields --------------------------------------------------------------
@@ -406,6 +481,14 @@ def _to_opt(c: ModelConfig) -> dict[str, Any]:
                 layer_norm_elementwise_affine=c.norm_affine, tie_word_embeddings=c.tie_embeddings)
 
 
+def _to_bert(c: ModelConfig) -> dict[str, Any]:
+    return dict(vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layer * c.layer_repeat,
+                num_attention_heads=c.n_head, intermediate_size=c.intermediate_size,
+                hidden_act=_ACT_OUT[c.activation], max_position_embeddings=c.context_length + c.pos_offset,
+                type_vocab_size=c.type_vocab_size, layer_norm_eps=c.norm_eps, position_embedding_type="absolute",
+                tie_word_embeddings=c.tie_embeddings, is_decoder=False)
+
+
 def _to_bloom(c: ModelConfig) -> dict[str, Any]:
     return dict(vocab_size=c.vocab_size, hidden_size=c.d_model, n_layer=c.n_layer * c.layer_repeat,
                 n_head=c.n_head, layer_norm_epsilon=c.norm_eps, seq_length=c.context_length,
@@ -468,6 +551,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            gguf=GGUF("gemma2", _gguf_gemma2, export=True),
            notes="post-norms, logit soft-capping, sliding window on alternate layers"),
     Family("gemma3_text", "Gemma3ForCausalLM", _from_gemma3, _to_gemma3, _GEMMA2,
+           heads={"classify": "Gemma3TextForSequenceClassification", "none": "Gemma3TextModel"},
            gguf=GGUF("gemma3", _gguf_gemma3, export=True),
            notes="q/k norms, sliding window on 5 of 6 layers with its own rope base; a gemma3 config's text_config"),
     Family("gpt2", "GPT2LMHeadModel", _from_gpt2, _to_gpt2, _GPT2,
@@ -483,6 +567,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            notes="non-affine LayerNorm, optional QKV clipping"),
     Family("bloom", "BloomForCausalLM", _from_bloom, _to_bloom, _BLOOM,
            notes="ALiBi, LayerNorm after the embedding, QKV interleaved per head"),
+    Family("bert", "BertForMaskedLM", _from_bert, _to_bert, _BERT,
+           notes="encoder: bidirectional post-LN blocks, token types, tied masked-LM head with a transform; "
+                 "the pooler + classifier head for sequence classification"),
+    Family("roberta", "RobertaForMaskedLM", _from_roberta, _to_bert, _ROBERTA,
+           notes="BERT's encoder with positions after the padding index counted over real tokens; "
+                 "classification head dense + tanh + out_proj on the first token"),
 )}
 
 

@@ -29,7 +29,9 @@ class Layout:
     qkv_per_head: bool = False  # fused QKV interleaved per head, (H, 3, D) (GPT-NeoX, BLOOM)
     up: tuple[str, ...] = ()  # gated: (gate, up) or one fused name; plain: (up,)
     transposed: tuple[str, ...] = field(default=())  # Conv1D weights stored (in, out) (GPT-2)
-    ignore: tuple[str, ...] = ()  # substrings of buffers that are not weights
+    ignore: tuple[str, ...] = ()  # substrings of buffers that are not weights, or of weights slmkit leaves unused
+    base: str = ""  # prefix the bare model (BertModel, LlamaModel) drops from its names: "bert.", "model."
+    params: dict[str, str] = field(default_factory=dict)  # whole slmkit key -> hf key where the module rule fails
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,20 @@ class Family:
     write: Callable[["ModelConfig"], dict[str, Any]]  # ModelConfig -> config.json fields
     layout: Layout
     model_types: tuple[str, ...] = ()  # other config.json model_type values read by `read` (mobilellm)
+    heads: dict[str, str] = field(default_factory=dict)  # ModelConfig.head -> transformers class, where the
+    # default rule (hf_class for "lm"; ...ForSequenceClassification, ...Model from its prefix) does not name it
     gguf: GGUF | None = None
     notes: str = ""  # the quirks, for people
+
+
+def hf_class(f: Family, head: str) -> str:
+    """The transformers class a checkpoint with this head is saved as (config.json "architectures")."""
+    if head in f.heads:
+        return f.heads[head]
+    if head == "lm":
+        return f.hf_class
+    stem = f.hf_class.split("For", 1)[0] if "For" in f.hf_class else f.hf_class.removesuffix("LMHeadModel")
+    return f"{stem}ForSequenceClassification" if head == "classify" else f"{stem}Model"
 
 
 def permute_qk(w: torch.Tensor, n_head: int, inverse: bool = False) -> torch.Tensor:

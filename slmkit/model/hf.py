@@ -13,16 +13,20 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
-from slmkit.model.families import by_model_type, family, model_types
-from slmkit.model.family import Layout, join_qkv_per_head, split_qkv_per_head
+from slmkit.model.families import by_model_type, family, head_fields, model_types
+from slmkit.model.family import Layout, hf_class, join_qkv_per_head, split_qkv_per_head
 
 
 def config_to_hf(c: ModelConfig) -> dict[str, Any]:
     """A config.json dict that transformers loads as the same architecture."""
     f = family(c.family)
     d = f.write(c)
-    d.update(model_type=c.family, architectures=[f.hf_class], torch_dtype="float32",
+    d.update(model_type=c.family, architectures=[hf_class(f, c.head)], torch_dtype="float32",
              bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id)
+    if c.head == "classify":
+        names = list(c.extra.get("id2label") or [f"LABEL_{i}" for i in range(c.n_labels)])
+        d.update(num_labels=c.n_labels, id2label={str(i): n for i, n in enumerate(names)},
+                 label2id={n: i for i, n in enumerate(names)})
     return d
 
 
@@ -43,6 +47,10 @@ def config_from_hf(d: dict[str, Any], where: str = "config.json") -> ModelConfig
         fields = f.read(d, where)
     except KeyError as e:
         raise SlmError(f"{where}: missing key {e.args[0]!r} for model_type {model_type!r}") from None
+    head = head_fields(d, f.name, where)
+    if head.get("extra"):
+        fields["extra"] = {**fields.get("extra", {}), **head.pop("extra")}
+    fields.update(head)
     fields["hf_id"] = d.get("_name_or_path", "") or ""
     fields["name"] = fields["hf_id"].rsplit("/", 1)[-1] or model_type
     return ModelConfig(**fields)
@@ -68,14 +76,19 @@ def hf_to_slmkit(sd: dict[str, torch.Tensor], c: ModelConfig, expected: dict[str
                  where: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Rename (and fuse) a transformers state dict into slmkit's; `expected` is the target model's shapes."""
     lay = family(c.family).layout
+    if lay.base and not any(k.startswith(lay.base) for k in sd):  # a bare model (BertModel, LlamaModel)
+        sd = {lay.base + k: v for k, v in sd.items()}
+    tied = c.tie_embeddings and c.head == "lm"
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for key, shape in expected.items():
         module, param = key.rsplit(".", 1)
-        if c.tie_embeddings and module == "lm_head" and param == "weight":
+        if tied and module == "lm_head" and param == "weight":
             continue  # tied to tok_emb
         names, how = _hf_sources(c, lay, module)
         keys = [f"{n}.{param}" for n in names]
+        if key in lay.params:
+            keys = [lay.params[key]]
         missing = [k for k in keys if k not in sd]
         if missing:
             raise SlmError(f"{where}: tensor {missing[0]!r} is missing")
@@ -92,11 +105,11 @@ def hf_to_slmkit(sd: dict[str, torch.Tensor], c: ModelConfig, expected: dict[str
         if tuple(t.shape) != tuple(shape):
             raise SlmError(f"{where}: tensor {keys[0]!r} has shape {tuple(t.shape)} but the config needs {tuple(shape)}")
         out[key] = t
-    tied_head = [k for k in sd if k.startswith(lay.top["lm_head"] + ".")] if c.tie_embeddings else []
+    tied_head = [k for k in sd if k.startswith(lay.top["lm_head"] + ".") and k not in used] if tied else []
     left = [k for k in sd if k not in used and k not in tied_head and not any(s in k for s in lay.ignore)]
     if left:
         raise SlmError(f"{where}: unexpected tensor {left[0]!r} ({len(left)} unused); config and weights disagree")
-    if c.tie_embeddings:
+    if tied:
         out["lm_head.weight"] = out["tok_emb.weight"]
     return out
 
@@ -107,7 +120,10 @@ def slmkit_to_hf(sd: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torch
     out: dict[str, torch.Tensor] = {}
     for key, t in sd.items():
         module, param = key.rsplit(".", 1)
-        if c.tie_embeddings and module == "lm_head":
+        if c.tie_embeddings and module == "lm_head" and param == "weight":
+            continue
+        if key in lay.params:
+            out[lay.params[key]] = t.contiguous()
             continue
         copies = [module]
         if module.startswith("blocks.") and c.layer_repeat > 1:
@@ -127,4 +143,6 @@ def slmkit_to_hf(sd: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torch
                 if param == "weight" and any(n.endswith(s) for s in lay.transposed):
                     p = p.t()
                 out[f"{n}.{param}"] = p.contiguous()
+    if c.head == "none" and lay.base:  # the bare model's names (BertModel, LlamaModel) carry no prefix
+        out = {k.removeprefix(lay.base): v for k, v in out.items()}
     return out

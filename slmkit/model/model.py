@@ -1,8 +1,9 @@
-"""One decoder-only transformer for every supported family, configured by ModelConfig.
+"""One transformer for every supported family, configured by ModelConfig: decoders (causal) and encoders
+(bidirectional: BERT, RoBERTa), with a vocabulary head, a classification head or none.
 
 Reads top to bottom: norms, rotary, masks, attention, MLP, block, model. Imports nothing from
 training, CLI, conversion or evaluation. Shapes: B batch, T new tokens, S key length (the cache
-length when a KV cache is set up), H query heads, K key/value heads, D head size.
+length when a KV cache is set up), H query heads, K key/value heads, D head size, L labels.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
 # --- masks -------------------------------------------------------------------------------------------
 
 
-def attention_mask(
+def causal_mask(
     q_slots: torch.Tensor, n_keys: int, key_valid: torch.Tensor | None, window: int | None
 ) -> torch.Tensor:
     """Boolean mask (B or 1, 1, T, S), True where a query may attend.
@@ -184,6 +185,7 @@ class Attention(nn.Module):
         self.clip = c.clip_qkv
         self.window = c.sliding_window if layer_type == "sliding" else None
         self.is_sliding = layer_type == "sliding"
+        self.causal = c.causal
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor,
                 bias: torch.Tensor | None, cache: KVCache | None, slots: torch.Tensor | None) -> torch.Tensor:
@@ -207,8 +209,9 @@ class Attention(nn.Module):
             q = q.to(k.dtype)  # a float32 cache under bf16 linears keeps attention in float32
         if T == 1 and mask is not None and bias is None and torch.compiler.is_compiling():
             y = self._decode_attention(q, k, v, mask)
-        elif mask is None:  # plain causal over the T new tokens: SDPA's causal kernel skips the masked blocks
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=H != K)
+        elif mask is None:  # plain causal over the T new tokens (SDPA's causal kernel skips the masked blocks), or
+            # an encoder's full attention with no padding
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale, enable_gqa=H != K)
         elif self.softcap is None and bias is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=H != K)
         else:
@@ -337,12 +340,18 @@ class Transformer(nn.Module):
         emb_dim = c.embed_dim or c.d_model
         self.tok_emb = _embedding(c.vocab_size, emb_dim)
         self.pos_emb = _embedding(c.context_length + c.pos_offset, c.d_model) if c.pos_type == "learned" else None
+        self.type_emb = _embedding(c.type_vocab_size, c.d_model) if c.type_vocab_size else None
         self.emb_norm = Norm(c.d_model, c) if c.embed_norm else None
         self.proj_in = nn.Linear(emb_dim, c.d_model, bias=False) if emb_dim != c.d_model else None
         self.proj_out = nn.Linear(c.d_model, emb_dim, bias=False) if emb_dim != c.d_model else None
         self.blocks = nn.ModuleList(Block(c, t) for t in c.layer_types)
         self.norm = Norm(c.d_model, c) if c.final_norm else None
-        self.lm_head = nn.Linear(emb_dim, c.vocab_size, bias=c.lm_head_bias)
+        # masked-LM heads transform the hidden state before the vocabulary projection
+        self.head_dense = nn.Linear(c.d_model, c.d_model) if c.mlm_transform and c.head == "lm" else None
+        self.head_norm = Norm(c.d_model, c) if c.mlm_transform and c.head == "lm" else None
+        self.lm_head = nn.Linear(emb_dim, c.vocab_size, bias=c.lm_head_bias) if c.head == "lm" else None
+        self.pool = nn.Linear(c.d_model, c.d_model) if c.pool_dense else None
+        self.score = nn.Linear(c.d_model, c.n_labels, bias=c.score_bias) if c.head == "classify" else None
         self.tie_weights()
         self.register_buffer("inv_freq", torch.empty(0), persistent=False)
         self.register_buffer("inv_freq_local", torch.empty(0), persistent=False)
@@ -351,7 +360,7 @@ class Transformer(nn.Module):
             self.reset_buffers()
 
     def tie_weights(self) -> None:
-        if self.config.tie_embeddings:
+        if self.config.tie_embeddings and self.lm_head is not None:
             self.lm_head.weight = self.tok_emb.weight
 
     def reset_buffers(self, device: torch.device | None = None) -> None:
@@ -392,6 +401,9 @@ class Transformer(nn.Module):
     def new_caches(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> nn.ModuleList:
         """One preallocated KV cache per executed layer (shared blocks get one per repeat), for the caller."""
         c = self.config
+        if not c.causal or c.head != "lm":
+            raise ValueError("KV caches are for decoding with a causal language model; this model is an encoder "
+                             "or has no vocabulary head")
         return nn.ModuleList(KVCache(batch, c.n_kv_head, max_len, c.head_dim, dtype or self.dtype, self.device)
                              for _ in range(self.n_exec_layers))
 
@@ -399,8 +411,11 @@ class Transformer(nn.Module):
                 key_valid: torch.Tensor | None = None, slots: torch.Tensor | None = None,
                 last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
                 mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
+                rows: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_types: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
+        A classification head (config.head "classify") gives label logits (B, L) for each row's pooled token;
+        no head ("none") gives the final hidden states (B, T, d_model).
 
         positions (B, T): position ids (default 0..T-1, or the slots when a cache is set up).
         key_valid (B, S): False on padding keys (S = T without a cache, the cache length with one).
@@ -414,9 +429,17 @@ class Transformer(nn.Module):
         caches: the KV caches (new_caches) the new tokens' keys and values are written to and attended over.
         rows (B, T) bool: logits (N, vocab) for those positions only (training with loss masks: the vocabulary
         matmul, the largest of a small model, then runs on the target positions alone).
+        attention_mask (B, T): transformers' name for key_valid (1 on real tokens), without a cache.
+        token_types (B, T): segment ids for the token-type embeddings (default 0: BERT's first segment).
         """
         c = self.config
         B, T = idx.shape
+        if attention_mask is not None:
+            if key_valid is not None:
+                raise ValueError("give key_valid or attention_mask, not both")
+            key_valid = attention_mask.bool()
+        if caches is not None and not c.causal:
+            raise ValueError("an encoder attends in both directions and takes no KV cache")
         if caches is not None:
             if slots is None:
                 raise ValueError("slots are required with KV caches")
@@ -426,6 +449,8 @@ class Transformer(nn.Module):
         else:
             slots = torch.arange(T, device=idx.device)
             n_keys = T
+        if positions is None and c.pos_from_mask and key_valid is not None:
+            positions = key_valid.long().cumsum(-1) * key_valid - 1  # padding -> -1: RoBERTa's padding_idx row
         if positions is None:
             positions = slots.view(-1, T).expand(B, T)
 
@@ -434,6 +459,9 @@ class Transformer(nn.Module):
             x = self.proj_in(x)
         if c.embed_scale is not None:
             x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
+        if self.type_emb is not None:
+            types = token_types if token_types is not None else torch.zeros_like(idx)
+            x = x + self.type_emb(types)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions + c.pos_offset)
         if self.emb_norm is not None:
@@ -458,13 +486,21 @@ class Transformer(nn.Module):
             if c.sliding_window:
                 near = positions[:, :, None] - positions[:, None, :] < c.sliding_window
                 sliding_mask = full_mask & near[:, None]
+        elif not c.causal:  # an encoder: every real token, in both directions (no mask tensor without padding);
+            # padding queries see the real tokens too (as transformers'), a row of padding alone sees everything
+            padded = key_valid is not None and not bool(key_valid.all())
+            valid = key_valid.bool() | ~key_valid.bool().any(-1, keepdim=True) if padded else None
+            full_mask = valid[:, None, None, :] if padded else None  # (B, 1, 1, S)
+            sliding_mask = None
+            if c.sliding_window:
+                raise ValueError("sliding-window attention is causal; an encoder with local attention is not supported")
         else:
             # Plain causal attention over exactly the new tokens needs no mask tensor (SDPA's is_causal path);
             # soft-capping and ALiBi run the explicit-softmax path, which needs one.
             plain_causal = (T > 1 and n_keys == T and c.attn_softcap is None and bias is None
                             and (key_valid is None or bool(key_valid.all())))
-            full_mask = None if plain_causal else attention_mask(slots, n_keys, key_valid, None)
-            sliding_mask = attention_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
+            full_mask = None if plain_causal else causal_mask(slots, n_keys, key_valid, None)
+            sliding_mask = causal_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
 
         i = 0
         for block in self.blocks:
@@ -476,17 +512,42 @@ class Transformer(nn.Module):
                 x = block(x, block_rope, mask, bias, cache, slots)
                 i += 1
 
+        if c.head == "classify" and not hidden:
+            return self.classify(x, key_valid)
+        if c.head == "none" and not hidden:
+            return self.norm(x) if self.norm is not None else x
         if last_only:  # prefill needs only the next-token logits; skips T-1 rows of the vocabulary matmul
             x = x[:, -1:]
         if rows is not None:
             x = x[rows]
         return x if hidden else self.head(x)
 
+    def classify(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Label logits (B, L) for the last hidden states (B, T, d_model): the final norm, then the first token
+        (encoders) or each row's last real token (decoders, either padding side), an optional dense + tanh, and
+        the label projection."""
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.config.pooling == "first":
+            pooled = x[:, 0]
+        else:
+            T = x.shape[1]
+            last = (T - 1 if key_valid is None else
+                    (torch.arange(T, device=x.device) * key_valid.long()).argmax(-1))  # rightmost real token
+            pooled = x[torch.arange(x.shape[0], device=x.device), last]
+        if self.pool is not None:
+            pooled = torch.tanh(self.pool(pooled))
+        return self.score(pooled)
+
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm, output projection and (soft-capped) vocabulary logits for hidden states (..., emb_dim)."""
         c = self.config
+        if self.lm_head is None:
+            raise ValueError(f"this model has no vocabulary head (head {c.head!r})")
         if self.norm is not None:
             x = self.norm(x)
+        if self.head_dense is not None:  # a masked-LM head: dense, activation, LayerNorm
+            x = self.head_norm(_ACTIVATIONS[c.activation](self.head_dense(x)))
         if self.proj_out is not None:
             x = self.proj_out(x)
         logits = self.lm_head(x)

@@ -37,6 +37,15 @@ _GEMMA = dict(
     norm_unit_offset=True, tie_embeddings=True, vocab_size=256000, context_length=8192,
     bos_token_id=2, eos_token_id=1, pad_token_id=0,
 )
+# encoders: bidirectional post-LN blocks, learned positions + token types, a tied masked-LM head with a transform
+_BERT = dict(
+    family="bert", causal=False, pos_type="learned", mlp_type="plain", activation="gelu", norm_type="layernorm",
+    norm_bias=True, norm_eps=1e-12, pre_norm=False, final_norm=False, embed_norm=True, qkv_bias=True, out_bias=True,
+    mlp_bias=True, lm_head_bias=True, mlm_transform=True, tie_embeddings=True, type_vocab_size=2, vocab_size=30522,
+    context_length=512, pad_token_id=0,
+)
+_ROBERTA = dict(_BERT, family="roberta", pos_offset=2, pos_from_mask=True, norm_eps=1e-5, type_vocab_size=1,
+                vocab_size=50265, bos_token_id=0, eos_token_id=2, pad_token_id=1)
 _SMOL = dict(_LLAMA, vocab_size=49152, tie_embeddings=True, bos_token_id=1, eos_token_id=2)
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -123,6 +132,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                          context_length=32768, embed_scale=640**0.5, post_norms=True, qk_norm=True,
                          attn_scale=256**-0.5, sliding_window=512, sliding_pattern=6, rope_theta=1_000_000.0,
                          rope_local_theta=10000.0),
+    # encoders (masked LM; head="classify" with n_labels for a sequence classifier)
+    "BERT-base": dict(_BERT, hf_id="google-bert/bert-base-uncased", n_layer=12, d_model=768, n_head=12,
+                      intermediate_size=3072),
+    "RoBERTa-base": dict(_ROBERTA, hf_id="FacebookAI/roberta-base", n_layer=12, d_model=768, n_head=12,
+                         intermediate_size=3072),
+    "MiniLM-L6": dict(_BERT, hf_id="sentence-transformers/all-MiniLM-L6-v2", head="none", n_layer=6, d_model=384,
+                      n_head=12, intermediate_size=1536),
     # GPT-2 family (learned positions); Cerebras-GPT and LaMini-GPT use the same architecture
     "GPT-2-124M": dict(_GPT2, hf_id="openai-community/gpt2", n_layer=12, d_model=768, n_head=12),
     "GPT-2-355M": dict(_GPT2, hf_id="openai-community/gpt2-medium", n_layer=24, d_model=1024, n_head=16),

@@ -25,11 +25,15 @@ class Tokenizer:
 
     def __init__(self, backend: HFTokenizer, *, bos_token: str | None = None, eos_token: str | None = None,
                  pad_token: str | None = None, unk_token: str | None = None, add_bos: bool = False,
-                 add_eos: bool = False, chat_template: str | None = None):
+                 add_eos: bool = False, chat_template: str | None = None, cls_token: str | None = None,
+                 sep_token: str | None = None, mask_token: str | None = None):
         self.backend = backend
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
+        self.cls_token, self.sep_token, self.mask_token = cls_token, sep_token, mask_token
         self.add_bos, self.add_eos = add_bos, add_eos
         self.chat_template = chat_template
+        # an encoder's tokenizer (BERT, RoBERTa) frames text as its post-processor says: [CLS] a [SEP] (b [SEP])
+        self.frames = cls_token is not None and _post_processor_adds(backend, cls_token)
 
     # ids of special tokens ------------------------------------------------------------------------
 
@@ -49,6 +53,17 @@ class Tokenizer:
         return self.token_to_id(self.pad_token)
 
     @property
+    def mask_id(self) -> int | None:
+        """The masked-LM mask token's id (BERT [MASK], RoBERTa <mask>); None for a decoder's tokenizer."""
+        return self.token_to_id(self.mask_token)
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids of the special tokens (framing, padding, mask): a masked-LM objective never selects them."""
+        names = (self.bos_token, self.eos_token, self.pad_token, self.cls_token, self.sep_token, self.mask_token)
+        return {i for i in map(self.token_to_id, names) if i is not None}
+
+    @property
     def vocab_size(self) -> int:
         """Number of ids the tokenizer can produce (base vocabulary plus added tokens)."""
         return self.backend.get_vocab_size(with_added_tokens=True)
@@ -60,7 +75,10 @@ class Tokenizer:
     # encode / decode ------------------------------------------------------------------------------
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids for text; with add_special_tokens, BOS/EOS are added as the model's tokenizer does."""
+        """Token ids for text; with add_special_tokens, BOS/EOS (an encoder's [CLS]/[SEP]) are added as the model's
+        tokenizer does."""
+        if add_special_tokens and self.frames:
+            return self.backend.encode(text, add_special_tokens=True).ids
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if add_special_tokens:
             if self.add_bos and self.bos_id is not None:
@@ -68,6 +86,15 @@ class Tokenizer:
             if self.add_eos and self.eos_id is not None:
                 ids = ids + [self.eos_id]
         return ids
+
+    def encode_pair(self, first: str, second: str) -> tuple[list[int], list[int]]:
+        """Ids and token types (0 first segment, 1 second) of a text pair, framed as the encoder's tokenizer frames
+        it ([CLS] a [SEP] b [SEP]; RoBERTa <s> a </s></s> b </s>); a decoder's tokenizer joins them with a space."""
+        if self.frames:
+            enc = self.backend.encode(first, second, add_special_tokens=True)
+            return enc.ids, enc.type_ids
+        a, b = self.encode(first), self.encode(" " + second, add_special_tokens=False)
+        return a + b, [0] * len(a) + [1] * len(b)
 
     def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = True) -> list[list[int]]:
         return [self.encode(t, add_special_tokens) for t in texts]
@@ -97,6 +124,10 @@ class Tokenizer:
             backend = HFTokenizer.from_file(str(tok_file))
         except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
             raise SlmError(f"{tok_file}: cannot read tokenizer ({str(e).splitlines()[0]})") from None
+        # padding and truncation saved in tokenizer.json (sentence-transformers pads to 128) are the caller's to
+        # choose, as transformers' fast tokenizers leave them
+        backend.no_padding()
+        backend.no_truncation()
         cfg: dict[str, Any] = {}
         cfg_file = path / "tokenizer_config.json"
         if cfg_file.is_file():
@@ -117,14 +148,16 @@ class Tokenizer:
             add_bos = _post_processor_adds_bos(backend, get("bos_token"))
         return cls(backend, bos_token=get("bos_token"), eos_token=get("eos_token"), pad_token=get("pad_token"),
                    unk_token=get("unk_token"), add_bos=bool(add_bos), add_eos=bool(cfg.get("add_eos_token", False)),
-                   chat_template=template)
+                   chat_template=template, cls_token=get("cls_token"), sep_token=get("sep_token"),
+                   mask_token=get("mask_token"))
 
     def save(self, path: str | Path) -> None:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (transformers reads them)."""
         path = Path(path)
         self.backend.save(str(path / "tokenizer.json"))
         special = {k: v for k, v in dict(bos_token=self.bos_token, eos_token=self.eos_token,
-                                         pad_token=self.pad_token, unk_token=self.unk_token).items() if v}
+                                         pad_token=self.pad_token, unk_token=self.unk_token, cls_token=self.cls_token,
+                                         sep_token=self.sep_token, mask_token=self.mask_token).items() if v}
         cfg = dict(special, tokenizer_class="PreTrainedTokenizerFast", add_bos_token=self.add_bos,
                    add_eos_token=self.add_eos, clean_up_tokenization_spaces=False, model_max_length=1_000_000)
         if self.chat_template:
@@ -150,6 +183,12 @@ class Tokenizer:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return out
+
+
+def _post_processor_adds(backend: HFTokenizer, token: str) -> bool:
+    """Whether the backend's post-processor puts `token` first (BERT's [CLS], RoBERTa's <s>)."""
+    ids = backend.encode("a", add_special_tokens=True).ids
+    return bool(ids) and ids[0] == backend.token_to_id(token)
 
 
 def _post_processor_adds_bos(backend: HFTokenizer, bos: str | None) -> bool:
