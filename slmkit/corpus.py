@@ -135,6 +135,36 @@ def read_documents(path: Path, template: Template) -> Iterator[str]:
         raise SlmError(f"{path}: cannot read ({e})") from None
 
 
+def read_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, record) for each record of a JSONL(.gz) file, or each row of a CSV/TSV file with a header row: the
+    labelled examples a classifier trains on."""
+    kind = _suffix(path)
+    if kind not in (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".csv", ".tsv"):
+        raise SlmError(f"{path}: labelled examples come as JSONL, or CSV/TSV with a header row")
+    try:
+        with _open_text(path) as fh:
+            if kind in (".csv", ".tsv"):
+                csv.field_size_limit(sys.maxsize)
+                reader = csv.DictReader(fh, delimiter="\t" if kind == ".tsv" else ",",
+                                        quoting=csv.QUOTE_NONE if kind == ".tsv" else csv.QUOTE_MINIMAL)
+                for n, row in enumerate(reader, 2):
+                    yield f"{path}:{n}", ({k: _unescape(v or "") for k, v in row.items()} if kind == ".tsv" else row)
+                return
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise SlmError(f"{path}:{n}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+                    if not isinstance(record, dict):
+                        raise SlmError(f"{path}:{n}: expected a JSON object per line")
+                    yield f"{path}:{n}", record
+    except UnicodeDecodeError as e:
+        raise SlmError(f"{path}: not UTF-8 text ({e.reason}); convert it first") from None
+    except OSError as e:
+        raise SlmError(f"{path}: cannot read ({e})") from None
+
+
 _TSV_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 

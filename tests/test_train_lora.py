@@ -122,6 +122,7 @@ def test_masked_loss_on_target_rows_equals_the_full_vocabulary_loss(base_dir):
     import contextlib
 
     import slmkit
+    from slmkit.train.data import Batch
     from slmkit.train.loop import Objective
     from slmkit.train.losses import IGNORE, cross_entropy_sum
 
@@ -129,7 +130,7 @@ def test_masked_loss_on_target_rows_equals_the_full_vocabulary_loss(base_dir):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 512, (2, 16), generator=g)
     y = torch.randint(0, 512, (2, 16), generator=g).masked_fill(torch.rand(2, 16, generator=g) < 0.7, IGNORE)
-    ours = Objective()(model, x, y, contextlib.nullcontext)["loss"]
+    ours = Objective()(model, Batch(x, y), contextlib.nullcontext)["loss"]
     ours.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()

@@ -92,14 +92,16 @@ def presets() -> None:
 
 
 def tokenizer_train(files: list[str], out: str, vocab_size: int = 8192, min_frequency: int = 2,
-                    special_tokens: str = "<|endoftext|>,<|im_start|>,<|im_end|>", overwrite: bool = False) -> None:
-    """Train a byte-level BPE tokenizer on text files or folders and save it where `slm` and transformers read it."""
+                    special_tokens: str = "<|endoftext|>,<|im_start|>,<|im_end|>", style: str = "gpt2",
+                    overwrite: bool = False) -> None:
+    """Train a byte-level BPE tokenizer on text files or folders and save it where `slm` and transformers read it
+    (--style roberta: an encoder's, with <s> </s> framing and a <mask> token)."""
     from slmkit.outputs import claim_dir, mark_dir
     from slmkit.tokenizer.train import train_bpe
 
     claim_dir(out, "tokenizer", overwrite)
     tok = train_bpe(files, vocab_size=vocab_size, min_frequency=min_frequency,
-                    special_tokens=[s for s in special_tokens.split(",") if s])
+                    special_tokens=[s for s in special_tokens.split(",") if s], style=style)
     tok.save_to(out)
     mark_dir(out, "tokenizer")
     print(f"wrote {out}/tokenizer.json ({tok.vocab_size} tokens)")
@@ -151,5 +153,7 @@ def register(sub) -> None:
     t.add_argument("--vocab-size", type=at_least(2), default=8192)
     t.add_argument("--min-frequency", type=at_least(1), default=2)
     t.add_argument("--special-tokens", default="<|endoftext|>,<|im_start|>,<|im_end|>",
-                   help="comma-separated; the first is BOS/EOS")
+                   help="comma-separated; the first is BOS/EOS (gpt2 style)")
+    t.add_argument("--style", choices=("gpt2", "roberta"), default="gpt2",
+                   help="gpt2: a decoder's tokenizer; roberta: an encoder's (<s> </s> <pad> <unk> <mask>)")
     overwrite_arg(t)

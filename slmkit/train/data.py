@@ -29,6 +29,37 @@ from slmkit.tokenizer.tokenizer import Tokenizer
 FORMAT = "slmkit-tokens/1"
 
 
+# --- one step's rows ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Rows the loop trains on: inputs x (B, T) and targets y, either (B, T) token ids with IGNORE where a position
+    carries no loss (language modelling, masked LM) or (B,) label ids (a classification head); valid (B, T) is
+    False on padding, types (B, T) the segment ids of text pairs. numpy arrays from the data, tensors after `to`."""
+
+    x: "np.ndarray | torch.Tensor"
+    y: "np.ndarray | torch.Tensor"
+    valid: "np.ndarray | torch.Tensor | None" = None
+    types: "np.ndarray | torch.Tensor | None" = None
+
+    def __getitem__(self, rows: slice) -> "Batch":
+        return Batch(*(None if a is None else a[rows] for a in (self.x, self.y, self.valid, self.types)))
+
+    def to(self, device) -> "Batch":
+        import torch
+
+        def conv(a):
+            return None if a is None else (torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray)
+                                           else a).to(device)
+        return Batch(conv(self.x), conv(self.y), conv(self.valid), conv(self.types))
+
+    @property
+    def labels(self) -> bool:
+        """True for a classification batch (one label per row)."""
+        return self.y.ndim == 1
+
+
 # --- writing shards ------------------------------------------------------------------------------------------
 
 
@@ -305,6 +336,14 @@ class TokenData:
                 y[i] = _masked(x[i, 1:], None if shard.train_mask is None else shard.train_mask[start + 1:start + T + 1])
         return x[:, :-1], (x[:, 1:] if y is None else y)
 
+    def draw(self, step: int, stage: int, rows: slice, n_rows: int) -> Batch:
+        """`batch` as a Batch (the loop's one interface to its data sources)."""
+        return Batch(*self.batch(step, stage, rows, n_rows))
+
+    def val_batches(self, max_tokens: int, rows: int) -> list[Batch]:
+        """The fixed validation windows (val_windows), stacked rows at a time."""
+        return stack_windows(self.val_windows(max_tokens), rows)
+
     def val_windows(self, max_tokens: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Non-overlapping (seq_len + 1)-token windows from the start of each source's val split, up to max_tokens
         per source, as (inputs, targets) of seq_len tokens (targets IGNORE where a loss mask says so): a fixed
@@ -325,3 +364,9 @@ def _masked(targets: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     from slmkit.train.losses import IGNORE
 
     return targets if mask is None else np.where(np.asarray(mask) == 0, IGNORE, targets)
+
+
+def stack_windows(windows: list[tuple[np.ndarray, np.ndarray]], rows: int) -> list[Batch]:
+    """(inputs, targets) windows stacked into Batches of `rows` rows."""
+    return [Batch(np.stack([w[0] for w in windows[i:i + rows]]), np.stack([w[1] for w in windows[i:i + rows]]))
+            for i in range(0, len(windows), rows)]

@@ -1,6 +1,7 @@
 """The one training loop, shared by pretraining, distillation and fine-tuning: they differ in the objective
-(cross-entropy, or a KD loss mixed with it, from a teacher run under no_grad in the same step) and in the data,
-not in a copied loop.
+(cross-entropy on next tokens, on an encoder's masked tokens or on a classification head's labels, or a KD loss
+mixed with it, from a teacher run under no_grad in the same step) and in the data source (token shards, masked
+token shards, labelled examples), not in a copied loop.
 
 A step draws its global batch (a function of seed, stage and step alone), splits it over processes and
 micro-batches, sums the loss over target tokens and divides by the step's token count, so 1 process and N
@@ -20,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from slmkit.errors import SlmError
 from slmkit.model.model import Transformer
 from slmkit.tokenizer.tokenizer import Tokenizer
 from slmkit.train import dist, mup
-from slmkit.train.data import TokenData, vocab_fingerprint
+from slmkit.train.data import Batch, TokenData, stack_windows, vocab_fingerprint
 from slmkit.train.log import RunLog
 from slmkit.train.losses import IGNORE, cross_entropy_sum, kd_sum
 from slmkit.train.recipe import DistillSpec, Recipe
@@ -49,8 +51,15 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
         if spec.overrides or spec.preset or spec.config:
             raise SlmError("model.init starts from a checkpoint's own architecture; drop model.preset/config/overrides")
         if recipe.lora is not None:
+            if recipe.objective == "classify":
+                raise SlmError("lora with objective classify is not supported (the new head would need training "
+                               "beside the adapter); fine-tune the whole model, or drop lora")
             return build_adapted(recipe, device)
-        return load(spec.init, dtype="float32", device=device).model.train()
+        model = load(spec.init, dtype="float32", device=device).model
+        if recipe.objective == "classify":
+            model = with_classifier(model, len(recipe.task.labels), [str(v) for v in recipe.task.labels],
+                                    recipe.seed, recipe.init_std)
+        return model.train()
     try:
         if spec.preset:
             config = ModelConfig.from_name(spec.preset, **spec.overrides)
@@ -60,12 +69,49 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
         raise SlmError(f"model.overrides: {e}") from None
     config = dataclasses.replace(config, name=config.name + "-trained" if spec.overrides else config.name,
                                  bos_token_id=tokenizer.bos_id if tokenizer.bos_id is not None else config.bos_token_id,
-                                 eos_token_id=tokenizer.eos_id)
+                                 eos_token_id=tokenizer.eos_id,
+                                 pad_token_id=tokenizer.pad_id if tokenizer.pad_id is not None else config.pad_token_id)
+    if recipe.objective == "classify":
+        config = dataclasses.replace(config, **classifier_fields(config, len(recipe.task.labels)),
+                                     extra={**config.extra, "id2label": [str(v) for v in recipe.task.labels]})
     torch.manual_seed(recipe.seed)
     with torch.device(device):
         model = Transformer(config)
     mup.init(model, recipe.mup.base_width, recipe.init_std)
     return model.float().train()
+
+
+def classifier_fields(config, n_labels: int) -> dict:
+    """A classification head in transformers' own shape: an encoder pools its first token through dense + tanh
+    (BERT's pooler, RoBERTa's classifier), a decoder reads its last real token with a bias-free projection."""
+    encoder = not config.causal
+    return dict(head="classify", n_labels=n_labels, pooling="first" if encoder else "last", pool_dense=encoder,
+                score_bias=encoder)
+
+
+def with_classifier(model: Transformer, n_labels: int, names: list[str], seed: int, std: float) -> Transformer:
+    """The model with a fresh classification head of n_labels in place of its vocabulary head (or none); a model
+    that already has one with n_labels keeps it."""
+    import dataclasses
+
+    c = model.config
+    if c.head == "classify" and c.n_labels == n_labels:
+        return model
+    config = dataclasses.replace(c, **classifier_fields(c, n_labels), extra={**c.extra, "id2label": names})
+    torch.manual_seed(seed)
+    with torch.device(model.device):
+        new = Transformer(config)
+    for m in (new.pool, new.score):
+        if m is not None:
+            nn.init.normal_(m.weight, std=std)
+            nn.init.zeros_(m.bias) if m.bias is not None else None
+    body = {k: v for k, v in model.state_dict().items()
+            if not k.startswith(("lm_head.", "head_dense.", "head_norm.", "pool.", "score."))}
+    missing, unexpected = new.load_state_dict(body, strict=False)
+    left = [k for k in missing if not k.startswith(("pool.", "score."))]
+    if left or unexpected:
+        raise SlmError(f"cannot move {c.name}'s weights under a classification head ({(left or unexpected)[0]})")
+    return new.float()
 
 
 def build_adapted(recipe: Recipe, device: torch.device) -> Transformer:
@@ -114,7 +160,13 @@ class Objective:
     def __init__(self, distill: DistillSpec | None = None, teacher: nn.Module | None = None):
         self.distill, self.teacher = distill, teacher
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> dict[str, torch.Tensor]:
+    def __call__(self, model: nn.Module, batch: Batch, autocast) -> dict[str, torch.Tensor]:
+        x, y = batch.x, batch.y
+        if batch.labels:  # a classification head: one label per row
+            with autocast():
+                logits = model(x, key_valid=batch.valid, token_types=batch.types)
+            ce = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
+            return {"loss": ce, "ce": ce, "acc": (logits.argmax(-1) == y).sum().to(ce.dtype)}
         if self.teacher is None:
             keep = y != IGNORE
             if not bool(keep.all()):  # loss masks: the vocabulary projection only where there are targets
@@ -155,25 +207,40 @@ def validation_loss(model: nn.Module, windows: list[tuple[np.ndarray, np.ndarray
                     autocast, ctx: dist.DistContext | None = None, shard: bool = True) -> float:
     """Mean next-token loss over fixed (inputs, targets) windows (TokenData.val_windows), over the targets that
     are not IGNORE; with shard, the processes split them and sum."""
+    return validate(model, stack_windows(windows, batch), device, autocast, ctx, shard)["val_loss"]
+
+
+@torch.no_grad()
+def validate(model: nn.Module, batches: list[Batch], device: torch.device, autocast,
+             ctx: dist.DistContext | None = None, shard: bool = True) -> dict[str, float]:
+    """Mean loss over fixed validation Batches, over their targets that are not IGNORE (and, for a classification
+    head, accuracy); with shard, the processes split the batches and sum."""
     ctx = ctx or dist.DistContext(device=device)
-    mine = windows[ctx.rank::ctx.world] if shard else windows
+    mine = batches[ctx.rank::ctx.world] if shard else batches
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)
-    for i in range(0, len(mine), batch):
-        x = torch.from_numpy(np.stack([w[0] for w in mine[i:i + batch]])).to(device)
-        y = torch.from_numpy(np.stack([w[1] for w in mine[i:i + batch]])).to(device)
-        keep = y != IGNORE
+    total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, targets, correct labels
+    labels = bool(batches) and batches[0].labels
+    for b in mine:
+        b = b.to(device)
+        keep = b.y != IGNORE
         with autocast():  # with loss masks, the vocabulary projection only where there are targets (as in training)
-            if bool(keep.all()):
-                total[0] += cross_entropy_sum(model(x), y).double()
+            if b.labels:
+                logits = model(b.x, key_valid=b.valid, token_types=b.types).float()
+                total[0] += F.cross_entropy(logits, b.y, ignore_index=IGNORE, reduction="sum").double()
+                total[2] += ((logits.argmax(-1) == b.y) & keep).sum()
+            elif bool(keep.all()):
+                total[0] += cross_entropy_sum(model(b.x), b.y).double()
             else:
-                total[0] += cross_entropy_sum(model(x, rows=keep)[None], y[keep][None]).double()
+                total[0] += cross_entropy_sum(model(b.x, rows=keep)[None], b.y[keep][None]).double()
         total[1] += keep.sum()
     if shard:
         dist.all_reduce_sum(total, ctx)
     model.train(was_training)
-    return (total[0] / total[1].clamp(min=1)).item()
+    out = {"val_loss": (total[0] / total[1].clamp(min=1)).item()}
+    if labels:
+        out["val_acc"] = (total[2] / total[1].clamp(min=1)).item()
+    return out
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
@@ -215,8 +282,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     stage_steps = recipe.stage_steps()
     total_steps = sum(stage_steps)
     ends = np.cumsum(stage_steps)
-    data = [TokenData(s.data, recipe.batch.seq_len, recipe.seed) for s in stages]
-    tokenizer = Tokenizer.from_dir(data[0].shards[0].path)
+    data, tokenizer = data_sources(recipe, stages)
     fingerprint = vocab_fingerprint(tokenizer)
 
     if ctx.main:
@@ -230,6 +296,13 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
                        f"choose another out")
 
     model = build_model(recipe, tokenizer, ctx.device)
+    if recipe.objective == "mlm" and model.config.causal:
+        raise SlmError(f"objective mlm trains an encoder; {model.config.name} is a causal decoder (start from an "
+                       f"encoder preset such as RoBERTa-base or BERT-base)")
+    if recipe.objective == "mlm" and model.config.head != "lm":
+        raise SlmError(f"objective mlm needs a masked-LM head; {model.config.name} has head {model.config.head!r}")
+    if recipe.objective == "causal" and not model.config.causal:
+        raise SlmError(f"{model.config.name} is an encoder: train it with objective mlm (or classify)")
     if model.config.tie_embeddings and recipe.dist.fsdp:
         raise SlmError("FSDP2 shards each block separately; use a model without tied embeddings or DDP")
     for d in data:
@@ -274,15 +347,16 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     log.write(dict(event="start" if state is None else "resume", step=step, total_steps=total_steps,
                    params=n_params, trainable=n_trainable, world=ctx.world, precision=precision,
                    recipe=recipe.to_dict()))
-    sources = list(dict.fromkeys(p for s in stages for p in s.data))  # each source once, whatever its stages
-    windows = TokenData({p: 1.0 for p in sources}, recipe.batch.seq_len, recipe.seed).val_windows(recipe.eval_tokens)
-    val_batch = max(1, mb)
+    val_batches = validation_source(recipe, stages, data, tokenizer).val_batches(recipe.eval_tokens, max(1, mb))
 
     def run_validation(at_step: int) -> float | None:
-        if not windows:
+        if not val_batches:
             return None
-        loss = validation_loss(forward, windows, val_batch, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp)
-        log.write(dict(event="eval", step=at_step, val_loss=loss, val_ppl=math.exp(min(loss, 50))))
+        got = validate(forward, val_batches, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp)
+        loss = got["val_loss"]
+        log.write(dict(event="eval", step=at_step, **got, val_ppl=math.exp(min(loss, 50))))
+        if "val_acc" in got:
+            echo(f"step {at_step}: val loss {loss:.4f}, val accuracy {100 * got['val_acc']:.1f}%")
         return loss
 
     def save(at_step: int, val: float | None) -> Path:
@@ -312,15 +386,14 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
             mult = lr_multiplier(step, total_steps, o.warmup_steps, o.schedule, o.min_lr_ratio, o.decay_fraction)
             for g in optimizer.param_groups:
                 g["lr"] = o.lr * mult * g["lr_scale"]
-            x, y = data[stage].batch(step, stage, rows, recipe.batch.global_batch)
-            x, y = torch.from_numpy(x).to(ctx.device), torch.from_numpy(y).to(ctx.device)
-            n_targets = dist.all_reduce_sum(torch.tensor([(y != IGNORE).sum().item()], dtype=torch.float64,
+            b = data[stage].draw(step, stage, rows, recipe.batch.global_batch).to(ctx.device)
+            n_targets = dist.all_reduce_sum(torch.tensor([(b.y != IGNORE).sum().item()], dtype=torch.float64,
                                                          device=ctx.device), ctx).clamp(min=1)  # all masked: 0 loss
             sums: dict[str, torch.Tensor] = {}
             for i in range(accum):
                 last = i == accum - 1
                 with _no_sync(wrapped, ctx, recipe.dist.fsdp, last):
-                    parts = objective(forward, x[i * mb:(i + 1) * mb], y[i * mb:(i + 1) * mb], autocast)
+                    parts = objective(forward, b[i * mb:(i + 1) * mb], autocast)
                     (parts["loss"] * (ctx.world / n_targets.item())).backward()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0) + v.detach().double()
@@ -379,6 +452,43 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         echo(f"done: {step} steps, {step * recipe.tokens_per_step():,} tokens | val loss {last_val:.4f} "
              f"(ppl {math.exp(min(last_val, 50)):.2f}) | model: {model_dir}")
     return TrainResult(out, step, step * recipe.tokens_per_step(), last_val, model_dir)
+
+
+def data_sources(recipe: Recipe, stages) -> tuple[list, Tokenizer]:
+    """One data source per stage (token shards, masked token shards or labelled examples) and the tokenizer."""
+    if recipe.objective == "classify":
+        from slmkit.checkpoint import load_tokenizer
+        from slmkit.train.labelled import LabelledData
+
+        source = recipe.task.tokenizer or recipe.model.init
+        if source is None:
+            raise SlmError("objective classify needs a tokenizer: set task.tokenizer (or model.init)")
+        tokenizer = load_tokenizer(source)
+        if tokenizer is None:
+            raise SlmError(f"{source} has no tokenizer; set task.tokenizer to a model folder that has one")
+        return [LabelledData(recipe.task, tokenizer, recipe.seed) for _ in stages], tokenizer
+    data = [TokenData(s.data, recipe.batch.seq_len, recipe.seed) for s in stages]
+    tokenizer = Tokenizer.from_dir(data[0].shards[0].path)
+    if recipe.objective == "mlm":
+        from slmkit.train.mlm import MaskedTokens
+
+        data = [MaskedTokens(d, tokenizer, recipe.mlm, tokenizer.max_id + 1, recipe.seed, str(d.shards[0].path))
+                for d in data]
+    return data, tokenizer
+
+
+def validation_source(recipe: Recipe, stages, data: list, tokenizer: Tokenizer):
+    """What the validation batches come from: each token source once, whatever its stages (masked alike for mlm),
+    or the task's val file."""
+    if recipe.objective == "classify":
+        return data[0]
+    sources = list(dict.fromkeys(p for s in stages for p in s.data))
+    val = TokenData({p: 1.0 for p in sources}, recipe.batch.seq_len, recipe.seed)
+    if recipe.objective == "mlm":
+        from slmkit.train.mlm import MaskedTokens
+
+        return MaskedTokens(val, tokenizer, recipe.mlm, tokenizer.max_id + 1, recipe.seed)
+    return val
 
 
 def _no_sync(model: nn.Module, ctx: dist.DistContext, fsdp: bool, last: bool):

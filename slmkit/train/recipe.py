@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slmkit.errors import SlmError
+from slmkit.train.labelled import TaskSpec
+from slmkit.train.mlm import MaskSpec
 
 
 @dataclass
@@ -110,6 +112,12 @@ class Recipe:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: dict[str, float] = field(default_factory=dict)  # one stage: shard folder -> weight
     tokens: int = 0  # that stage's token budget
+    steps: int = 0  # or a number of optimizer steps (one stage; a classification task's natural budget)
+    # what the loss is on: next tokens (causal), masked tokens of an encoder (mlm, with data), or the labels of
+    # a classification head (classify, with task)
+    objective: Literal["causal", "mlm", "classify"] = "causal"
+    mlm: MaskSpec = field(default_factory=MaskSpec)
+    task: TaskSpec | None = None
     stages: list[Stage] = field(default_factory=list)  # or several stages (overrides data/tokens)
     batch: BatchSpec = field(default_factory=BatchSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
@@ -131,6 +139,8 @@ class Recipe:
     # --- derived ------------------------------------------------------------------------------------------
 
     def all_stages(self) -> list[Stage]:
+        if self.steps and not self.stages:
+            return [Stage("main", self.steps * self.tokens_per_step(), dict(self.data))]
         return self.stages or [Stage("main", self.tokens, dict(self.data))]
 
     def tokens_per_step(self) -> int:
@@ -160,6 +170,25 @@ class Recipe:
             raise SlmError("optim.betas must be in [0, 1), optim.weight_decay and optim.clip non-negative")
         if not 0 < o.decay_fraction <= 1:
             raise SlmError(f"optim.decay_fraction must be in (0, 1], got {o.decay_fraction}")
+        if self.steps < 0:
+            raise SlmError(f"steps must be positive, got {self.steps}")
+        if self.steps and (self.tokens or self.stages):
+            raise SlmError("give the budget as steps or as tokens (or stages), not both")
+        if self.objective == "classify":
+            if self.task is None:
+                raise SlmError("objective classify needs a task section: task.train (labelled examples), "
+                               "task.labels, task.text")
+            self.task.check()
+            if self.data or self.stages:
+                raise SlmError("objective classify trains on task.train; drop data/stages")
+            if self.distill is not None:
+                raise SlmError("distill is for language-model objectives; drop it for objective classify")
+        elif self.task is not None:
+            raise SlmError("a task section is for objective classify; set objective: classify")
+        if self.objective == "mlm":
+            self.mlm.check()
+            if self.distill is not None:
+                raise SlmError("distill with objective mlm is not supported; drop distill")
         stages = self.all_stages()
         if self.stages and (self.data or self.tokens):
             raise SlmError("give either stages or data + tokens, not both")
@@ -168,11 +197,11 @@ class Recipe:
             raise SlmError(f"stage names must be unique, got {names}")
         for s, steps in zip(stages, self.stage_steps()):
             where = f"stage {s.name!r}" if self.stages else "the recipe"
-            if not s.data:
+            if not s.data and self.objective != "classify":
                 raise SlmError(f"{where} has no data: give shard folders made by `slm data prepare` with weights")
             if steps < 1:
                 raise SlmError(f"{where}: a token budget of {s.tokens:,} is below one step "
-                               f"(global_batch x seq_len = {self.tokens_per_step():,} tokens)")
+                               f"(global_batch x seq_len = {self.tokens_per_step():,} tokens); set tokens or steps")
         total = sum(self.stage_steps())
         if o.warmup_steps < 0 or o.warmup_steps >= total:
             raise SlmError(f"optim.warmup_steps {o.warmup_steps} must be below the run's {total} steps")
