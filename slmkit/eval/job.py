@@ -49,6 +49,9 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
         raise SlmError(f"the batch size must be >= 1, got {batch_size}")
     p = lookup(precision)
     t0 = time.perf_counter()
+    if not eft and _is_classifier(model):
+        return _evaluate_classifier(model, resolved, shots, limit, backend, p, device, batch_size, data, progress,
+                                    adapter, t0)
     if eft:
         if adapter is not None:
             raise SlmError("--eft and --adapter do not combine; merge the adapter first (slm merge)")
@@ -74,5 +77,29 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
         lm.close()
         if store:
             store.close()
+    run.load_s, run.total_s = round(load_s, 2), round(time.perf_counter() - t0, 2)
+    return run
+
+
+def _is_classifier(model: str) -> bool:
+    """Whether `model` is a folder whose config.json carries a classification head (no weights read)."""
+    from slmkit.checkpoint import load_config
+
+    try:
+        return load_config(model)[0].head == "classify"
+    except SlmError:
+        return False  # the loader says what is wrong with it
+
+
+def _evaluate_classifier(model, tasks, shots, limit, backend, p, device, batch_size, data, progress, adapter, t0):
+    from slmkit.checkpoint import load
+    from slmkit.eval.classify import evaluate_classifier
+
+    if backend != "slmkit" or p.quantised or adapter is not None:
+        raise SlmError("a classification head is scored on the slmkit backend at a float precision, without "
+                       "--adapter")
+    loaded = load(model, dtype=p.dtype, device=device)
+    load_s = time.perf_counter() - t0
+    run = evaluate_classifier(loaded, tasks, shots, limit, data, batch_size, progress, p.name)
     run.load_s, run.total_s = round(load_s, 2), round(time.perf_counter() - t0, 2)
     return run

@@ -41,6 +41,9 @@ class Task:
     data_key: str = ""  # the data loader's name for it (default: name)
     lm_eval_yaml: str = ""  # lm-eval's task file (relative to lm_eval/tasks), for the parity harness
     meta: dict = field(default_factory=dict)
+    # what a classification head reads of a document (text, or a text pair); its label i is the task's choice i.
+    # None: not a fixed-label task (a classifier is not scored on it)
+    classify: Callable[[Doc], tuple[str, str | None]] | None = None
 
     @property
     def data_name(self) -> str:
@@ -61,6 +64,15 @@ def _hellaswag_doc(doc: Doc) -> Doc:
     ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
     return {**doc, "query": _hellaswag_pre(doc["activity_label"] + ": " + ctx),
             "choices": [_hellaswag_pre(e) for e in doc["endings"]], "gold": int(doc["label"])}
+
+
+def _copa_choice(choice: str) -> str:  # lm_eval/tasks/super_glue/copa/utils.py: convert_choice
+    return choice[0].lower() + choice[1:]
+
+
+def _copa_text(doc: Doc) -> str:  # the premise without its period, joined by the question's connector
+    connector = {"cause": "because", "effect": "therefore"}[doc["question"]]
+    return doc["premise"].strip()[:-1] + f" {connector}"
 
 
 def _winogrande_choices(doc: Doc) -> list[str]:
@@ -157,7 +169,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("arc_challenge", "multiple_choice", lm_eval_yaml="arc/arc_challenge.yaml", **_ARC),
     Task("boolq", "multiple_choice", doc_to_text=lambda d: f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:",
          doc_to_target=lambda d: d["label"], doc_to_choice=lambda d: ["no", "yes"],
-         training_split="train", validation_split="validation", lm_eval_yaml="super_glue/boolq/default.yaml"),
+         training_split="train", validation_split="validation", lm_eval_yaml="super_glue/boolq/default.yaml",
+         classify=lambda d: (d["question"], d["passage"])),
     Task("commonsense_qa", "multiple_choice",
          doc_to_text=lambda d: f"Question: {d['question'].strip()}{_letters(d, 5)}\nAnswer:",
          doc_to_target=lambda d: d["answerKey"], doc_to_choice=lambda d: ["A", "B", "C", "D", "E"],
@@ -165,7 +178,23 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("sst2", "multiple_choice",
          doc_to_text=lambda d: f"{d['sentence']}\nQuestion: Is this sentence positive or negative?\nAnswer:",
          doc_to_target=lambda d: d["label"], doc_to_choice=lambda d: ["negative", "positive"],
-         training_split="train", validation_split="validation", lm_eval_yaml="glue/sst2/default.yaml"),
+         training_split="train", validation_split="validation", lm_eval_yaml="glue/sst2/default.yaml",
+         classify=lambda d: (d["sentence"], None)),
+    # SuperGLUE / GLUE: the tasks PET and GPT-3 report (few-shot pools: FewGLUE's 32 examples, slm eval --fewshot-file)
+    Task("rte", "multiple_choice",
+         doc_to_text=lambda d: f"{d['sentence1']}\nQuestion: {d['sentence2']} True or False?\nAnswer:",
+         doc_to_target=lambda d: d["label"], doc_to_choice=lambda d: ["True", "False"],
+         training_split="train", validation_split="validation", lm_eval_yaml="glue/rte/default.yaml",
+         classify=lambda d: (d["sentence1"], d["sentence2"])),
+    Task("cb", "multiple_choice",
+         doc_to_text=lambda d: f"{d['premise']}\nQuestion: {d['hypothesis']}. True, False, or Neither?\nAnswer:",
+         doc_to_target=lambda d: d["label"], doc_to_choice=lambda d: ["True", "False", "Neither"],
+         training_split="train", validation_split="validation", lm_eval_yaml="super_glue/cb/default.yaml",
+         classify=lambda d: (d["premise"], d["hypothesis"])),
+    Task("copa", "multiple_choice", doc_to_text=_copa_text,
+         doc_to_target=lambda d: " " + _copa_choice(d["choice1"] if d["label"] == 0 else d["choice2"]),
+         doc_to_choice=lambda d: [" " + _copa_choice(d["choice1"]), " " + _copa_choice(d["choice2"])],
+         training_split="train", validation_split="validation", lm_eval_yaml="super_glue/copa/default.yaml"),
     Task("lambada_openai", "loglikelihood", doc_to_text=lambda d: " ".join(d["text"].split(" ")[:-1]),
          doc_to_target=lambda d: " " + d["text"].split(" ")[-1], test_split="test",
          metrics=("perplexity", "acc"), lm_eval_yaml="lambada/lambada_openai.yaml"),

@@ -1,0 +1,92 @@
+"""Scoring a classification head (`slm eval` on a model whose config.head is "classify"): the head reads what the
+task's `classify` field names of each document (a text, or a text pair: premise and hypothesis, question and
+passage), its label i stands for the task's choice i, and accuracy is the share of documents whose gold choice
+is the head's argmax. The documents, splits and limit are those `slm eval` uses for the same task in its
+log-likelihood form, so the two kinds of model are scored on the same items."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from slmkit.errors import SlmError
+from slmkit.eval.results import EvalRun
+from slmkit.eval.tasks import TASKS, Task
+
+
+def classifier_tasks() -> list[str]:
+    return [n for n, t in TASKS.items() if t.classify is not None]
+
+
+@torch.no_grad()
+def predict(model, tokenizer, items: Sequence[tuple[str, str | None]], batch_size: int = 16,
+            max_len: int = 512) -> torch.Tensor:
+    """Label probabilities (N, L) for texts or text pairs, batched and padded on the right."""
+    out = []
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    for i in range(0, len(items), batch_size):
+        rows = []
+        for first, second in items[i:i + batch_size]:
+            ids, types = tokenizer.encode_pair(first, second) if second is not None else (
+                tokenizer.encode(first), None)
+            types = types or [0] * len(ids)
+            if len(ids) > max_len:  # keep the start and the closing token, as training cuts examples
+                ids, types = ids[:max_len - 1] + ids[-1:], types[:max_len - 1] + types[-1:]
+            rows.append((ids, types))
+        T = max(len(r[0]) for r in rows)
+        x = torch.full((len(rows), T), pad, dtype=torch.long)
+        tt = torch.zeros((len(rows), T), dtype=torch.long)
+        valid = torch.zeros((len(rows), T), dtype=torch.bool)
+        for j, (ids, types) in enumerate(rows):
+            x[j, :len(ids)], tt[j, :len(ids)], valid[j, :len(ids)] = torch.tensor(ids), torch.tensor(types), True
+        dev = model.device
+        logits = model(x.to(dev), key_valid=valid.to(dev), token_types=tt.to(dev) if model.config.type_vocab_size > 1
+                       else None)
+        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def evaluate_classifier(loaded, tasks: list[Task], shots: Sequence[int] | None, limit: int | None,
+                        source: str = "auto", batch_size: int = 16, progress: bool = True,
+                        precision: str = "fp32") -> EvalRun:
+    """Accuracy (with its standard error) of a classification head on each task, as an EvalRun at 0 shots."""
+    from tqdm import tqdm
+
+    from slmkit.eval.evaluator import groups, prepare, summarize
+    from slmkit.results import machine, versions
+
+    model, tok = loaded.model, loaded.tokenizer
+    if tok is None:
+        raise SlmError(f"{loaded.source} has no tokenizer; a classifier is scored on text")
+    if shots and any(k for k in shots):
+        raise SlmError("a classification head reads no few-shot examples; drop --shots (or give 0)")
+    bad = [t.name for t in tasks if t.classify is None]
+    if bad:
+        raise SlmError(f"{bad[0]} has no fixed labels for a classification head; classifiers are scored on "
+                       f"{', '.join(classifier_tasks())}")
+    res, sizes, data, timings = {}, {}, {}, {}
+    for task in tqdm(tasks, desc="classify", disable=True if not progress else None):
+        t0 = time.perf_counter()
+        prep = prepare(task, 0, limit, source)
+        n_choices = len(task.doc_to_choice(prep.docs[0]))
+        if n_choices != model.config.n_labels:
+            raise SlmError(f"{task.name} has {n_choices} labels but the classifier has {model.config.n_labels}; "
+                           f"train one on this task (objective classify)")
+        probs = predict(model, tok, [task.classify(d) for d in prep.docs], batch_size,
+                        model.config.context_length)
+        gold = [task.doc_to_target(d) for d in prep.docs]
+        gold = [task.doc_to_choice(d).index(g) if isinstance(g, str) else g for d, g in zip(prep.docs, gold)]
+        per = {"acc": [float(p) for p in (probs.argmax(-1) == torch.tensor(gold)).tolist()]}
+        res[task.name] = summarize(per)
+        sizes[task.name] = len(prep.docs)
+        dt = time.perf_counter() - t0
+        timings[f"{task.name}@0"] = {"seconds": round(dt, 3), "items": len(prep.docs),
+                                     "items_per_s": round(len(prep.docs) / dt, 2) if dt else None}
+        data[task.name] = {"source": prep.source, "eval_split": prep.eval_split, "n": len(prep.docs),
+                           "scored_by": "classification head"}
+    return EvalRun(model=loaded.source, backend="slmkit-classifier", precision=precision, results={"0": res},
+                   groups={"0": groups(res, sizes, {t.name: "acc" for t in tasks})}, data=data, timings=timings,
+                   shots=list(shots) if shots else None, limit=limit, batch_size=batch_size, versions=versions(),
+                   machine=machine())
