@@ -56,6 +56,25 @@ def test_the_minilm_plugin_learns_sst2(plugin):
 @needs_data
 @needs_minilm
 @pytest.mark.slow
+def test_a_fine_tuned_minilm_plugin_learns_sst2(tmp_path):
+    """The trained plug-in: MiniLM with a classification head fine-tuned end to end on the training pool (the one
+    loop, objective classify); its confidences are the head's softmax."""
+    from slmkit.combine.supericl import ClassifierPlugin, minilm_path
+
+    task = TASKS["sst2"]
+    train, test = split_items(task.load())
+    plug = ClassifierPlugin(str(minilm_path()), steps=40, lr=1e-4, work=tmp_path)
+    plug.fit([task.texts(d) for d in train], [task.label(d) for d in train], 2)
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    pred = plug.predict([task.texts(d) for d in test[:100]])
+    acc = sum(p == task.label(d) for (p, _), d in zip(pred, test)) / 100
+    assert acc > 0.7, acc
+    assert all(0.5 <= c <= 1 for _, c in pred)
+
+
+@needs_data
+@needs_minilm
+@pytest.mark.slow
 def test_local_and_served_llm_give_the_same_run(plugin, tiny_eval_dir):
     """The same SuperICL run through LocalLLM and through EndpointLLM against `slm serve` on the same model:
     identical greedy answers, item for item."""

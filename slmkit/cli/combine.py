@@ -14,12 +14,13 @@ def supericl(task: list[str], llm: str = "default", llm_url: str | None = None, 
              api_key: str | None = None, timeout: float = 60.0, retries: int = 3, shots: int = 8,
              limit: int | None = None, seed: int = 0, explain: bool = False, dtype: str | None = None,
              device: str | None = None, output: str | None = None, quiet: bool = False,
-             overwrite: bool = False) -> None:
+             overwrite: bool = False, plugin: str = "minilm-lr", plugin_steps: int = 150,
+             plugin_lr: float = 1e-4) -> None:
     """SuperICL: a plug-in classifier's predictions and confidences in the LLM's in-context examples.
 
     Reports plug-in alone, ICL alone and SuperICL accuracy on each task (the paper's prompt format)."""
-    from slmkit.combine.supericl import (TASKS, EncoderPlugin, EndpointLLM, LocalLLM, SuperICLResult, run_supericl,
-                                         split_items, write_supericl)
+    from slmkit.combine.supericl import (TASKS, ClassifierPlugin, EncoderPlugin, EndpointLLM, LocalLLM,
+                                         SuperICLResult, minilm_path, run_supericl, split_items, write_supericl)
     from slmkit.errors import SlmError
 
     if output:
@@ -31,17 +32,24 @@ def supericl(task: list[str], llm: str = "default", llm_url: str | None = None, 
         raise SlmError(f"unknown task {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
     model = (EndpointLLM(llm_url, llm_model, api_key or os.environ.get("OPENAI_API_KEY"), timeout, retries)
              if llm_url else LocalLLM(llm, dtype, device))
-    plugin = EncoderPlugin()
+    if plugin == "minilm-lr":
+        plug = EncoderPlugin()
+        about = "all-MiniLM-L6-v2 + logistic regression on the training pool"
+    else:  # a model to fine-tune with a classification head on each task's training pool
+        init = str(minilm_path()) if plugin == "minilm" else plugin
+        plug = ClassifierPlugin(init, name="MiniLM-ft" if plugin == "minilm" else None, steps=plugin_steps,
+                                lr=plugin_lr)
+        about = f"{plug.name} fine-tuned with a classification head on the training pool ({plugin_steps} steps)"
     results = []
     print(SuperICLResult.HEAD)
     for name in task:
         t = TASKS[name]
         train, test = split_items(t.load(), seed)
         test = test[:limit] if limit else test
-        r = run_supericl(t, plugin, model, train, test, shots, seed, explain, progress=not quiet)
+        r = run_supericl(t, plug, model, train, test, shots, seed, explain, progress=not quiet)
         print(r.row(), flush=True)
         results.append((t, r))
-    print(f"LLM {model.name}; plug-in {plugin.name} (all-MiniLM-L6-v2 + logistic regression on the training pool); "
+    print(f"LLM {model.name}; plug-in {plug.name} ({about}); "
           f"each task's labelled split cut in half (seed {seed}): training pool / test", file=sys.stderr)
     if output:
         from slmkit.outputs import mark_dir
@@ -137,6 +145,11 @@ def register(sub) -> None:
     c.add_argument("--dtype", choices=DTYPES, help="the local LLM's dtype")
     c.add_argument("--device", help="the local LLM's device")
     c.add_argument("--output", "-o", help="folder for supericl.json and supericl-records.jsonl")
+    c.add_argument("--plugin", default="minilm-lr",
+                   help="minilm-lr: frozen MiniLM + logistic regression (default); minilm: MiniLM fine-tuned end to "
+                        "end with a classification head; or a model folder to fine-tune the same way")
+    c.add_argument("--plugin-steps", type=at_least(1), default=150, help="fine-tuning steps of a trained plug-in")
+    c.add_argument("--plugin-lr", type=positive, default=1e-4, help="its learning rate (default 1e-4)")
     quiet_arg(c, "no progress bar")
     overwrite_arg(c)
 

