@@ -183,7 +183,7 @@ def table(mlm: dict | None, rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mlm-steps", type=int, default=1200)
+    p.add_argument("--mlm-steps", type=int, default=800)
     p.add_argument("--ft-steps", type=int, default=150)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--arms", default=",".join(ARMS))

@@ -36,15 +36,21 @@ FORMAT = "slmkit-tokens/1"
 class Batch:
     """Rows the loop trains on: inputs x (B, T) and targets y, either (B, T) token ids with IGNORE where a position
     carries no loss (language modelling, masked LM) or (B,) label ids (a classification head); valid (B, T) is
-    False on padding, types (B, T) the segment ids of text pairs. numpy arrays from the data, tensors after `to`."""
+    False on padding, types (B, T) the segment ids of text pairs; a cloze (PET) adds the mask position of each row and
+    the verbalizer ids whose logits there score the labels. numpy arrays from the data, tensors after `to`."""
 
     x: "np.ndarray | torch.Tensor"
     y: "np.ndarray | torch.Tensor"
     valid: "np.ndarray | torch.Tensor | None" = None
     types: "np.ndarray | torch.Tensor | None" = None
+    at: "np.ndarray | torch.Tensor | None" = None  # (B,) a cloze's mask position (PET)
+    choices: "np.ndarray | torch.Tensor | None" = None  # (B, L) the verbalizers' token ids scored there
+
+    def _fields(self):
+        return (self.x, self.y, self.valid, self.types, self.at, self.choices)
 
     def __getitem__(self, rows: slice) -> "Batch":
-        return Batch(*(None if a is None else a[rows] for a in (self.x, self.y, self.valid, self.types)))
+        return Batch(*(None if a is None else a[rows] for a in self._fields()))
 
     def to(self, device) -> "Batch":
         import torch
@@ -52,12 +58,24 @@ class Batch:
         def conv(a):
             return None if a is None else (torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray)
                                            else a).to(device)
-        return Batch(conv(self.x), conv(self.y), conv(self.valid), conv(self.types))
+        return Batch(*(conv(a) for a in self._fields()))
 
     @property
     def labels(self) -> bool:
-        """True for a classification batch (one label per row)."""
-        return self.y.ndim == 1
+        """True for a classification batch: one label per row, or soft targets (B, L) to distil (PET)."""
+        return self.y.ndim == 1 or self.soft
+
+    @property
+    def soft(self) -> bool:
+        """True when y holds a teacher's label logits (B, L), floats, rather than ids."""
+        return self.y.ndim == 2 and self.y.dtype.kind == "f" if isinstance(self.y, np.ndarray) else (
+            self.y.ndim == 2 and self.y.is_floating_point())
+
+    def n_targets(self):
+        """What the loss is summed over: rows for labels and soft targets, non-IGNORE positions for tokens."""
+        from slmkit.train.losses import IGNORE
+
+        return len(self.y) if self.soft else (self.y != IGNORE).sum()
 
 
 # --- writing shards ------------------------------------------------------------------------------------------

@@ -33,6 +33,13 @@ class TaskSpec:
     labels: list[Any] = field(default_factory=list)  # label values, in head order (matched as text: 0, "0" alike)
     max_len: int = 256  # tokens per example, the framing tokens included; longer ones are cut
     tokenizer: str | None = None  # where the tokenizer comes from (default: model.init)
+    # a cloze (PET): text is a pattern with one {mask}, and each label value's word; the model keeps its
+    # masked-LM head and the loss is cross-entropy over the verbalizers' logits at the mask
+    verbalizer: dict[str, str] | None = None
+    # soft targets (PET's distillation): each record's field holding a teacher's label logits, used in place of
+    # its label, with the KL at this temperature
+    soft_labels: str | None = None
+    temperature: float = 2.0
 
     def check(self) -> None:
         if not self.train:
@@ -43,6 +50,16 @@ class TaskSpec:
             raise SlmError(f"task.labels has a value twice: {self.labels}")
         if self.max_len < 4:
             raise SlmError(f"task.max_len must be at least 4, got {self.max_len}")
+        if self.temperature <= 0:
+            raise SlmError(f"task.temperature must be positive, got {self.temperature}")
+        if self.verbalizer is not None:
+            names = [str(v) for v in self.labels]
+            if sorted(self.verbalizer) != sorted(names):
+                raise SlmError(f"task.verbalizer must give one word for each label {names}, got "
+                               f"{sorted(self.verbalizer)}")
+            if "{mask}" not in self.text or self.text_pair is not None:
+                raise SlmError("a cloze task's text is a pattern with one {mask} (and no text_pair), e.g. "
+                               "'{sentence} It was {mask}.'")
 
 
 @dataclass
@@ -50,6 +67,43 @@ class Example:
     ids: list[int]
     types: list[int]
     label: int
+    at: int = -1  # a cloze's mask position
+    soft: list[float] | None = None  # a teacher's label logits
+
+
+def verbalizer_ids(tokenizer: Tokenizer, words: list[str], where: str = "the verbalizer") -> list[int]:
+    """One token id per label word, as it follows a space (an encoder's mask is filled by one token); a word that
+    is several tokens is one clear line."""
+    out = []
+    for w in words:
+        ids = tokenizer.encode(" " + w.strip(), add_special_tokens=False)
+        if len(ids) != 1:
+            raise SlmError(f"{where}: {w!r} is {len(ids)} tokens for this tokenizer; a masked-LM cloze needs one "
+                           f"token per label: choose a one-token word (decoders score several-token words)")
+        out.append(ids[0])
+    return out
+
+
+def encode_cloze(tokenizer: Tokenizer, template: str, record: dict, max_len: int, where: str) -> tuple[list[int], int]:
+    """The pattern filled with the record and the tokenizer's mask token: ids and the mask's position. Too long,
+    the longest field is cut (token by token, as PET shortens its segments) until the whole fits."""
+    if tokenizer.mask_id is None:
+        raise SlmError("a cloze task needs a masked-LM tokenizer (a mask token such as <mask> or [MASK])")
+    record = dict(record)
+    for _ in range(8):
+        ids = tokenizer.encode(_fill(template, {**record, "mask": tokenizer.mask_token}, where, "text"))
+        if len(ids) <= max_len:
+            break
+        longest = max((k for k in record if isinstance(record[k], str) and f"{{{k}}}" in template),
+                      key=lambda k: len(record[k]), default=None)
+        if longest is None:
+            break
+        part = tokenizer.encode(record[longest], add_special_tokens=False)
+        record[longest] = tokenizer.decode(part[:max(0, len(part) - (len(ids) - max_len) - 2)])
+    if len(ids) > max_len or ids.count(tokenizer.mask_id) != 1:
+        raise SlmError(f"{where}: the filled pattern does not fit task.max_len {max_len} with its mask, or holds "
+                       f"{ids.count(tokenizer.mask_id)} mask tokens")
+    return ids, ids.index(tokenizer.mask_id)
 
 
 def _fill(template: str, record: dict, where: str, key: str) -> str:
@@ -67,12 +121,24 @@ def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> list[Exa
     names = [str(v) for v in spec.labels]
     out = []
     for where, record in read_records(Path(path)):
+        soft = None
+        if spec.soft_labels is not None:
+            soft = record.get(spec.soft_labels)
+            if not isinstance(soft, list) or len(soft) != len(names) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in soft):
+                raise SlmError(f"{where}: task.soft_labels field {spec.soft_labels!r} must hold {len(names)} numbers "
+                               f"(a teacher's label logits)")
+            record = {**record, spec.label: record.get(spec.label, spec.labels[0])}
         if spec.label not in record:
             raise SlmError(f"{where}: the record has no label field {spec.label!r} (task.label); it has "
                            f"{', '.join(record)}")
         value = str(record[spec.label])
         if value not in names:
             raise SlmError(f"{where}: label {value!r} is not one of task.labels {names}")
+        if spec.verbalizer is not None:
+            ids, at = encode_cloze(tokenizer, spec.text, record, spec.max_len, where)
+            out.append(Example(ids, [0] * len(ids), names.index(value), at, soft))
+            continue
         first = _fill(spec.text, record, where, "text")
         if spec.text_pair is not None:
             ids, types = tokenizer.encode_pair(first, _fill(spec.text_pair, record, where, "text_pair"))
@@ -83,21 +149,28 @@ def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> list[Exa
             ids, types = ids[:spec.max_len - 1] + ids[-1:], types[:spec.max_len - 1] + types[-1:]
         if not ids:
             raise SlmError(f"{where}: the text is empty after tokenizing")
-        out.append(Example(ids, types, names.index(value)))
+        out.append(Example(ids, types, names.index(value), soft=soft))
     if not out:
         raise SlmError(f"{path}: no labelled examples")
     return out
 
 
-def collate(examples: list[Example], pad_id: int) -> Batch:
-    """Examples padded on the right to the longest: Batch(x, labels, valid, types)."""
+def collate(examples: list[Example], pad_id: int, choices: list[int] | None = None) -> Batch:
+    """Examples padded on the right to the longest: Batch(x, labels, valid, types), and for a cloze the mask
+    positions and the verbalizer ids (`choices`)."""
     T = max(len(e.ids) for e in examples)
     x = np.full((len(examples), T), pad_id, dtype=np.int64)
     types = np.zeros((len(examples), T), dtype=np.int64)
     valid = np.zeros((len(examples), T), dtype=bool)
     for i, e in enumerate(examples):
         x[i, :len(e.ids)], types[i, :len(e.ids)], valid[i, :len(e.ids)] = e.ids, e.types, True
-    return Batch(x, np.asarray([e.label for e in examples], dtype=np.int64), valid, types)
+    y = (np.asarray([e.soft for e in examples], dtype=np.float32) if examples[0].soft is not None
+         else np.asarray([e.label for e in examples], dtype=np.int64))
+    b = Batch(x, y, valid, types)
+    if choices is not None:
+        b.at = np.asarray([e.at for e in examples], dtype=np.int64)
+        b.choices = np.tile(np.asarray(choices, dtype=np.int64), (len(examples), 1))
+    return b
 
 
 class LabelledData:
@@ -109,6 +182,8 @@ class LabelledData:
         spec.check()
         self.spec, self.seed = spec, seed
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.choices = None if spec.verbalizer is None else verbalizer_ids(
+            tokenizer, [spec.verbalizer[str(v)] for v in spec.labels], "task.verbalizer")
         self.train = encode_examples(spec.train, spec, tokenizer)
         self.val = encode_examples(spec.val, spec, tokenizer) if spec.val else []
         self._orders: dict[tuple[int, int], np.ndarray] = {}
@@ -124,8 +199,8 @@ class LabelledData:
         chosen = []
         for pos in (step * n_rows + r for r in range(n_rows)[rows]):
             chosen.append(self.train[int(self._order(stage, pos // n)[pos % n])])
-        return collate(chosen, self.pad_id)
+        return collate(chosen, self.pad_id, self.choices)
 
     def val_batches(self, max_tokens: int, rows: int) -> list[Batch]:
         """Every validation example, in file order (max_tokens does not cut a task's validation set)."""
-        return [collate(self.val[i:i + rows], self.pad_id) for i in range(0, len(self.val), rows)]
+        return [collate(self.val[i:i + rows], self.pad_id, self.choices) for i in range(0, len(self.val), rows)]

@@ -56,7 +56,7 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
                                "beside the adapter); fine-tune the whole model, or drop lora")
             return build_adapted(recipe, device)
         model = load(spec.init, dtype="float32", device=device).model
-        if recipe.objective == "classify":
+        if recipe.objective == "classify" and recipe.task.verbalizer is None:
             model = with_classifier(model, len(recipe.task.labels), [str(v) for v in recipe.task.labels],
                                     recipe.seed, recipe.init_std)
         return model.train()
@@ -71,7 +71,7 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
                                  bos_token_id=tokenizer.bos_id if tokenizer.bos_id is not None else config.bos_token_id,
                                  eos_token_id=tokenizer.eos_id,
                                  pad_token_id=tokenizer.pad_id if tokenizer.pad_id is not None else config.pad_token_id)
-    if recipe.objective == "classify":
+    if recipe.objective == "classify" and recipe.task.verbalizer is None:
         config = dataclasses.replace(config, **classifier_fields(config, len(recipe.task.labels)),
                                      extra={**config.extra, "id2label": [str(v) for v in recipe.task.labels]})
     torch.manual_seed(recipe.seed)
@@ -157,14 +157,21 @@ def load_teacher(spec: DistillSpec, tokenizer: Tokenizer, student: Transformer, 
 class Objective:
     """Cross-entropy, or alpha * KD + (1 - alpha) * cross-entropy with a teacher; sums over target tokens."""
 
-    def __init__(self, distill: DistillSpec | None = None, teacher: nn.Module | None = None):
+    def __init__(self, distill: DistillSpec | None = None, teacher: nn.Module | None = None,
+                 temperature: float = 2.0):
         self.distill, self.teacher = distill, teacher
+        self.temperature = temperature  # soft targets (a classify task's soft_labels): PET's T = 2
 
     def __call__(self, model: nn.Module, batch: Batch, autocast) -> dict[str, torch.Tensor]:
         x, y = batch.x, batch.y
-        if batch.labels:  # a classification head: one label per row
+        if batch.soft:  # a teacher's label logits (PET's ensemble): KL at its temperature
             with autocast():
-                logits = model(x, key_valid=batch.valid, token_types=batch.types)
+                logits = label_logits(model, batch)
+            kd = soft_label_kl(logits, y, self.temperature)
+            return {"loss": kd, "kd": kd}
+        if batch.labels:  # a classification head, or a cloze's verbalizers: one label per row
+            with autocast():
+                logits = label_logits(model, batch)
             ce = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
             return {"loss": ce, "ce": ce, "acc": (logits.argmax(-1) == y).sum().to(ce.dtype)}
         if self.teacher is None:
@@ -184,6 +191,24 @@ class Objective:
             t_logits = self.teacher(x)
         kd = kd_sum(logits, t_logits, y, d.loss, d.temperature, d.top_k)
         return {"loss": d.alpha * kd + (1 - d.alpha) * ce, "ce": ce, "kd": kd}
+
+
+def soft_label_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Summed over rows: T^2 * KL(softmax(target / T) || softmax(logits / T)), PET's distillation loss."""
+    log_q = F.log_softmax(logits.float() / temperature, dim=-1)
+    p = F.softmax(target_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_q, p, reduction="sum") * temperature**2
+
+
+def label_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """(B, L) label logits: the classification head's, or for a cloze (PET) the vocabulary logits of the
+    verbalizers at each row's mask position."""
+    if batch.choices is None:
+        return model(batch.x, key_valid=batch.valid, token_types=batch.types)
+    rows = torch.zeros_like(batch.x, dtype=torch.bool)
+    rows[torch.arange(len(batch.x), device=batch.x.device), batch.at] = True
+    vocab = model(batch.x, key_valid=batch.valid, token_types=batch.types, rows=rows)  # (B, V), one mask per row
+    return vocab.gather(1, batch.choices)
 
 
 def autocast_for(precision: str, device: torch.device):
@@ -225,8 +250,13 @@ def validate(model: nn.Module, batches: list[Batch], device: torch.device, autoc
         b = b.to(device)
         keep = b.y != IGNORE
         with autocast():  # with loss masks, the vocabulary projection only where there are targets (as in training)
-            if b.labels:
-                logits = model(b.x, key_valid=b.valid, token_types=b.types).float()
+            if b.soft:
+                logits = label_logits(model, b).float()
+                total[0] += soft_label_kl(logits, b.y, 2.0).double()
+                total[2] += (logits.argmax(-1) == b.y.argmax(-1)).sum()
+                keep = torch.ones(len(b.y), dtype=torch.bool, device=b.y.device)
+            elif b.labels:
+                logits = label_logits(model, b).float()
                 total[0] += F.cross_entropy(logits, b.y, ignore_index=IGNORE, reduction="sum").double()
                 total[2] += ((logits.argmax(-1) == b.y) & keep).sum()
             elif bool(keep.all()):
@@ -301,6 +331,10 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
                        f"encoder preset such as RoBERTa-base or BERT-base)")
     if recipe.objective == "mlm" and model.config.head != "lm":
         raise SlmError(f"objective mlm needs a masked-LM head; {model.config.name} has head {model.config.head!r}")
+    if recipe.objective == "classify" and recipe.task.verbalizer is not None and (
+            model.config.causal or model.config.head != "lm"):
+        raise SlmError(f"a cloze task (task.verbalizer) trains a masked LM's head; {model.config.name} is "
+                       f"{'a causal decoder' if model.config.causal else 'an encoder without one'}")
     if recipe.objective == "causal" and not model.config.causal:
         raise SlmError(f"{model.config.name} is an encoder: train it with objective mlm (or classify)")
     if model.config.tie_embeddings and recipe.dist.fsdp:
@@ -309,7 +343,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         for s in d.shards:
             s.check_vocab(model.config.vocab_size, fingerprint)
     teacher = load_teacher(recipe.distill, tokenizer, model, ctx.device) if recipe.distill else None
-    objective = Objective(recipe.distill, teacher)
+    objective = Objective(recipe.distill, teacher, recipe.task.temperature if recipe.task else 2.0)
     autocast, precision = autocast_for(recipe.precision, ctx.device)
 
     state = None
@@ -387,7 +421,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
             for g in optimizer.param_groups:
                 g["lr"] = o.lr * mult * g["lr_scale"]
             b = data[stage].draw(step, stage, rows, recipe.batch.global_batch).to(ctx.device)
-            n_targets = dist.all_reduce_sum(torch.tensor([(b.y != IGNORE).sum().item()], dtype=torch.float64,
+            n_targets = dist.all_reduce_sum(torch.tensor([float(b.n_targets())], dtype=torch.float64,
                                                          device=ctx.device), ctx).clamp(min=1)  # all masked: 0 loss
             sums: dict[str, torch.Tensor] = {}
             for i in range(accum):

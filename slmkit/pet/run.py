@@ -1,0 +1,190 @@
+"""PET and iPET end to end, each step through the one training loop (objective classify):
+
+1. one masked-LM model per pattern (and seed), trained on the labelled examples as a cloze: cross-entropy over the
+   verbalizers' logits at the mask (task.verbalizer);
+2. the ensemble: the models' label logits averaged (PET's merge_logits, uniform weights);
+3. distillation: a sequence classifier (the same pretrained encoder with a classification head) trained on the
+   unlabelled examples with the ensemble's logits as soft targets, KL at temperature 2 (task.soft_labels);
+4. iPET: generations in which each pattern's model is retrained on the labelled set plus unlabelled examples
+   labelled by the previous generation's other models, d times more each generation (d = 5 in the paper), drawn
+   class-balanced and weighted by the ensemble's confidence.
+
+Scores on the task's dev set (slm eval's documents) by each pattern model, the ensemble and the distilled
+classifier; zero-shot pattern scores of the untrained model are the baseline PET starts from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from slmkit.errors import SlmError
+from slmkit.pet.patterns import PatternSet
+from slmkit.pet.score import mlm_probs
+
+
+@dataclass
+class PetConfig:
+    model: str  # a masked LM slmkit loads (a folder)
+    steps: int = 250  # PET: 250 steps of 16 (4 labelled + 12 unlabelled in the paper's setting; labelled only here)
+    batch: int = 16
+    lr: float = 1e-5
+    max_len: int = 256
+    seeds: tuple[int, ...] = (0,)
+    distill_steps: int = 250
+    temperature: float = 2.0
+    generations: int = 0  # iPET generations after the first (0: PET)
+    growth: int = 5  # iPET's d: each generation labels d times more unlabelled examples
+    others: float = 0.25  # iPET's lambda: the share of the other patterns' models whose ensemble labels for one model
+    extra: dict = field(default_factory=dict)
+
+
+def read_fewglue(pset: PatternSet, root: Path, split: str, labelled: bool = True) -> list[dict]:
+    path = root / pset.fewglue / f"{split}.jsonl"
+    if not path.is_file():
+        raise SlmError(f"{path} is missing: FewGLUE's {pset.fewglue} {split} set (../shared/data/fewglue)")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            raw = json.loads(line)
+            out.append(pset.record(raw, pset.fields, f"{path}:{n}", raw["label"] if labelled else None))
+    return out
+
+
+def dev_records(pset: PatternSet, limit: int | None = None) -> list[dict]:
+    """The task's evaluation documents (those slm eval scores) as pattern records with gold label indices."""
+    from slmkit.eval.evaluator import prepare
+    from slmkit.eval.tasks import TASKS
+
+    if pset.task not in TASKS:
+        raise SlmError(f"{pset.source}: task {pset.task!r} is not an slm eval task")
+    docs = prepare(TASKS[pset.task], 0, limit).docs
+    return [pset.record(d, pset.eval_fields, f"{pset.task} doc {i}", int(d["label"])) for i, d in enumerate(docs)]
+
+
+def _write(records: list[dict], path: Path, soft: list[list[float]] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, r in enumerate(records):
+            row = {k: v for k, v in r.items()}
+            if soft is not None:
+                row["logits"] = soft[i]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def _train(init: str, task: dict, out: Path, seed: int, steps: int, cfg: PetConfig) -> Path:
+    from slmkit.train.loop import train
+    from slmkit.train.recipe import Recipe, _build
+
+    recipe = _build(Recipe, dict(
+        out=str(out), seed=seed, model={"init": init}, objective="classify", task=task, steps=steps,
+        batch=dict(seq_len=cfg.max_len, global_batch=cfg.batch, micro_batch=cfg.batch),
+        optim=dict(lr=cfg.lr, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.01, warmup_steps=0, schedule="linear",
+                   min_lr_ratio=0.0, clip=1.0),
+        precision="fp32", eval_every=0, save_every=0, log_every=10), "pet", "")
+    return Path(train(recipe, progress=False, echo=lambda *a: None, overwrite=True).model_dir)
+
+
+def pattern_task(pset: PatternSet, i: int, train_file: Path, cfg: PetConfig) -> dict:
+    labels = list(range(len(pset.labels)))
+    p = pset.patterns[i]
+    return dict(train=str(train_file), text=p.text, labels=labels, max_len=cfg.max_len,
+                verbalizer={str(j): p.verbalizer[v] for j, v in enumerate(pset.labels)})
+
+
+def logits_of(model_dir: Path | str, pset: PatternSet, i: int, records: list[dict], max_len: int) -> torch.Tensor:
+    """A pattern model's label log-probabilities (N, L) on records (its pattern, its mask)."""
+    import slmkit
+
+    lm = slmkit.load(model_dir, dtype="float32")
+    return mlm_probs(lm.model, lm.tokenizer, pset.patterns[i], pset.labels, records, max_len).clamp_min(1e-12).log()
+
+
+def accuracy(logits: torch.Tensor, records: list[dict]) -> dict:
+    gold = torch.tensor([r["label"] for r in records])
+    acc = (logits.argmax(-1) == gold).float().mean().item()
+    return {"acc": acc, "stderr": math.sqrt(acc * (1 - acc) / len(records)), "n": len(records)}
+
+
+def label_balanced(records: list[dict], logits: torch.Tensor, n: int, rng: random.Random) -> tuple[list[dict], list]:
+    """iPET's selection: n unlabelled examples, the same number per predicted label, drawn with probability
+    proportional to the ensemble's confidence; returns them with hard labels (their argmax) and their logits."""
+    probs = logits.softmax(-1)
+    pred = probs.argmax(-1)
+    L = logits.shape[-1]
+    chosen: list[int] = []
+    for label in range(L):
+        pool = [j for j in range(len(records)) if pred[j] == label]
+        k = min(len(pool), n // L)
+        weights = [float(probs[j, label]) for j in pool]
+        picked: list[int] = []
+        while len(picked) < k:  # weighted sampling without replacement
+            j = rng.choices(range(len(pool)), weights=weights)[0]
+            picked.append(pool[j])
+            weights[j] = 0.0
+            if not any(weights):
+                break
+        chosen += picked
+    return [dict(records[j], label=int(pred[j])) for j in chosen], [logits[j].tolist() for j in chosen]
+
+
+def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: list[dict], dev: list[dict],
+            work: Path, distill: bool = True, progress=print) -> dict:
+    """PET (generations=0) or iPET: pattern models, their ensemble, the distilled classifier; scores on dev."""
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {"patterns": {}, "generations": []}
+    rng = random.Random(0)
+    train_sets = {i: labelled for i in range(len(pset.patterns))}
+    unl_logits = None
+    for gen in range(cfg.generations + 1):
+        models: dict[tuple[int, int], Path] = {}
+        for i in range(len(pset.patterns)):
+            f = _write(train_sets[i], work / f"g{gen}" / f"p{i}-train.jsonl")
+            for seed in cfg.seeds:
+                models[(i, seed)] = _train(cfg.model, pattern_task(pset, i, f, cfg), work / f"g{gen}" / f"p{i}-s{seed}",
+                                           seed, cfg.steps, cfg)
+        dev_logits = {k: logits_of(m, pset, k[0], dev, cfg.max_len) for k, m in models.items()}
+        gen_res = {"generation": gen, "train_sizes": {i: len(t) for i, t in train_sets.items()},
+                   "models": {f"p{i}-s{s}": accuracy(v, dev) for (i, s), v in dev_logits.items()}}
+        gen_res["ensemble"] = accuracy(torch.stack(list(dev_logits.values())).mean(0), dev)
+        progress(f"generation {gen}: ensemble {100 * gen_res['ensemble']['acc']:.1f}% on {len(dev)} dev items")
+        results["generations"].append(gen_res)
+        if not unlabelled:
+            break
+        unl = {k: logits_of(m, pset, k[0], unlabelled, cfg.max_len) for k, m in models.items()}
+        unl_logits = torch.stack(list(unl.values())).mean(0)
+        if gen < cfg.generations:  # iPET: the next generation's training sets
+            n = len(labelled) * cfg.growth ** (gen + 1)
+            for i in range(len(pset.patterns)):
+                others = [k for k in unl if k[0] != i]
+                pick = rng.sample(others, max(1, round(cfg.others * len(others))))
+                ens = torch.stack([unl[k] for k in pick]).mean(0)
+                extra, _ = label_balanced(unlabelled, ens, n, rng)
+                train_sets[i] = labelled + extra
+    if distill and unlabelled and unl_logits is not None:
+        f = _write(unlabelled, work / "distill-train.jsonl", unl_logits.tolist())
+        fields = list(pset.fields)
+        task = dict(train=str(f), text="{" + fields[0] + "}", text_pair="{" + fields[1] + "}" if len(fields) > 1 else None,
+                    labels=list(range(len(pset.labels))), max_len=cfg.max_len, soft_labels="logits",
+                    temperature=cfg.temperature)
+        final = _train(cfg.model, task, work / "distilled", 0, cfg.distill_steps, cfg)
+        from slmkit.eval.classify import predict
+        import slmkit
+
+        lm = slmkit.load(final, dtype="float32")
+        probs = predict(lm.model, lm.tokenizer, [(r[fields[0]], r[fields[1]] if len(fields) > 1 else None)
+                                                 for r in dev], max_len=cfg.max_len)
+        results["distilled"] = accuracy(probs.clamp_min(1e-12).log(), dev)
+        results["distilled_dir"] = str(final)
+    return results
+
+
+def zero_shot(pset: PatternSet, model: str, dev: list[dict], max_len: int = 256) -> dict:
+    """Each pattern's dev accuracy with the untrained masked LM (no labelled example seen)."""
+    return {f"p{i}": accuracy(logits_of(model, pset, i, dev, max_len), dev) for i in range(len(pset.patterns))}

@@ -1,0 +1,163 @@
+"""PET / iPET: patterns and verbalizers as data (built-in sets, one-line errors), cloze scoring equal to
+transformers' masked LM at the mask, decoder scoring equal to a full forward, cloze training through the one loop,
+and the PET / iPET pipeline (pattern models, ensemble, iPET's growing training sets, distillation with soft
+labels) on a synthetic task. Tiny models; nothing here needs ../shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import slmkit
+from slmkit.errors import SlmError
+from slmkit.pet.patterns import load_patterns
+from tests.test_train_encoders import WORDS_BAD, WORDS_GOOD, corpus, tok_dir  # noqa: F401 - module fixtures
+
+transformers = pytest.importorskip("transformers", reason="transformers is the reference")
+
+
+def test_builtin_pattern_sets_are_petS():
+    rte = load_patterns("rte")
+    assert rte.task == "rte" and rte.labels == ["entailment", "not_entailment"] and len(rte.patterns) == 5
+    assert rte.patterns[0].text == '"{hypothesis}" ? {mask}, "{premise}"'
+    assert load_patterns("cb").patterns[0].verbalizer == {"entailment": "Yes", "contradiction": "No", "neutral": "Maybe"}
+    assert len(load_patterns("boolq").patterns) == 6
+    rec = rte.record({"premise": "A dog ran.", "hypothesis": "An animal moved.", "label": "entailment"}, rte.fields,
+                     "x", "entailment")
+    assert rec["hypothesis"] == "An animal moved" and rec["hypothesis_full"] == "An animal moved." and rec["label"] == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ("patterns: [{text: 'no mask here', verbalizer: {a: x, b: y}}]", "exactly one {mask}, it has 0"),
+    ("patterns: [{text: '{mask} {mask}', verbalizer: {a: x, b: y}}]", "exactly one {mask}, it has 2"),
+    ("patterns: [{text: '{s} {oops} {mask}', verbalizer: {a: x, b: y}}]", "field {oops} is not a pattern field"),
+    ("patterns: [{text: '{s} {mask}', verbalizer: {a: x}}]", "missing b"),
+    ("patterns: [{text: '{s} {mask}', verbalizer: {a: yes, b: 'no'}}]", "reads as True, not a word"),
+])
+def test_pattern_mistakes_are_one_line(tmp_path, body, message):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"task: sst2\nlabels: [a, b]\nfields: {{s: sentence}}\n{body}\n")
+    with pytest.raises(SlmError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_patterns(str(f))
+
+
+def _tiny_mlm(tok_dir, seed=0):
+    from slmkit.tokenizer.tokenizer import Tokenizer
+    from tests.conftest import perturb_
+
+    tok = Tokenizer.from_dir(tok_dir)
+    cfg = slmkit.from_name("RoBERTa-base", n_layer=2, d_model=64, n_head=4, intermediate_size=128,
+                           vocab_size=tok.max_id + 1, context_length=128)
+    model = slmkit.init_model(cfg, device="cpu", seed=seed)
+    perturb_(model)
+    return model, tok
+
+
+def _sentiment_set(tmp_path) -> object:
+    """Two patterns for the synthetic polarity task, with one-token verbalizers of the docs tokenizer."""
+    f = tmp_path / "sent.yaml"
+    f.write_text("task: sst2\nlabels: ['0', '1']\nfields: {sentence: sentence}\npatterns:\n"
+                 "  - {text: '{sentence} It was {mask}.', verbalizer: {'0': not, '1': one}}\n"
+                 "  - {text: 'Just {mask}! {sentence}', verbalizer: {'0': 'no', '1': one}}\n")
+    return load_patterns(str(f))
+
+
+def test_cloze_scores_are_transformers_masked_lm_at_the_mask(tok_dir, tmp_path):
+    from slmkit.pet.score import mlm_probs
+
+    model, tok = _tiny_mlm(tok_dir)
+    slmkit.save(model, tmp_path / "m", tokenizer=tok)
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "m").eval()
+    htok = transformers.AutoTokenizer.from_pretrained(tmp_path / "m")
+    pset = _sentiment_set(tmp_path)
+    records = [{"sentence": "the model was lovely"}, {"sentence": "an awful phone"}]
+    ours = mlm_probs(model, tok, pset.patterns[0], pset.labels, records)
+    ids = [htok.convert_tokens_to_ids(htok.tokenize(" " + w))[0] for w in ("not", "one")]
+    assert all(len(htok.tokenize(" " + w)) == 1 for w in ("not", "one"))
+    for r, row in zip(records, ours):
+        enc = htok(f"{r['sentence']} It was {htok.mask_token}.", return_tensors="pt")
+        at = enc["input_ids"][0].tolist().index(htok.mask_token_id)
+        with torch.no_grad():
+            ref = hf(**enc).logits[0, at, ids].softmax(-1)
+        assert torch.allclose(row, ref, atol=1e-5), (row, ref)
+
+
+def test_a_several_token_verbalizer_is_one_line_for_a_masked_lm(tok_dir, tmp_path):
+    from slmkit.pet.patterns import Pattern
+    from slmkit.pet.score import mlm_probs
+
+    model, tok = _tiny_mlm(tok_dir)
+    p = Pattern("{sentence} It was {mask}.", {"0": "not", "1": "supercalifragilistic"})
+    with pytest.raises(SlmError, match="'supercalifragilistic' is .* tokens .* one token per label"):
+        mlm_probs(model, tok, p, ["0", "1"], [{"sentence": "x"}])
+
+
+def test_decoder_cloze_scores_equal_a_full_forward(tmp_path):
+    """A decoder scores each verbalizer (several tokens allowed) and the pattern's rest after it, given the text
+    before the mask: the packed scorer equals summing log-probs from one plain forward per filled pattern."""
+    from slmkit.eval.lm import SlmkitLM
+    from slmkit.pet.patterns import Pattern
+    from slmkit.pet.score import decoder_probs
+    from slmkit.tokenizer.train import train_bpe
+    from tests.conftest import perturb_
+
+    (tmp_path / "t.txt").write_text("the model was good and the phone was bad, so it goes on " * 50)
+    tok = train_bpe([str(tmp_path / "t.txt")], vocab_size=300)
+    cfg = slmkit.from_name("SmolLM2-135M", n_layer=2, d_model=32, n_head=2, n_kv_head=1, intermediate_size=64,
+                           vocab_size=tok.max_id + 1)
+    model = slmkit.init_model(cfg, device="cpu", seed=0)
+    perturb_(model)
+    p = Pattern("{sentence} It was {mask}, really.", {"0": "bad news", "1": "good"})
+    records = [{"sentence": "the phone"}, {"sentence": "so it goes"}]
+    got = decoder_probs(SlmkitLM(model, tok, "tiny"), p, ["0", "1"], records)
+    for r, row in zip(records, got):
+        scores = []
+        for word in ("bad news", "good"):
+            ctx = tok.encode(f"{r['sentence']} It was")
+            full = tok.encode(f"{r['sentence']} It was {word}, really.")
+            assert full[:len(ctx)] == ctx
+            with torch.no_grad():
+                logp = model(torch.tensor([full])).log_softmax(-1)[0]
+            scores.append(sum(logp[t - 1, full[t]].item() for t in range(len(ctx), len(full))))
+        assert torch.allclose(row, torch.tensor(scores).softmax(-1), atol=1e-4)
+
+
+def _synthetic(tmp_path, n, seed, labelled=True) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    fillers = "the model ran on a small phone and the report said it was".split()
+    out = []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(fillers, 5)) + [WORDS_GOOD[0] if label else WORDS_BAD[0]]  # one cue word per label
+        rng.shuffle(words)
+        out.append({"sentence": " ".join(words), **({"label": label} if labelled else {}), "_gold": label})
+    return out
+
+
+@pytest.mark.slow
+def test_pet_and_ipet_pipeline(tok_dir, tmp_path):
+    """Pattern models trained as clozes learn the task; iPET's second generation trains on the labelled set plus
+    d x |T| ensemble-labelled examples; the distilled classifier is scored on the same dev items."""
+    from slmkit.pet.run import PetConfig, run_pet
+
+    model, tok = _tiny_mlm(tok_dir)
+    slmkit.save(model, tmp_path / "base", tokenizer=tok)
+    pset = _sentiment_set(tmp_path)
+    labelled = [{"sentence": r["sentence"], "label": r["label"]} for r in _synthetic(tmp_path, 32, 0)]
+    unl = [{"sentence": r["sentence"]} for r in _synthetic(tmp_path, 128, 1)]
+    dev = [{"sentence": r["sentence"], "label": r["label"]} for r in _synthetic(tmp_path, 64, 2)]
+    cfg = PetConfig(model=str(tmp_path / "base"), steps=80, batch=16, lr=3e-3, max_len=32, generations=1, growth=2,
+                    others=1.0, distill_steps=80)
+    res = run_pet(pset, cfg, labelled, unl, dev, tmp_path / "work", progress=lambda *a: None)
+    g0, g1 = res["generations"]
+    assert g0["train_sizes"] == {0: 32, 1: 32}
+    assert all(32 < n <= 32 + 64 for n in g1["train_sizes"].values()), g1["train_sizes"]
+    assert g0["ensemble"]["acc"] >= 0.8, g0
+    assert set(g1["models"]) == {"p0-s0", "p1-s0"} and res["distilled"]["n"] == 64
+    assert res["distilled"]["acc"] >= 0.8, res["distilled"]
+    cfg_json = json.loads((Path(res["distilled_dir"]) / "config.json").read_text())
+    assert cfg_json["architectures"] == ["RobertaForSequenceClassification"]
