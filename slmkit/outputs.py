@@ -43,6 +43,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "train-run": ("checkpoints", "latest", "log.jsonl", "tb", "model", "recipe.yaml", ".latest.tmp"),
     "mixture": ("train.jsonl", "reserved.jsonl", "mixture.json"),
     "orca": ("teacher.jsonl", "kept.jsonl", "erased.jsonl", "answers.jsonl", "heldout.jsonl", "orca.json"),
+    "pet": ("pet.json", "work"),
     "adapter": ("adapter_config.json", "adapter_model.safetensors", "slmkit_adapter.json", "README.md",
                 "trainer_state.pt", "recipe.yaml"),
 }

