@@ -21,7 +21,7 @@ if shared_data_dir() is None:
                 allow_module_level=True)
 
 LL_TASKS = ["hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq", "openbookqa", "social_iqa",
-            "commonsense_qa", "sst2", "lambada_openai", "mmlu_anatomy", "mmlu_formal_logic",
+            "commonsense_qa", "sst2", "rte", "cb", "copa", "lambada_openai", "mmlu_anatomy", "mmlu_formal_logic",
             "mmlu_high_school_macroeconomics"]
 LIMIT = 24
 
