@@ -183,3 +183,30 @@ def test_real_minilm_hidden_states_match_transformers():
         ref = ref_model(**enc).last_hidden_state
         got = lm.model(enc["input_ids"], attention_mask=enc["attention_mask"], token_types=enc["token_type_ids"])
     assert _close(ref, got, enc["attention_mask"]) <= 1e-4
+
+
+def test_decoder_verbs_refuse_an_encoder_in_one_line(tmp_path):
+    """generate, eval (log-likelihood tasks), bench and quantize need a causal LM: an encoder is one line each;
+    slm info describes it."""
+    import subprocess
+    import sys
+
+    from slmkit.tokenizer.train import train_bpe
+    from tests.conftest import ROOT
+
+    tok = train_bpe([str(ROOT / "README.md")], vocab_size=300, style="roberta")
+    cfg = _cfg("RoBERTa-base", dict(vocab_size=tok.max_id + 1))
+    slmkit.save(slmkit.init_model(cfg, device="cpu", seed=0), tmp_path / "enc", tokenizer=tok)
+    enc = str(tmp_path / "enc")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "slmkit.cli", *a], capture_output=True, text=True,
+                                    timeout=300)
+    for args, says in ((["generate", "-m", enc, "hi"], "generating text needs a causal language model"),
+                       (["eval", "-m", enc, "--tasks", "piqa", "--limit", "2"], "does not score or generate text"),
+                       (["bench", "-m", enc], "slm bench measures prefill and decode of a causal"),
+                       (["quantize", enc, "-o", str(tmp_path / "q"), "--bits", "8"], "quantisation supports causal")):
+        r = run(*args)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "q").exists()
+    r = run("info", enc)
+    assert r.returncode == 0 and "encoder: bidirectional attention" in r.stdout and "masked-LM vocabulary" in r.stdout

@@ -138,6 +138,9 @@ def bench(spec: BenchSpec, echo=print) -> BenchRun:
 
     spec.check()
     config, source = load_config(spec.model)
+    if not config.causal or config.head != "lm":
+        raise SlmError(f"{source} is {'an encoder' if not config.causal else 'a model without a vocabulary head'} "
+                       f"(head {config.head!r}); slm bench measures prefill and decode of a causal language model")
     runs, skipped = plan(spec)
     ids, id_source = prompt_ids(spec.model, max(spec.prompts + [d for d in spec.depths]) + 1)
     device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")

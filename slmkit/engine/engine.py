@@ -82,6 +82,12 @@ class Engine:
 
     def __init__(self, model: Transformer, compile: bool = False, cache_dtype: torch.dtype | None = None,
                  compile_widths: Sequence[int] = (1,)):
+        c = getattr(model, "config", None)
+        if c is not None and (not getattr(c, "causal", True) or getattr(c, "head", "lm") != "lm"):
+            from slmkit.errors import SlmError
+
+            raise SlmError(f"{c.name} is {'an encoder' if not c.causal else 'a model without a vocabulary head'} "
+                           f"(head {c.head!r}); generating text needs a causal language model")
         self.model = model.eval()
         self.device = model.device
         weight_dtype = model.dtype

@@ -16,7 +16,7 @@ class ParamCount:
     attention: int
     ffn: int
     norms: int
-    head: int  # 0 when tied to the embeddings
+    head: int  # 0 when tied to the embeddings; the masked-LM transform or the classifier's pool and projection
 
     @property
     def total(self) -> int:
@@ -38,11 +38,12 @@ def count_parameters(config: ModelConfig) -> ParamCount:
                     n += p.numel()
         return n
 
-    emb = count([m for m in (model.tok_emb, model.pos_emb, model.proj_in, model.proj_out) if m is not None])
+    emb = count([m for m in (model.tok_emb, model.pos_emb, model.type_emb, model.proj_in, model.proj_out)
+                 if m is not None])
     attn = count([b.attn for b in model.blocks])
     ffn = count([b.mlp for b in model.blocks])
     norms = count([m for m in model.modules() if isinstance(m, Norm)])
-    head = count([model.lm_head])
+    head = count([m for m in (model.head_dense, model.lm_head, model.pool, model.score) if m is not None])
     return ParamCount(emb, attn, ffn, norms, head)
 
 
@@ -76,8 +77,13 @@ def switches(c: ModelConfig) -> list[tuple[str, str]]:
     norm = c.norm_type + (" (1+w)" if c.norm_unit_offset else "") + ("" if c.norm_affine else " (no weights)")
     ffn = (f"{'gated' if c.mlp_type == 'gated' else 'plain'} {c.activation}, intermediate {c.intermediate_size} "
            f"(ratio {c.intermediate_size / c.d_model:.2f})")
+    head = {"lm": "masked-LM vocabulary (dense + norm transform)" if c.mlm_transform else "vocabulary",
+            "classify": f"classification, {c.n_labels} labels from the {c.pooling} token"
+                        + (" through dense + tanh" if c.pool_dense else ""),
+            "none": "none (hidden states)"}[c.head]
     rows = [
-        ("family", c.family),
+        ("family", c.family + ("" if c.causal else " (encoder: bidirectional attention)")),
+        ("head", head),
         ("attention", f"{c.attention_kind}: {c.n_head} heads, {c.n_kv_head} KV heads, head size {c.head_dim}"),
         ("layers x width", f"{c.n_layer} x {c.d_model}" + (f" (each block runs {c.layer_repeat}x)" if c.layer_repeat > 1
                                                            else "")),
@@ -89,11 +95,11 @@ def switches(c: ModelConfig) -> list[tuple[str, str]]:
         ("embeddings", ("tied" if c.tie_embeddings else "untied") +
          (f", scaled by {c.embed_scale:.2f}" if c.embed_scale else "") +
          (f", width {c.embed_dim} projected" if c.embed_dim else "")),
-        ("vocabulary", str(c.vocab_size)),
+        ("vocabulary", str(c.vocab_size) + (f"; {c.type_vocab_size} token types" if c.type_vocab_size else "")),
         ("context", str(c.context_length)),
     ]
     biases = [n for n, on in (("qkv", c.qkv_bias), ("out", c.out_bias), ("ffn", c.mlp_bias),
-                              ("head", c.lm_head_bias)) if on]
+                              ("head", c.lm_head_bias and c.head == "lm")) if on]
     rows.append(("biases", ", ".join(biases) or "none"))
     if c.sliding_window:
         n_sliding = c.layer_types.count("sliding")
@@ -114,15 +120,18 @@ def format_info(config: ModelConfig, source: str = "") -> str:
     lines.append(f"parameters {human(p.total)} ({p.total:,})")
     for name, n in (("embeddings", p.embeddings), ("attention", p.attention), ("ffn", p.ffn), ("norms", p.norms),
                     ("head", p.head)):
-        note = "  (tied to embeddings)" if name == "head" and config.tie_embeddings else ""
+        note = "  (tied to embeddings)" if name == "head" and config.tie_embeddings and config.head == "lm" else ""
         lines.append(f"  {name:<11}{human(n):>8}  {100 * n / p.total:5.1f}%{note}")
     lines.append("")
     lines.append("weights    " + "   ".join(f"{k} {human_bytes(p.total * b)}"
                                             for k, b in (("fp32", 4), ("bf16", 2), ("int8", 1), ("int4", 0.5))))
-    lines.append(f"KV cache   {human_bytes(kv_bytes_per_token(config, 4))}/token fp32, "
-                 f"{human_bytes(kv_bytes_per_token(config, 2))}/token bf16; "
-                 f"full context ({config.context_length}) bf16: "
-                 f"{human_bytes(kv_bytes_per_token(config, 2) * config.context_length)}")
+    if config.causal:
+        lines.append(f"KV cache   {human_bytes(kv_bytes_per_token(config, 4))}/token fp32, "
+                     f"{human_bytes(kv_bytes_per_token(config, 2))}/token bf16; "
+                     f"full context ({config.context_length}) bf16: "
+                     f"{human_bytes(kv_bytes_per_token(config, 2) * config.context_length)}")
+    else:
+        lines.append("KV cache   none: an encoder reads its whole input at once")
     lines.append("")
     width = max(len(k) for k, _ in switches(config))
     lines += [f"{k:<{width}}  {v}" for k, v in switches(config)]

@@ -62,7 +62,12 @@ def _targets(model: nn.Module, spec: QuantSpec) -> list[tuple[nn.Module, str, nn
 
 
 def check(model: nn.Module, spec: QuantSpec) -> None:
-    """Every target's width must split into whole groups (and into nibble pairs)."""
+    """A causal language model (its checkpoints and runtimes are a decoder's), and every target's width must split
+    into whole groups (and into nibble pairs)."""
+    c = getattr(model, "config", None)
+    if c is not None and (not c.causal or c.head != "lm"):
+        raise SlmError(f"{c.name} is {'an encoder' if not c.causal else 'a model without a vocabulary head'} "
+                       f"(head {c.head!r}); weight quantisation supports causal language models")
     if spec.bits != 4:
         return
     for parent, attr, layer in _targets(model, spec):

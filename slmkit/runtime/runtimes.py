@@ -48,6 +48,13 @@ class SlmkitRuntime(Runtime):
     backend = "slmkit"
 
     def __init__(self, model, tokenizer, source: str, adapter: str | None = None):
+        c = model.config
+        if not getattr(c, "causal", True) or getattr(c, "head", "lm") != "lm":
+            from slmkit.errors import SlmError
+
+            raise SlmError(f"{source} is {'an encoder' if not c.causal else 'a model without a vocabulary head'} "
+                           f"(head {c.head!r}): it does not score or generate text left to right. Score a "
+                           f"classification head with slm eval, or a masked LM's clozes with slm pet")
         self.model, self.tokenizer, self.source, self.adapter = model.eval(), tokenizer, str(source), adapter
         self.precision = model_precision(model)
         spec = model.quant_spec
