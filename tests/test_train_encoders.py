@@ -162,7 +162,8 @@ def test_masked_lm_steps_match_transformers(shards, tok_dir):
         b = data.draw(step, 0, slice(0, 8), 8).to("cpu")
         mine = Objective()(ours, b, contextlib.nullcontext)["loss"] / (b.y != IGNORE).sum()
         ref = torch.nn.functional.cross_entropy(hf(b.x).logits.flatten(0, 1), b.y.flatten(), ignore_index=IGNORE)
-        assert abs(mine.item() - ref.item()) < 1e-4, (step, mine.item(), ref.item())
+        # the same loss from the same weights; float32 rounding then drifts a little over the AdamW steps
+        assert abs(mine.item() - ref.item()) < (1e-5 if step == 0 else 2e-3), (step, mine.item(), ref.item())
         for opt, loss in zip(opts, (mine, ref)):
             opt.zero_grad()
             loss.backward()

@@ -260,23 +260,6 @@ def _from_roberta(d, where):
     return _from_bert(d, where, "roberta")
 
 
-def head_fields(d: dict[str, Any], family: str, where: str) -> dict[str, Any]:
-    """ModelConfig head fields from config.json's architectures: ...ForSequenceClassification -> a classification
-    head (labels from id2label), the bare ...Model -> none, anything else (causal or masked LM) -> lm."""
-    arch = next(iter(d.get("architectures") or []), "") or ""
-    encoder = family in ("bert", "roberta")
-    if arch.endswith("ForSequenceClassification"):
-        labels = d.get("id2label") or {}
-        n = d.get("num_labels") or len(labels) or 2
-        if not isinstance(n, int) or n < 1:
-            raise SlmError(f"{where}: num_labels must be a positive integer, got {n!r}")
-        names = [str(labels.get(str(i), labels.get(i, f"LABEL_{i}"))) for i in range(n)] if labels else []
-        return dict(head="classify", n_labels=n, pooling="first" if encoder else "last", pool_dense=encoder,
-                    score_bias=encoder, extra={"id2label": names} if names else {})
-    if arch.endswith("Model") and "For" not in arch and "LMHead" not in arch:
-        return dict(head="none")
-    return {}
-
 _ACT_OUT = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 
 

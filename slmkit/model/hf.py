@@ -13,7 +13,7 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
-from slmkit.model.families import by_model_type, family, head_fields, model_types
+from slmkit.model.families import by_model_type, family, model_types
 from slmkit.model.family import Layout, hf_class, join_qkv_per_head, split_qkv_per_head
 
 
@@ -28,6 +28,24 @@ def config_to_hf(c: ModelConfig) -> dict[str, Any]:
         d.update(num_labels=c.n_labels, id2label={str(i): n for i, n in enumerate(names)},
                  label2id={n: i for i, n in enumerate(names)})
     return d
+
+
+def head_fields(d: dict[str, Any], family: str, where: str) -> dict[str, Any]:
+    """ModelConfig head fields from config.json's architectures: ...ForSequenceClassification -> a classification
+    head (labels from id2label), the bare ...Model -> none, anything else (causal or masked LM) -> lm."""
+    arch = next(iter(d.get("architectures") or []), "") or ""
+    encoder = family in ("bert", "roberta")
+    if arch.endswith("ForSequenceClassification"):
+        labels = d.get("id2label") or {}
+        n = d.get("num_labels") or len(labels) or 2
+        if not isinstance(n, int) or n < 1:
+            raise SlmError(f"{where}: num_labels must be a positive integer, got {n!r}")
+        names = [str(labels.get(str(i), labels.get(i, f"LABEL_{i}"))) for i in range(n)] if labels else []
+        return dict(head="classify", n_labels=n, pooling="first" if encoder else "last", pool_dense=encoder,
+                    score_bias=encoder, extra={"id2label": names} if names else {})
+    if arch.endswith("Model") and "For" not in arch and "LMHead" not in arch:
+        return dict(head="none")
+    return {}
 
 
 def supported_model_types() -> tuple[str, ...]:
