@@ -201,3 +201,32 @@ def test_slm_pet_runs_on_fewglue_rte(tok_dir, tmp_path):
     assert set(res["generations"][0]["models"]) == {f"p{i}-s0" for i in range(5)}
     r = run("-o", str(tmp_path / "out2"), "--steps", "1", "--limit", "6")
     assert r.returncode != 0 and "no unlabelled set for RTE" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_icl_draws_its_shots_from_the_fewglue_file(tmp_path):
+    """slm data fewglue writes FewGLUE's 32 RTE examples as RTE documents; slm eval --fewshot-file draws the
+    in-context examples from them (lm-eval's sampler, seeded) instead of the task's own split."""
+    import subprocess
+    import sys
+
+    from slmkit.eval.evaluator import prepare
+    from slmkit.eval.job import _fewshot_docs
+    from slmkit.eval.tasks import TASKS
+
+    root = _fewglue_or_skip()
+    out = tmp_path / "rte32.jsonl"
+    r = subprocess.run([sys.executable, "-m", "slmkit.cli", "data", "fewglue", "-p", "rte", "-o", str(out),
+                        "--data", str(root / "fewglue")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    raw = [json.loads(line) for line in (root / "fewglue/RTE/train.jsonl").read_text().splitlines()]
+    assert len(docs) == 32 and docs[0]["sentence1"] == raw[0]["premise"].strip()
+    assert [d["label"] for d in docs] == [["entailment", "not_entailment"].index(x["label"]) for x in raw]
+    pool = _fewshot_docs(str(out), [TASKS["rte"]])["rte"]
+    prep = prepare(TASKS["rte"], 3, 5, fewshot_docs=pool)
+    for reqs in prep.requests:
+        context = reqs[0][1][0]
+        assert sum(d["sentence1"] in context for d in docs) == 3  # three FewGLUE examples, then the question
+    (tmp_path / "bad.jsonl").write_text('{"question": "x"}\n')
+    with pytest.raises(SlmError, match="bad.jsonl:1: not a rte document"):
+        _fewshot_docs(str(tmp_path / "bad.jsonl"), [TASKS["rte"]])

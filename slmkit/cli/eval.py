@@ -17,7 +17,7 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
           backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
           data: str = "auto", output: str | None = None, cache: str | None = None, no_cache: bool = False,
           log_samples: bool = False, json: bool = False, quiet: bool = False, eft: list[list[str]] | None = None,
-          adapter: str | None = None, overwrite: bool = False) -> None:
+          adapter: str | None = None, fewshot_file: str | None = None, overwrite: bool = False) -> None:
     """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
     groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown."""
     import json as json_lib
@@ -34,7 +34,7 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
         claim_dir(output, "eval", overwrite)  # an unwritable folder is found before the run, not after
     run = evaluate_model(model, tasks, shots, limit, backend, precision, device, batch_size, data,
                          False if no_cache else (cache or True), progress=not quiet, log_samples=log_samples, eft=eft,
-                         adapter=adapter)
+                         adapter=adapter, fewshot_file=fewshot_file)
     print(run.markdown(), end="")
     if output:
         from slmkit.outputs import mark_dir
@@ -90,6 +90,8 @@ def register(sub) -> None:
                                    "$SLMKIT_CACHE)")
     s.add_argument("--no-cache", action="store_true", help="do not read or write the request cache")
     s.add_argument("--log-samples", action="store_true", help="keep every request and result in results.json")
+    s.add_argument("--fewshot-file", help="JSONL documents of the (one) task to draw few-shot examples from, in "
+                                          "place of its own split (slm data fewglue writes FewGLUE's 32)")
     s.add_argument("--json", action="store_true", help="also print the results as JSON")
     quiet_arg(s)
     overwrite_arg(s)

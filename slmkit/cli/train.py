@@ -170,6 +170,27 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
           + f" on {len(dev)} dev items; wrote {out}/pet.json")
 
 
+def data_fewglue(patterns: str, out: str, split: str = "train", data: str | None = None) -> None:
+    """FewGLUE's examples (the 32 labelled ones by default) as documents of the pattern set's slm eval task, for
+    `slm eval --fewshot-file`: in-context learning from the examples PET trains on."""
+    import json
+    from pathlib import Path
+
+    from slmkit.errors import SlmError
+    from slmkit.eval.data import shared_data_dir
+    from slmkit.paths import write_atomic
+    from slmkit.pet import run as P
+    from slmkit.pet.patterns import load_patterns
+
+    pset = load_patterns(patterns)
+    root = Path(data) if data else (shared_data_dir() / "fewglue" if shared_data_dir() else None)
+    if root is None or not root.is_dir():
+        raise SlmError(f"{data or 'the FewGLUE folder'} not found: pass --data DIR (FewGLUE) or set $SLMKIT_DATA")
+    docs = P.as_task_docs(pset, P.read_fewglue(pset, root, split))
+    write_atomic(Path(out), "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
+    print(f"wrote {out}: {len(docs)} {pset.task} documents from FewGLUE {pset.fewglue}/{split}")
+
+
 def train(ns: argparse.Namespace) -> None:
     """Train a model from a recipe (YAML; see recipes/): pretraining, fine-tuning, or distillation when the recipe
     has a distill section. Runs in one process, or in many under torchrun (python -m slmkit.train)."""
@@ -209,6 +230,11 @@ def register(sub) -> None:
 
     dsub = sub.add_parser("data", help="prepare token shards for training", description="Data: slm data prepare.")
     dsub = dsub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    d = verb(dsub, "fewglue", data_fewglue)
+    d.add_argument("--patterns", "-p", required=True, help="a pattern set naming the task: rte, cb, boolq or YAML")
+    d.add_argument("-o", "--out", required=True, help="the JSONL file to write")
+    d.add_argument("--split", default="train", help="FewGLUE's file: train (default)")
+    d.add_argument("--data", help="the FewGLUE folder (default $SLMKIT_DATA/fewglue)")
     d = verb(dsub, "prepare", data_prepare)
     d.add_argument("inputs", nargs="+", help="files or folders (.txt .md .jsonl .jsonl.gz .csv .tsv .parquet)")
     d.add_argument("-o", "--out", required=True, help="shard folder to write; a previous shard folder there is "

@@ -106,7 +106,10 @@ def contexts(task: Task, doc: dict, shots: list[dict]) -> list[str]:
     return [head + task.doc_to_text(doc)]
 
 
-def prepare(task: Task, shots: int, limit: int | None = None, source: str = "auto") -> Prepared:
+def prepare(task: Task, shots: int, limit: int | None = None, source: str = "auto",
+            fewshot_docs: list[dict] | None = None) -> Prepared:
+    """The task's evaluation documents and their requests. fewshot_docs: the few-shot pool to draw from instead of
+    the task's own split (documents in the task's schema: FewGLUE's 32 examples, say)."""
     splits = load_task_data(task.data_name, source)
     eff = _effective(task, splits)
     eval_split = eff["test"] or eff["validation"]
@@ -116,8 +119,11 @@ def prepare(task: Task, shots: int, limit: int | None = None, source: str = "aut
     docs = _processed(task, splits.docs[eval_split])
     if limit is not None:
         docs = docs[:limit]
-    fs_split, pool = _fewshot_pool(task, splits, eff) if shots else (None, [])
-    exclude = eff["fewshot"] == eff["test"]
+    if fewshot_docs is not None:
+        fs_split, pool = "file", _processed(task, fewshot_docs)
+    else:
+        fs_split, pool = _fewshot_pool(task, splits, eff) if shots else (None, [])
+    exclude = eff["fewshot"] == eff["test"] and fewshot_docs is None
     if shots and shots + (1 if exclude and fs_split == eval_split else 0) > len(pool):
         raise SlmError(f"{task.name}: {shots} shots but its few-shot split ({fs_split}) holds only {len(pool)} "
                        "examples; use fewer shots")
@@ -253,7 +259,7 @@ def main_value(entry: dict) -> float:
 
 def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limit: int | None = None,
              source: str = "auto", cache: RequestCache | None = None, progress: bool = True,
-             log_samples: bool = False) -> EvalRun:
+             log_samples: bool = False, fewshot_docs: dict[str, list[dict]] | None = None) -> EvalRun:
     """Every task at every shot count (None: each task's default, 5 for gsm8k, else 0): metrics with standard
     errors, groups, the ICL gain (k-shot minus 0-shot), data provenance, timings, seeds, versions and machine."""
     out: dict = {"results": {}, "groups": {}, "data": {}, "timings": {}, "samples": {}}
@@ -267,7 +273,7 @@ def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limi
             if shots is None and n_shots != k:
                 continue
             t0 = time.perf_counter()
-            prep = prepare(task, n_shots, limit, source)
+            prep = prepare(task, n_shots, limit, source, (fewshot_docs or {}).get(task.name))
             results = run_requests(lm, prep, cache, progress)
             per = score(prep, results)
             res[task.name] = summarize(per)

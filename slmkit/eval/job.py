@@ -25,12 +25,13 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
                    backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
                    data: str = "auto", cache: str | Path | None | bool = True, progress: bool = True,
                    log_samples: bool = False, eft: Sequence[Sequence[str]] | None = None,
-                   adapter: str | None = None) -> EvalRun:
+                   adapter: str | None = None, fewshot_file: str | None = None) -> EvalRun:
     """Evaluate `model` on tasks or groups (lm-eval's names) at each shot count (None: each task's own).
 
     cache: True for the default request cache ($SLMKIT_CACHE/eval-cache.sqlite), a path for another, False or None
     for none. eft: TUNED BASE [WEIGHT] pairs evaluate the EFT combination (slmkit backend, float precisions).
-    adapter: a LoRA adapter folder attached to `model` (slmkit backend)."""
+    adapter: a LoRA adapter folder attached to `model` (slmkit backend). fewshot_file: a JSONL file of documents in
+    the (one) task's schema, the pool few-shot examples are drawn from (`slm data fewglue` writes FewGLUE's)."""
     from slmkit.eval.cache import RequestCache
     from slmkit.eval.evaluator import evaluate
     from slmkit.eval.lm import SlmkitLM, load_lm
@@ -48,6 +49,7 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     if batch_size < 1:
         raise SlmError(f"the batch size must be >= 1, got {batch_size}")
     p = lookup(precision)
+    fewshot = _fewshot_docs(fewshot_file, resolved) if fewshot_file else None
     t0 = time.perf_counter()
     if not eft and _is_classifier(model):
         return _evaluate_classifier(model, resolved, shots, limit, backend, p, device, batch_size, data, progress,
@@ -72,13 +74,50 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
         store = RequestCache(Path(cache) if not isinstance(cache, bool) else cache_dir("eval-cache.sqlite"),
                              lm.fingerprint)
     try:
-        run = evaluate(lm, resolved, shots, limit, data, store, progress=progress, log_samples=log_samples)
+        run = evaluate(lm, resolved, shots, limit, data, store, progress=progress, log_samples=log_samples,
+                       fewshot_docs=fewshot)
+        if fewshot_file:
+            for task in run.data.values():
+                if "fewshot_split" in task:
+                    task["fewshot_split"] = f"file:{fewshot_file}"
     finally:
         lm.close()
         if store:
             store.close()
     run.load_s, run.total_s = round(load_s, 2), round(time.perf_counter() - t0, 2)
     return run
+
+
+def _fewshot_docs(path: str, tasks) -> dict[str, list[dict]]:
+    """The few-shot pool from a JSONL file, for exactly one task, checked against the task's own fields."""
+    import json
+
+    if len(tasks) != 1:
+        raise SlmError(f"--fewshot-file is the pool of one task; {len(tasks)} tasks were named")
+    task = tasks[0]
+    docs = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise SlmError(f"{path}: cannot read the few-shot file ({e.strerror or e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SlmError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(doc, dict):
+            raise SlmError(f"{path}:{n}: expected a JSON object (a {task.name} document)")
+        try:  # the task renders it: a document of another schema fails here, with the field it lacks
+            task.doc_to_text(task.process_docs(doc) if task.process_docs else doc)
+            task.doc_to_target(task.process_docs(doc) if task.process_docs else doc)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise SlmError(f"{path}:{n}: not a {task.name} document ({type(e).__name__}: {e})") from None
+        docs.append(doc)
+    if not docs:
+        raise SlmError(f"{path}: no documents")
+    return {task.name: docs}
 
 
 def _is_classifier(model: str) -> bool:

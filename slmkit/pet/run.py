@@ -56,6 +56,12 @@ def read_fewglue(pset: PatternSet, root: Path, split: str, labelled: bool = True
     return out
 
 
+def as_task_docs(pset: PatternSet, records: list[dict]) -> list[dict]:
+    """Pattern records (FewGLUE's, say) as documents of the slm eval task: its field names, label indices; the
+    few-shot pool of `slm eval --fewshot-file` (in-context learning from the same 32 examples PET trains on)."""
+    return [{**{pset.eval_fields[f]: r[f + "_full"] for f in pset.eval_fields}, "label": r["label"]} for r in records]
+
+
 def dev_records(pset: PatternSet, limit: int | None = None) -> list[dict]:
     """The task's evaluation documents (those slm eval scores) as pattern records with gold label indices."""
     from slmkit.eval.evaluator import prepare
