@@ -168,15 +168,16 @@ def table(mlm: dict | None, rows: list[dict]) -> str:
         lines += [f"MLM pretraining: {mlm['params'] / 1e6:.1f}M parameters, {mlm['steps']} steps, "
                   f"{mlm['tokens']:,} tokens, {mlm['seconds'] / 60:.1f} min; val loss {v[0][1]:.3f} (step {v[0][0]}) "
                   f"-> {v[-1][1]:.3f} (step {v[-1][0]})", ""]
-    lines += ["| init | params | SST-2 acc, mean of 3 seeds | ± SE over seeds | per seed | item SE (one run) |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| init | params | seeds | SST-2 acc, mean over seeds | ± SE over seeds | per seed | item SE (one run) |",
+              "|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         got = [r for r in rows if r["arm"] == arm]
         if not got:
             continue
         accs = [r["acc"] for r in got]
         se = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else float("nan")
-        lines.append(f"| {arm} | {got[0]['params'] / 1e6:.1f}M | {100 * statistics.mean(accs):.1f} | {100 * se:.1f} | "
+        lines.append(f"| {arm} | {got[0]['params'] / 1e6:.1f}M | {len(accs)} | {100 * statistics.mean(accs):.1f} | "
+                     f"{'-' if len(accs) < 2 else f'{100 * se:.1f}'} | "
                      f"{', '.join(f'{100 * a:.1f}' for a in accs)} | {100 * got[0]['stderr']:.1f} |")
     return "\n".join(lines)
 
