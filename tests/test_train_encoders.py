@@ -20,6 +20,7 @@ import torch
 from slmkit.errors import SlmError
 from slmkit.train.losses import IGNORE
 from tests.conftest import ROOT
+from tests.test_train import corpus  # noqa: F401 - the module fixture: the project's README and docs
 
 transformers = pytest.importorskip("transformers", reason="transformers reads what slmkit trains")
 
@@ -30,14 +31,6 @@ WORDS_BAD = "bad awful poor dreadful horrible nasty".split()
 def slm(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "slmkit.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "CI": "1"})
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("corpus")
-    text = "\n\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
-    (d / "docs.txt").write_text(text, encoding="utf-8")
-    return d
 
 
 @pytest.fixture(scope="module")

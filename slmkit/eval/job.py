@@ -90,30 +90,18 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
 
 def _fewshot_docs(path: str, tasks) -> dict[str, list[dict]]:
     """The few-shot pool from a JSONL file, for exactly one task, checked against the task's own fields."""
-    import json
+    from slmkit.corpus import read_records
 
     if len(tasks) != 1:
         raise SlmError(f"--fewshot-file is the pool of one task; {len(tasks)} tasks were named")
     task = tasks[0]
     docs = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise SlmError(f"{path}: cannot read the few-shot file ({e.strerror or e})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SlmError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(doc, dict):
-            raise SlmError(f"{path}:{n}: expected a JSON object (a {task.name} document)")
+    for where, doc in read_records(Path(path)):
         try:  # the task renders it: a document of another schema fails here, with the field it lacks
             task.doc_to_text(task.process_docs(doc) if task.process_docs else doc)
             task.doc_to_target(task.process_docs(doc) if task.process_docs else doc)
         except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise SlmError(f"{path}:{n}: not a {task.name} document ({type(e).__name__}: {e})") from None
+            raise SlmError(f"{where}: not a {task.name} document ({type(e).__name__}: {e})") from None
         docs.append(doc)
     if not docs:
         raise SlmError(f"{path}: no documents")
