@@ -23,27 +23,16 @@ def classifier_tasks() -> list[str]:
 @torch.no_grad()
 def predict(model, tokenizer, items: Sequence[tuple[str, str | None]], batch_size: int = 16,
             max_len: int = 512) -> torch.Tensor:
-    """Label probabilities (N, L) for texts or text pairs, batched and padded on the right."""
-    out = []
+    """Label probabilities (N, L) for texts or text pairs, encoded and cut as training encodes them, batched and
+    padded on the right."""
+    from slmkit.train.labelled import Example, collate, encode_text
+
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    for i in range(0, len(items), batch_size):
-        rows = []
-        for first, second in items[i:i + batch_size]:
-            ids, types = tokenizer.encode_pair(first, second) if second is not None else (
-                tokenizer.encode(first), None)
-            types = types or [0] * len(ids)
-            if len(ids) > max_len:  # keep the start and the closing token, as training cuts examples
-                ids, types = ids[:max_len - 1] + ids[-1:], types[:max_len - 1] + types[-1:]
-            rows.append((ids, types))
-        T = max(len(r[0]) for r in rows)
-        x = torch.full((len(rows), T), pad, dtype=torch.long)
-        tt = torch.zeros((len(rows), T), dtype=torch.long)
-        valid = torch.zeros((len(rows), T), dtype=torch.bool)
-        for j, (ids, types) in enumerate(rows):
-            x[j, :len(ids)], tt[j, :len(ids)], valid[j, :len(ids)] = torch.tensor(ids), torch.tensor(types), True
-        dev = model.device
-        logits = model(x.to(dev), key_valid=valid.to(dev), token_types=tt.to(dev) if model.config.type_vocab_size > 1
-                       else None)
+    examples = [Example(*encode_text(tokenizer, first, second, max_len), 0) for first, second in items]
+    out = []
+    for i in range(0, len(examples), batch_size):
+        b = collate(examples[i:i + batch_size], pad).to(model.device)
+        logits = model(b.x, key_valid=b.valid, token_types=b.types)
         out.append(torch.softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out)
 

@@ -303,8 +303,7 @@ def _int_if_whole(x: float) -> int | float:
 
 _LLAMA_NAMES = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "attn.wo": "self_attn.o_proj",
                 "mlp.w_down": "mlp.down_proj", "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"}
-_LLAMA_TOP = {"tok_emb": "model.embed_tokens", "norm": "model.norm", "lm_head": "lm_head"}
-_LLAMA_TOP = dict(_LLAMA_TOP, score="score")
+_LLAMA_TOP = {"tok_emb": "model.embed_tokens", "norm": "model.norm", "lm_head": "lm_head", "score": "score"}
 _LLAMA = Layout(_LLAMA_TOP, "model.layers.{i}.", _LLAMA_NAMES, ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                  up=("mlp.gate_proj", "mlp.up_proj"), ignore=("rotary_emb.inv_freq",), base="model.")
 _GEMMA2 = Layout(_LLAMA_TOP, "model.layers.{i}.",

@@ -30,11 +30,11 @@ def config_to_hf(c: ModelConfig) -> dict[str, Any]:
     return d
 
 
-def head_fields(d: dict[str, Any], family: str, where: str) -> dict[str, Any]:
+def head_fields(d: dict[str, Any], encoder: bool, where: str) -> dict[str, Any]:
     """ModelConfig head fields from config.json's architectures: ...ForSequenceClassification -> a classification
-    head (labels from id2label), the bare ...Model -> none, anything else (causal or masked LM) -> lm."""
+    head (labels from id2label; an encoder's in BERT's shape, a decoder's on its last token), the bare ...Model ->
+    none, anything else (causal or masked LM) -> lm."""
     arch = next(iter(d.get("architectures") or []), "") or ""
-    encoder = family in ("bert", "roberta")
     if arch.endswith("ForSequenceClassification"):
         labels = d.get("id2label") or {}
         n = d.get("num_labels") or len(labels) or 2
@@ -65,7 +65,7 @@ def config_from_hf(d: dict[str, Any], where: str = "config.json") -> ModelConfig
         fields = f.read(d, where)
     except KeyError as e:
         raise SlmError(f"{where}: missing key {e.args[0]!r} for model_type {model_type!r}") from None
-    head = head_fields(d, f.name, where)
+    head = head_fields(d, not fields.get("causal", True), where)
     if head.get("extra"):
         fields["extra"] = {**fields.get("extra", {}), **head.pop("extra")}
     fields.update(head)

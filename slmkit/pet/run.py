@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +41,6 @@ class PetConfig:
     generations: int = 0  # iPET generations after the first (0: PET)
     growth: int = 5  # iPET's d: each generation labels d times more unlabelled examples
     others: float = 0.25  # iPET's lambda: the share of the other patterns' models whose ensemble labels for one model
-    extra: dict = field(default_factory=dict)
 
 
 def read_fewglue(pset: PatternSet, root: Path, split: str, labelled: bool = True) -> list[dict]:
@@ -77,7 +76,7 @@ def _write(records: list[dict], path: Path, soft: list[list[float]] | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for i, r in enumerate(records):
-            row = {k: v for k, v in r.items()}
+            row = dict(r)
             if soft is not None:
                 row["logits"] = soft[i]
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

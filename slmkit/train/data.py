@@ -68,8 +68,8 @@ class Batch:
     @property
     def soft(self) -> bool:
         """True when y holds a teacher's label logits (B, L), floats, rather than ids."""
-        return self.y.ndim == 2 and self.y.dtype.kind == "f" if isinstance(self.y, np.ndarray) else (
-            self.y.ndim == 2 and self.y.is_floating_point())
+        floats = self.y.dtype.kind == "f" if isinstance(self.y, np.ndarray) else self.y.is_floating_point()
+        return self.y.ndim == 2 and floats
 
     def n_targets(self):
         """What the loss is summed over: rows for labels and soft targets, non-IGNORE positions for tokens."""

@@ -71,6 +71,19 @@ class Example:
     soft: list[float] | None = None  # a teacher's label logits
 
 
+def encode_text(tokenizer: Tokenizer, first: str, second: str | None, max_len: int) -> tuple[list[int], list[int]]:
+    """A classifier's input: ids and token types of a text or text pair, framed as the tokenizer frames it; longer
+    than max_len, the start and the closing token ([SEP], </s>) are kept."""
+    if second is not None:
+        ids, types = tokenizer.encode_pair(first, second)
+    else:
+        ids = tokenizer.encode(first)
+        types = [0] * len(ids)
+    if len(ids) > max_len:
+        ids, types = ids[:max_len - 1] + ids[-1:], types[:max_len - 1] + types[-1:]
+    return ids, types
+
+
 def verbalizer_ids(tokenizer: Tokenizer, words: list[str], where: str = "the verbalizer") -> list[int]:
     """One token id per label word, as it follows a space (an encoder's mask is filled by one token); a word that
     is several tokens is one clear line."""
@@ -139,14 +152,8 @@ def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> list[Exa
             ids, at = encode_cloze(tokenizer, spec.text, record, spec.max_len, where)
             out.append(Example(ids, [0] * len(ids), names.index(value), at, soft))
             continue
-        first = _fill(spec.text, record, where, "text")
-        if spec.text_pair is not None:
-            ids, types = tokenizer.encode_pair(first, _fill(spec.text_pair, record, where, "text_pair"))
-        else:
-            ids = tokenizer.encode(first)
-            types = [0] * len(ids)
-        if len(ids) > spec.max_len:  # keep the start and the closing token ([SEP], </s>)
-            ids, types = ids[:spec.max_len - 1] + ids[-1:], types[:spec.max_len - 1] + types[-1:]
+        second = _fill(spec.text_pair, record, where, "text_pair") if spec.text_pair is not None else None
+        ids, types = encode_text(tokenizer, _fill(spec.text, record, where, "text"), second, spec.max_len)
         if not ids:
             raise SlmError(f"{where}: the text is empty after tokenizing")
         out.append(Example(ids, types, names.index(value), soft=soft))

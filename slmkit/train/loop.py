@@ -168,7 +168,7 @@ class Objective:
             with autocast():
                 logits = label_logits(model, batch)
             kd = soft_label_kl(logits, y, self.temperature)
-            return {"loss": kd, "kd": kd}
+            return {"loss": kd, "kd": kd, "acc": (logits.argmax(-1) == y.argmax(-1)).sum().to(kd.dtype)}
         if batch.labels:  # a classification head, or a cloze's verbalizers: one label per row
             with autocast():
                 logits = label_logits(model, batch)
@@ -237,33 +237,22 @@ def validation_loss(model: nn.Module, windows: list[tuple[np.ndarray, np.ndarray
 
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[Batch], device: torch.device, autocast,
-             ctx: dist.DistContext | None = None, shard: bool = True) -> dict[str, float]:
-    """Mean loss over fixed validation Batches, over their targets that are not IGNORE (and, for a classification
-    head, accuracy); with shard, the processes split the batches and sum."""
+             ctx: dist.DistContext | None = None, shard: bool = True, temperature: float = 2.0) -> dict[str, float]:
+    """Mean loss over fixed validation Batches, the training objective's (without a teacher) over their targets
+    (and, for labels, accuracy); with shard, the processes split the batches and sum."""
     ctx = ctx or dist.DistContext(device=device)
     mine = batches[ctx.rank::ctx.world] if shard else batches
     was_training = model.training
     model.eval()
+    objective = Objective(temperature=temperature)
     total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, targets, correct labels
     labels = bool(batches) and batches[0].labels
     for b in mine:
         b = b.to(device)
-        keep = b.y != IGNORE
-        with autocast():  # with loss masks, the vocabulary projection only where there are targets (as in training)
-            if b.soft:
-                logits = label_logits(model, b).float()
-                total[0] += soft_label_kl(logits, b.y, 2.0).double()
-                total[2] += (logits.argmax(-1) == b.y.argmax(-1)).sum()
-                keep = torch.ones(len(b.y), dtype=torch.bool, device=b.y.device)
-            elif b.labels:
-                logits = label_logits(model, b).float()
-                total[0] += F.cross_entropy(logits, b.y, ignore_index=IGNORE, reduction="sum").double()
-                total[2] += ((logits.argmax(-1) == b.y) & keep).sum()
-            elif bool(keep.all()):
-                total[0] += cross_entropy_sum(model(b.x), b.y).double()
-            else:
-                total[0] += cross_entropy_sum(model(b.x, rows=keep)[None], b.y[keep][None]).double()
-        total[1] += keep.sum()
+        parts = objective(model, b, autocast)
+        total[0] += parts["loss"].double()
+        total[1] += float(b.n_targets())
+        total[2] += parts["acc"].double() if "acc" in parts else 0.0
     if shard:
         dist.all_reduce_sum(total, ctx)
     model.train(was_training)
@@ -386,7 +375,8 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     def run_validation(at_step: int) -> float | None:
         if not val_batches:
             return None
-        got = validate(forward, val_batches, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp)
+        got = validate(forward, val_batches, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp,
+                       temperature=objective.temperature)
         loss = got["val_loss"]
         log.write(dict(event="eval", step=at_step, **got, val_ppl=math.exp(min(loss, 50))))
         if "val_acc" in got:
@@ -500,7 +490,7 @@ def data_sources(recipe: Recipe, stages) -> tuple[list, Tokenizer]:
         tokenizer = load_tokenizer(source)
         if tokenizer is None:
             raise SlmError(f"{source} has no tokenizer; set task.tokenizer to a model folder that has one")
-        return [LabelledData(recipe.task, tokenizer, recipe.seed) for _ in stages], tokenizer
+        return [LabelledData(recipe.task, tokenizer, recipe.seed)], tokenizer  # classify: one stage
     data = [TokenData(s.data, recipe.batch.seq_len, recipe.seed) for s in stages]
     tokenizer = Tokenizer.from_dir(data[0].shards[0].path)
     if recipe.objective == "mlm":
