@@ -1,9 +1,9 @@
 """`slm report RESULT_DIRS...`: eval results (results.json) and bench results (bench.json) merged into one table per
-model x backend x precision, with accuracy against decode latency and against memory (Pareto frontiers), as a
+model (with its adapter, if any) x backend x precision, with accuracy against decode latency and against memory (Pareto frontiers), as a
 self-contained HTML page (plots embedded as data URIs) and markdown with PNG files beside it.
 
 Joining: an eval run and a bench run describe the same row when they name the same model file (or folder), the same
-backend and the same precision (the registry's names, slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's
+LoRA adapter (none for a bench), the same backend and the same precision (the registry's names, slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's
 file types as they are: q4_1, q8_0, f32). Files are read as typed results (load_result below). Accuracy is
 the mean of the survey's group scores at 0 shots (commonsense reasoning, problem solving, math) over the groups every
 evaluated row has, so rows compare on the same tasks; the ICL gain is the mean of the groups' gains at the largest
@@ -30,10 +30,11 @@ GROUPS = ("commonsense_reasoning", "problem_solving", "math")
 
 @dataclass
 class Row:
-    model: str  # a short label: the model file's or folder's name
+    model: str  # a short label: the model file's or folder's name (+ the adapter's)
     source: str
     backend: str
     precision: str
+    adapter: str | None = None  # the LoRA adapter folder the eval attached
     groups: dict[str, float] = field(default_factory=dict)  # 0-shot group scores (fractions)
     group_stderr: dict[str, float | None] = field(default_factory=dict)  # their standard errors (lm-eval's)
     tasks: dict[str, float] = field(default_factory=dict)  # 0-shot main metric per task
@@ -57,9 +58,15 @@ class Row:
         return 1000 / self.decode_tok_s if self.decode_tok_s else None
 
 
-def model_label(source: str) -> str:
+def model_label(source: str, adapter: str | None = None) -> str:
+    """A short label: the model file's or folder's name, with '+' and the adapter's folder name (its parent's, the
+    training run's, when the folder is the loop's generic 'adapter')."""
     path = Path(source)
-    return path.stem if path.suffix == ".gguf" else path.name or source
+    label = path.stem if path.suffix == ".gguf" else path.name or source
+    if adapter:
+        a = Path(adapter)
+        label += "+" + (a.parent.name if a.name == "adapter" and a.parent.name else a.name)
+    return label
 
 
 RESULT_TYPES = {EvalRun.kind: EvalRun, BenchRun.kind: BenchRun}
@@ -97,16 +104,16 @@ def find_results(paths: Iterable[str]) -> tuple[list[EvalRun], list[BenchRun]]:
 def merge(evals: Sequence[EvalRun], benches: Sequence[BenchRun]) -> list[Row]:
     rows: dict[tuple[str, str, str], Row] = {}
 
-    def row(source: str, backend: str, precision: str) -> Row:
-        key = (model_label(source), backend, precision)
+    def row(source: str, backend: str, precision: str, adapter: str | None = None) -> Row:
+        key = (model_label(source, adapter), backend, precision)
         if key not in rows:
-            rows[key] = Row(key[0], source, backend, key[2])
+            rows[key] = Row(key[0], source, backend, key[2], adapter=adapter)
         return rows[key]
 
     gains: dict[tuple, dict[str, float]] = {}
     sources: dict[tuple, set[str]] = {}
     for ev in evals:  # several evals of one row (different tasks) add up
-        r = row(ev.model, ev.backend, ev.precision)
+        r = row(ev.model, ev.backend, ev.precision, ev.adapter)
         key = (r.model, r.backend, r.precision)
         shots = sorted(int(s) for s in ev.results)
         zero = str(shots[0]) if shots else None

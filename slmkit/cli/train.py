@@ -117,8 +117,9 @@ def data_orca(out: str, teacher: str = "default", data: str | None = None,
 def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = "0", steps: int = 250,
         lr: float = 1e-5, batch: int = 16, max_len: int = 256, unlabelled: str = "fewglue",
         distill_steps: int = 250, limit: int | None = None, zero_shot: bool = False, data: str | None = None,
-        overwrite: bool = False) -> None:
-    """PET / iPET (Schick & Schütze): a masked LM trained as a cloze per pattern on FewGLUE's 32 labelled examples,
+        lora: int = 0, overwrite: bool = False) -> None:
+    """PET / iPET (Schick & Schütze): a masked LM (or a decoder, on the patterns that end with the mask; with
+    --lora R a LoRA adapter of rank R) trained as a cloze per pattern on FewGLUE's 32 labelled examples,
     the patterns' ensemble, and a classifier distilled from it on unlabelled examples; with --generations N, iPET.
     Patterns and verbalizers are YAML (slmkit/pet/patterns: rte, cb, boolq; or a file). Scores on the task's dev
     set (slm eval's documents); writes OUT/pet.json."""
@@ -142,6 +143,8 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
         seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
     except ValueError:
         raise SlmError(f"--seeds: comma-separated whole numbers, got {seeds!r}") from None
+    if lora < 0:
+        raise SlmError(f"--lora is a LoRA rank (0: full fine-tuning), got {lora}")
     claim_dir(out, "pet", overwrite)
     labelled = P.read_fewglue(pset, root, "train")
     dev = P.dev_records(pset, limit)
@@ -155,11 +158,13 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
     elif unlabelled == "dev":
         unl = [{k: v for k, v in r.items() if k != "label"} for r in dev]
     cfg = P.PetConfig(model=model, steps=steps, batch=batch, lr=lr, max_len=max_len, seeds=seed_list,
-                      distill_steps=distill_steps, generations=generations)
+                      distill_steps=distill_steps, generations=generations,
+                      lora=dict(r=lora, alpha=2 * lora, targets=["all-linear"], base="bf16") if lora else None,
+                      precision="bf16" if lora else "fp32")
     results = {"task": pset.task, "patterns": pset.source, "model": model, "labelled": len(labelled),
                "unlabelled": {"source": unlabelled, "n": len(unl)}, "dev": len(dev), "config": cfg.__dict__}
     if zero_shot:
-        results["zero_shot"] = P.zero_shot(pset, model, dev, max_len)
+        results["zero_shot"] = P.zero_shot(pset, cfg, dev)
         print("zero-shot: " + ", ".join(f"{k} {100 * v['acc']:.1f}%" for k, v in results["zero_shot"].items()))
     results.update(P.run_pet(pset, cfg, labelled, unl, dev, Path(out) / "work", distill=bool(unl), progress=print))
     write_atomic(Path(out) / "pet.json", json.dumps(results, indent=2))
@@ -211,7 +216,8 @@ def register(sub) -> None:
     from slmkit.train import command
 
     t = verb(sub, "pet", pet)
-    t.add_argument("--model", "-m", required=True, help="a masked LM (a BERT/RoBERTa folder) to train per pattern")
+    t.add_argument("--model", "-m", required=True, help="a masked LM (a BERT/RoBERTa folder) or a decoder (a folder, "
+                   "GGUF or name such as gemma3-270m: the patterns that end with the mask) to train per pattern")
     t.add_argument("--patterns", "-p", required=True, help="a pattern set: rte, cb, boolq or a YAML file")
     t.add_argument("-o", "--out", required=True, help="output folder (pet.json, work/)")
     t.add_argument("--generations", type=at_least(0), default=0, help="iPET generations after the first (0: PET)")
@@ -225,6 +231,8 @@ def register(sub) -> None:
     t.add_argument("--distill-steps", type=at_least(1), default=250)
     t.add_argument("--limit", type=at_least(1), help="the first N dev documents")
     t.add_argument("--zero-shot", action="store_true", help="also score each pattern with the untrained model")
+    t.add_argument("--lora", type=at_least(0), default=0, metavar="R", help="train a LoRA adapter of rank R (alpha "
+                   "2R, every linear layer, bf16 base) instead of the whole model: for decoders (default 0: full)")
     t.add_argument("--data", help="the FewGLUE folder (default $SLMKIT_DATA/fewglue)")
     overwrite_arg(t)
 

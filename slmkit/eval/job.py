@@ -85,6 +85,7 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
         if store:
             store.close()
     run.load_s, run.total_s = round(load_s, 2), round(time.perf_counter() - t0, 2)
+    run.adapter = adapter
     return run
 
 

@@ -40,6 +40,7 @@ class EvalRun(Result):
     load_s: float | None = None
     total_s: float | None = None
     samples: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None  # a LoRA adapter folder attached to the model (slm eval --adapter)
 
     def markdown(self) -> str:
         return markdown(self)

@@ -7,6 +7,8 @@ pattern's fields, and the patterns: a text with one {mask} and a verbalizer (lab
         verbalizer: {entailment: "Yes", not_entailment: "No"}
 
 A field named in rstrip_punct loses its final punctuation (PET's hypothesis); `<field>_full` keeps the original.
+A decoder reads the label as the next token after the pattern, so it uses the patterns that end with {mask}
+(punctuation aside); `only: decoder` (or `only: masked-lm`) keeps a pattern to one kind of model.
 Mistakes in a file (no {mask}, a field that does not exist, a verbalizer missing a label) are one line.
 """
 
@@ -26,9 +28,19 @@ BUILTIN = Path(__file__).parent / "patterns"
 class Pattern:
     text: str  # a str.format template over the record's fields, with exactly one {mask}
     verbalizer: dict[str, str]  # label value -> word
+    only: str | None = None  # "decoder" or "masked-lm": a pattern for that kind of model alone
 
     def words(self, labels: list[str]) -> list[str]:
         return [self.verbalizer[v] for v in labels]
+
+    def fits(self, causal: bool) -> bool:
+        """Whether a model of this kind uses the pattern: a decoder reads the label after the pattern, so its
+        patterns end with {mask}; `only` keeps a pattern to one kind."""
+        from slmkit.train.labelled import mask_final
+
+        if self.only is not None and self.only != ("decoder" if causal else "masked-lm"):
+            return False
+        return mask_final(self.text) if causal else True
 
 
 @dataclass
@@ -41,6 +53,14 @@ class PatternSet:
     fewglue: str = ""
     rstrip_punct: list[str] = field(default_factory=list)
     source: str = ""
+
+    def usable(self, causal: bool) -> list[int]:
+        """The indices of the patterns a masked LM (causal False) or a decoder trains on; none is one line."""
+        out = [i for i, p in enumerate(self.patterns) if p.fits(causal)]
+        if not out:
+            raise SlmError(f"{self.source}: no pattern for a {'decoder' if causal else 'masked LM'}"
+                           + (" (a decoder's pattern ends with {mask})" if causal else ""))
+        return out
 
     def record(self, raw: dict, mapping: dict[str, str], where: str, label: Any = None) -> dict:
         """A record's pattern fields (and its label index when `label` is given: a value of self.labels or an
@@ -110,7 +130,10 @@ def load_patterns(name_or_path: str) -> PatternSet:
         if lacking or set(verb) - set(labels):
             raise SlmError(f"{where}: the verbalizer must name each label once ({', '.join(labels)}); "
                            f"{'missing ' + lacking[0] if lacking else 'unknown ' + sorted(set(verb) - set(labels))[0]}")
-        patterns.append(Pattern(p["text"], verb))
+        only = p.get("only")
+        if only not in (None, "decoder", "masked-lm"):
+            raise SlmError(f"{where}: only is 'decoder' or 'masked-lm', got {only!r}")
+        patterns.append(Pattern(p["text"], verb, only))
     if not patterns:
         raise SlmError(f"{path}: no patterns")
     return PatternSet(task=str(raw["task"]), labels=labels, fields=fields,

@@ -1,10 +1,12 @@
 """PET and iPET end to end, each step through the one training loop (objective classify):
 
-1. one masked-LM model per pattern (and seed), trained on the labelled examples as a cloze: cross-entropy over the
-   verbalizers' logits at the mask (task.verbalizer);
+1. one model per pattern (and seed), trained on the labelled examples as a cloze: cross-entropy over the
+   verbalizers' logits at the mask (task.verbalizer) of a masked LM, or after the pattern for a decoder (its
+   patterns end with the mask; with a LoRA adapter, PetConfig.lora, or fully fine-tuned);
 2. the ensemble: the models' label logits averaged (PET's merge_logits, uniform weights);
-3. distillation: a sequence classifier (the same pretrained encoder with a classification head) trained on the
-   unlabelled examples with the ensemble's logits as soft targets, KL at temperature 2 (task.soft_labels);
+3. distillation: a sequence classifier (the same pretrained encoder with a classification head; for a decoder, a
+   cloze model on its first pattern) trained on the unlabelled examples with the ensemble's logits as soft
+   targets, KL at temperature 2 (task.soft_labels);
 4. iPET: generations in which each pattern's model is retrained on the labelled set plus unlabelled examples
    labelled by the previous generation's other models, d times more each generation (d = 5 in the paper), drawn
    class-balanced and weighted by the ensemble's confidence.
@@ -15,6 +17,7 @@ classifier; zero-shot pattern scores of the untrained model are the baseline PET
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -25,12 +28,12 @@ import torch
 
 from slmkit.errors import SlmError
 from slmkit.pet.patterns import PatternSet
-from slmkit.pet.score import mlm_probs
+from slmkit.pet.score import decoder_probs, mlm_probs
 
 
 @dataclass
 class PetConfig:
-    model: str  # a masked LM slmkit loads (a folder)
+    model: str  # a masked LM or a decoder slmkit loads (a folder, a GGUF file, a registry name)
     steps: int = 250  # PET: 250 steps of 16 (4 labelled + 12 unlabelled in the paper's setting; labelled only here)
     batch: int = 16
     lr: float = 1e-5
@@ -41,6 +44,14 @@ class PetConfig:
     generations: int = 0  # iPET generations after the first (0: PET)
     growth: int = 5  # iPET's d: each generation labels d times more unlabelled examples
     others: float = 0.25  # iPET's lambda: the share of the other patterns' models whose ensemble labels for one model
+    lora: dict | None = None  # a LoRA adapter in place of full fine-tuning (the recipe's lora section)
+    precision: str = "fp32"  # the training precision (bf16 with a bf16 LoRA base)
+
+    @property
+    def causal(self) -> bool:
+        from slmkit.checkpoint import load_config
+
+        return load_config(self.model)[0].causal
 
 
 def read_fewglue(pset: PatternSet, root: Path, split: str, labelled: bool = True) -> list[dict]:
@@ -92,7 +103,8 @@ def _train(init: str, task: dict, out: Path, seed: int, steps: int, cfg: PetConf
         batch=dict(seq_len=cfg.max_len, global_batch=cfg.batch, micro_batch=cfg.batch),
         optim=dict(lr=cfg.lr, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.01, warmup_steps=0, schedule="linear",
                    min_lr_ratio=0.0, clip=1.0),
-        precision="fp32", eval_every=0, save_every=0, log_every=10), "pet", "")
+        precision=cfg.precision, eval_every=0, save_every=0, log_every=10,
+        **({"lora": cfg.lora} if cfg.lora else {})), "pet", "")
     return Path(train(recipe, progress=False, echo=lambda *a: None, overwrite=True).model_dir)
 
 
@@ -103,12 +115,26 @@ def pattern_task(pset: PatternSet, i: int, train_file: Path, cfg: PetConfig) -> 
                 verbalizer={str(j): p.verbalizer[v] for j, v in enumerate(pset.labels)})
 
 
-def logits_of(model_dir: Path | str, pset: PatternSet, i: int, records: list[dict], max_len: int) -> torch.Tensor:
-    """A pattern model's label log-probabilities (N, L) on records (its pattern, its mask)."""
+def logits_of(model_dir: Path | str, pset: PatternSet, i: int, records: list[dict], cfg: PetConfig,
+              causal: bool = False) -> torch.Tensor:
+    """A pattern model's label log-probabilities (N, L) on records (its pattern, its mask). A decoder's are read
+    as lm-eval reads choices; model_dir is then a LoRA adapter of cfg.model when cfg.lora is set."""
+    if causal:
+        from slmkit.eval.lm import load_lm
+
+        adapter = str(model_dir) if cfg.lora else None
+        lm = load_lm(cfg.model if adapter else str(model_dir), "slmkit", "fp32", batch_size=8,
+                     max_length=cfg.max_len + 16, adapter=adapter)
+        try:
+            probs = decoder_probs(lm, pset.patterns[i], pset.labels, records)
+        finally:
+            lm.close()
+        return probs.clamp_min(1e-12).log()
     import slmkit
 
     lm = slmkit.load(model_dir, dtype="float32")
-    return mlm_probs(lm.model, lm.tokenizer, pset.patterns[i], pset.labels, records, max_len).clamp_min(1e-12).log()
+    return mlm_probs(lm.model, lm.tokenizer, pset.patterns[i], pset.labels, records,
+                     cfg.max_len).clamp_min(1e-12).log()
 
 
 def accuracy(logits: torch.Tensor, records: list[dict]) -> dict:
@@ -143,18 +169,20 @@ def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: 
             work: Path, distill: bool = True, progress=print) -> dict:
     """PET (generations=0) or iPET: pattern models, their ensemble, the distilled classifier; scores on dev."""
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"generations": []}
+    causal = cfg.causal
+    idx = pset.usable(causal)
+    results: dict = {"generations": [], "patterns": idx, "causal": causal}
     rng = random.Random(0)
-    train_sets = {i: labelled for i in range(len(pset.patterns))}
+    train_sets = {i: labelled for i in idx}
     unl_logits = None
     for gen in range(cfg.generations + 1):
         models: dict[tuple[int, int], Path] = {}
-        for i in range(len(pset.patterns)):
+        for i in idx:
             f = _write(train_sets[i], work / f"g{gen}" / f"p{i}-train.jsonl")
             for seed in cfg.seeds:
                 models[(i, seed)] = _train(cfg.model, pattern_task(pset, i, f, cfg), work / f"g{gen}" / f"p{i}-s{seed}",
                                            seed, cfg.steps, cfg)
-        dev_logits = {k: logits_of(m, pset, k[0], dev, cfg.max_len) for k, m in models.items()}
+        dev_logits = {k: logits_of(m, pset, k[0], dev, cfg, causal) for k, m in models.items()}
         gen_res = {"generation": gen, "train_sizes": {i: len(t) for i, t in train_sets.items()},
                    "models": {f"p{i}-s{s}": accuracy(v, dev) for (i, s), v in dev_logits.items()}}
         gen_res["ensemble"] = accuracy(torch.stack(list(dev_logits.values())).mean(0), dev)
@@ -162,34 +190,42 @@ def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: 
         results["generations"].append(gen_res)
         if not unlabelled:
             break
-        unl = {k: logits_of(m, pset, k[0], unlabelled, cfg.max_len) for k, m in models.items()}
+        unl = {k: logits_of(m, pset, k[0], unlabelled, cfg, causal) for k, m in models.items()}
         unl_logits = torch.stack(list(unl.values())).mean(0)
         if gen < cfg.generations:  # iPET: the next generation's training sets
             n = len(labelled) * cfg.growth ** (gen + 1)
-            for i in range(len(pset.patterns)):
-                others = [k for k in unl if k[0] != i]
+            for i in idx:
+                others = [k for k in unl if k[0] != i] or list(unl)  # one pattern: its own models label
                 pick = rng.sample(others, max(1, round(cfg.others * len(others))))
                 ens = torch.stack([unl[k] for k in pick]).mean(0)
                 extra, _ = label_balanced(unlabelled, ens, n, rng)
                 train_sets[i] = labelled + extra
     if distill and unlabelled and unl_logits is not None:
         f = _write(unlabelled, work / "distill-train.jsonl", unl_logits.tolist())
-        fields = list(pset.fields)
-        task = dict(train=str(f), text="{" + fields[0] + "}", text_pair="{" + fields[1] + "}" if len(fields) > 1 else None,
-                    labels=list(range(len(pset.labels))), max_len=cfg.max_len, soft_labels="logits",
-                    temperature=cfg.temperature)
-        final = _train(cfg.model, task, work / "distilled", 0, cfg.distill_steps, cfg)
-        from slmkit.eval.classify import predict
-        import slmkit
+        if causal:  # no classification head beside a LoRA adapter: a cloze model on the first pattern
+            task = dict(pattern_task(pset, idx[0], f, cfg), soft_labels="logits", temperature=cfg.temperature)
+            final = _train(cfg.model, task, work / "distilled", 0, cfg.distill_steps, cfg)
+            results["distilled"] = accuracy(logits_of(final, pset, idx[0], dev, cfg, causal), dev)
+        else:
+            fields = list(pset.fields)
+            task = dict(train=str(f), text="{" + fields[0] + "}",
+                        text_pair="{" + fields[1] + "}" if len(fields) > 1 else None,
+                        labels=list(range(len(pset.labels))), max_len=cfg.max_len, soft_labels="logits",
+                        temperature=cfg.temperature)
+            final = _train(cfg.model, task, work / "distilled", 0, cfg.distill_steps, cfg)
+            from slmkit.eval.classify import predict
+            import slmkit
 
-        lm = slmkit.load(final, dtype="float32")
-        probs = predict(lm.model, lm.tokenizer, [(r[fields[0]], r[fields[1]] if len(fields) > 1 else None)
-                                                 for r in dev], max_len=cfg.max_len)
-        results["distilled"] = accuracy(probs.clamp_min(1e-12).log(), dev)
+            lm = slmkit.load(final, dtype="float32")
+            probs = predict(lm.model, lm.tokenizer, [(r[fields[0]], r[fields[1]] if len(fields) > 1 else None)
+                                                     for r in dev], max_len=cfg.max_len)
+            results["distilled"] = accuracy(probs.clamp_min(1e-12).log(), dev)
         results["distilled_dir"] = str(final)
     return results
 
 
-def zero_shot(pset: PatternSet, model: str, dev: list[dict], max_len: int = 256) -> dict:
-    """Each pattern's dev accuracy with the untrained masked LM (no labelled example seen)."""
-    return {f"p{i}": accuracy(logits_of(model, pset, i, dev, max_len), dev) for i in range(len(pset.patterns))}
+def zero_shot(pset: PatternSet, cfg: PetConfig, dev: list[dict]) -> dict:
+    """Each usable pattern's dev accuracy with the untrained model (no labelled example seen)."""
+    causal = cfg.causal
+    return {f"p{i}": accuracy(logits_of(cfg.model, pset, i, dev, dataclasses.replace(cfg, lora=None), causal), dev)
+            for i in pset.usable(causal)}

@@ -3,8 +3,8 @@
 - A masked LM (BERT, RoBERTa): the pattern filled with the mask token; the vocabulary logits of the verbalizers
   (one token each, after a space) at the mask, softmaxed over the labels (PET's scoring).
 - A decoder: each label's verbalizer in place of the mask, scored as lm-eval scores choices: the log-likelihood of
-  " word" plus the rest of the pattern after it, given the text before it; softmaxed over the labels. Words of
-  several tokens are fine here.
+  " word" plus the rest of the pattern after it (nothing when only punctuation follows the mask), given the text
+  before it; softmaxed over the labels. Words of several tokens are fine here.
 """
 
 from __future__ import annotations
@@ -36,10 +36,14 @@ def mlm_probs(model, tokenizer, pattern: Pattern, labels: list[str], records: Se
 
 
 def decoder_probs(lm, pattern: Pattern, labels: list[str], records: Sequence[dict]) -> torch.Tensor:
-    """lm: an slmkit.eval.lm EvalLM (its loglikelihood shares each record's context over the labels)."""
+    """lm: an slmkit.eval.lm EvalLM (its loglikelihood shares each record's context over the labels). A pattern
+    that ends with its mask (punctuation aside) is scored as a decoder trains on it: the label word alone."""
+    from slmkit.train.labelled import mask_final
+
+    final = mask_final(pattern.text)
     requests = []
     for r in records:
         before, after = fill(pattern, r)
-        requests += [(before.rstrip(), " " + w.strip() + after) for w in pattern.words(labels)]
+        requests += [(before.rstrip(), " " + w.strip() + ("" if final else after)) for w in pattern.words(labels)]
     ll = torch.tensor([x for x, _ in lm.loglikelihood(requests)], dtype=torch.float64)
     return torch.softmax(ll.view(len(records), len(labels)), dim=-1).float()

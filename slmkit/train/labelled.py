@@ -8,6 +8,7 @@ example is seen once per epoch. Rows are padded to the longest in the step (vali
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ class TaskSpec:
     max_len: int = 256  # tokens per example, the framing tokens included; longer ones are cut
     tokenizer: str | None = None  # where the tokenizer comes from (default: model.init)
     # a cloze (PET): text is a pattern with one {mask}, and each label value's word; the model keeps its
-    # masked-LM head and the loss is cross-entropy over the verbalizers' logits at the mask
+    # vocabulary head and the loss is cross-entropy over the verbalizers' logits at the mask (a masked LM) or
+    # after the pattern, which then ends with {mask} (a decoder; with lora too: no new head to train)
     verbalizer: dict[str, str] | None = None
     # soft targets (PET's distillation): each record's field holding a teacher's label logits, used in place of
     # its label, with the KL at this temperature
@@ -85,34 +87,55 @@ def encode_text(tokenizer: Tokenizer, first: str, second: str | None, max_len: i
 
 
 def verbalizer_ids(tokenizer: Tokenizer, words: list[str], where: str = "the verbalizer") -> list[int]:
-    """One token id per label word, as it follows a space (an encoder's mask is filled by one token); a word that
-    is several tokens is one clear line."""
+    """One token id per label word, as it follows a space (an encoder's mask is filled by one token; a decoder's
+    training scores the next token); a word that is several tokens is one clear line."""
     out = []
     for w in words:
         ids = tokenizer.encode(" " + w.strip(), add_special_tokens=False)
         if len(ids) != 1:
             raise SlmError(f"{where}: {w!r} is {len(ids)} tokens for this tokenizer; a masked-LM cloze needs one "
-                           f"token per label: choose a one-token word (decoders score several-token words)")
+                           f"token per label: choose a one-token word (scoring alone, slm pet --zero-shot, sums a decoder's "
+                           f"log-probabilities over several tokens)")
         out.append(ids[0])
     return out
 
 
-def encode_cloze(tokenizer: Tokenizer, template: str, record: dict, max_len: int, where: str) -> tuple[list[int], int]:
-    """The pattern filled with the record and the tokenizer's mask token: ids and the mask's position. Too long,
-    the longest field is cut (token by token, as PET shortens its segments) until the whole fits."""
-    if tokenizer.mask_id is None:
+def mask_final(template: str) -> bool:
+    """Whether nothing but punctuation and spaces follows the pattern's {mask}: a decoder, which reads the label as
+    the next token after the pattern, sees the whole of such a pattern."""
+    return not template.split("{mask}", 1)[1].strip().strip(string.punctuation).strip()
+
+
+def encode_cloze(tokenizer: Tokenizer, template: str, record: dict, max_len: int, where: str,
+                 causal: bool = False) -> tuple[list[int], int]:
+    """The pattern filled with the record: ids and the position whose vocabulary logits score the verbalizers.
+
+    A masked LM: the whole pattern with the tokenizer's mask token; the position is the mask's. A decoder
+    (causal): the text before the mask (the pattern must end with it, punctuation aside); the position is its last
+    token, whose next-token logits score " word" as lm-eval scores a one-token choice. Too long, the longest field
+    is cut (token by token, as PET shortens its segments) until the whole fits."""
+    if causal and not mask_final(template):
+        raise SlmError(f"{where}: a decoder reads the label as the next token after the pattern, so the pattern "
+                       f"must end with {{mask}}; {template!r} has text after it (that order is for masked LMs)")
+    if not causal and tokenizer.mask_id is None:
         raise SlmError("a cloze task needs a masked-LM tokenizer (a mask token such as <mask> or [MASK])")
     record = dict(record)
+    text = template.split("{mask}", 1)[0] if causal else template
     for _ in range(8):
-        ids = tokenizer.encode(_fill(template, {**record, "mask": tokenizer.mask_token}, where, "text"))
+        filled = _fill(text, record if causal else {**record, "mask": tokenizer.mask_token}, where, "text")
+        ids = tokenizer.encode(filled.rstrip() if causal else filled)
         if len(ids) <= max_len:
             break
-        longest = max((k for k in record if isinstance(record[k], str) and f"{{{k}}}" in template),
+        longest = max((k for k in record if isinstance(record[k], str) and f"{{{k}}}" in text),
                       key=lambda k: len(record[k]), default=None)
         if longest is None:
             break
         part = tokenizer.encode(record[longest], add_special_tokens=False)
         record[longest] = tokenizer.decode(part[:max(0, len(part) - (len(ids) - max_len) - 2)])
+    if causal:
+        if len(ids) > max_len or not ids:
+            raise SlmError(f"{where}: the filled pattern does not fit task.max_len {max_len}")
+        return ids, len(ids) - 1
     if len(ids) > max_len or ids.count(tokenizer.mask_id) != 1:
         raise SlmError(f"{where}: the filled pattern does not fit task.max_len {max_len} with its mask, or holds "
                        f"{ids.count(tokenizer.mask_id)} mask tokens")
@@ -129,8 +152,9 @@ def _fill(template: str, record: dict, where: str, key: str) -> str:
         raise SlmError(f"task.{key} {template!r} is not a template of named fields like '{{sentence}}' ({e})") from None
 
 
-def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> list[Example]:
-    """The file's records as token ids, types and label indices; a label outside task.labels is one line."""
+def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer, causal: bool = False) -> list[Example]:
+    """The file's records as token ids, types and label indices; a label outside task.labels is one line. causal: the
+    model is a decoder (a cloze is read after the pattern)."""
     names = [str(v) for v in spec.labels]
     out = []
     for where, record in read_records(Path(path)):
@@ -149,7 +173,7 @@ def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer) -> list[Exa
         if value not in names:
             raise SlmError(f"{where}: label {value!r} is not one of task.labels {names}")
         if spec.verbalizer is not None:
-            ids, at = encode_cloze(tokenizer, spec.text, record, spec.max_len, where)
+            ids, at = encode_cloze(tokenizer, spec.text, record, spec.max_len, where, causal)
             out.append(Example(ids, [0] * len(ids), names.index(value), at, soft))
             continue
         second = _fill(spec.text_pair, record, where, "text_pair") if spec.text_pair is not None else None
@@ -185,14 +209,14 @@ class LabelledData:
 
     shards: list = []  # no token shards: the tokenizer comes from the model
 
-    def __init__(self, spec: TaskSpec, tokenizer: Tokenizer, seed: int):
+    def __init__(self, spec: TaskSpec, tokenizer: Tokenizer, seed: int, causal: bool = False):
         spec.check()
         self.spec, self.seed = spec, seed
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.choices = None if spec.verbalizer is None else verbalizer_ids(
             tokenizer, [spec.verbalizer[str(v)] for v in spec.labels], "task.verbalizer")
-        self.train = encode_examples(spec.train, spec, tokenizer)
-        self.val = encode_examples(spec.val, spec, tokenizer) if spec.val else []
+        self.train = encode_examples(spec.train, spec, tokenizer, causal)
+        self.val = encode_examples(spec.val, spec, tokenizer, causal) if spec.val else []
         self._orders: dict[tuple[int, int], np.ndarray] = {}
 
     def _order(self, stage: int, epoch: int) -> np.ndarray:

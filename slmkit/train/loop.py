@@ -51,9 +51,10 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
         if spec.overrides or spec.preset or spec.config:
             raise SlmError("model.init starts from a checkpoint's own architecture; drop model.preset/config/overrides")
         if recipe.lora is not None:
-            if recipe.objective == "classify":
-                raise SlmError("lora with objective classify is not supported (the new head would need training "
-                               "beside the adapter); fine-tune the whole model, or drop lora")
+            if recipe.objective == "classify" and recipe.task.verbalizer is None:
+                raise SlmError("lora with a classification head is not supported (the new head would need training "
+                               "beside the adapter); fine-tune the whole model, use a cloze (task.verbalizer), or "
+                               "drop lora")
             return build_adapted(recipe, device)
         model = load(spec.init, dtype="float32", device=device).model
         if recipe.objective == "classify" and recipe.task.verbalizer is None:
@@ -320,10 +321,9 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
                        f"encoder preset such as RoBERTa-base or BERT-base)")
     if recipe.objective == "mlm" and model.config.head != "lm":
         raise SlmError(f"objective mlm needs a masked-LM head; {model.config.name} has head {model.config.head!r}")
-    if recipe.objective == "classify" and recipe.task.verbalizer is not None and (
-            model.config.causal or model.config.head != "lm"):
-        raise SlmError(f"a cloze task (task.verbalizer) trains a masked LM's head; {model.config.name} is "
-                       f"{'a causal decoder' if model.config.causal else 'an encoder without one'}")
+    if recipe.objective == "classify" and recipe.task.verbalizer is not None and model.config.head != "lm":
+        raise SlmError(f"a cloze task (task.verbalizer) scores the labels with a vocabulary head; "
+                       f"{model.config.name} has head {model.config.head!r}")
     if recipe.objective == "causal" and not model.config.causal:
         raise SlmError(f"{model.config.name} is an encoder: train it with objective mlm (or classify)")
     if model.config.tie_embeddings and recipe.dist.fsdp:
@@ -478,6 +478,23 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     return TrainResult(out, step, step * recipe.tokens_per_step(), last_val, model_dir)
 
 
+def recipe_config(recipe: Recipe):
+    """The architecture the recipe trains (no weights read): model.init's, the preset's or the config file's."""
+    import dataclasses
+
+    from slmkit.checkpoint import load_config
+    from slmkit.model.config import ModelConfig
+
+    spec = recipe.model
+    if spec.init:
+        return load_config(spec.init)[0]
+    config = ModelConfig.from_name(spec.preset) if spec.preset else load_config(spec.config)[0]
+    try:
+        return dataclasses.replace(config, **spec.overrides)
+    except TypeError as e:
+        raise SlmError(f"model.overrides: {e}") from None
+
+
 def data_sources(recipe: Recipe, stages) -> tuple[list, Tokenizer]:
     """One data source per stage (token shards, masked token shards or labelled examples) and the tokenizer."""
     if recipe.objective == "classify":
@@ -490,7 +507,8 @@ def data_sources(recipe: Recipe, stages) -> tuple[list, Tokenizer]:
         tokenizer = load_tokenizer(source)
         if tokenizer is None:
             raise SlmError(f"{source} has no tokenizer; set task.tokenizer to a model folder that has one")
-        return [LabelledData(recipe.task, tokenizer, recipe.seed)], tokenizer  # classify: one stage
+        causal = recipe_config(recipe).causal  # a decoder reads a cloze after the pattern
+        return [LabelledData(recipe.task, tokenizer, recipe.seed, causal)], tokenizer  # classify: one stage
     data = [TokenData(s.data, recipe.batch.seq_len, recipe.seed) for s in stages]
     tokenizer = Tokenizer.from_dir(data[0].shards[0].path)
     if recipe.objective == "mlm":
