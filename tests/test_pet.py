@@ -25,7 +25,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is the r
 
 def test_builtin_pattern_sets_are_petS():
     rte = load_patterns("rte")
-    assert rte.task == "rte" and rte.labels == ["entailment", "not_entailment"] and len(rte.patterns) == 5
+    assert rte.task == "rte" and rte.labels == ["entailment", "not_entailment"] and len(rte.patterns) == 6
+    assert rte.usable(causal=False) == [0, 1, 2, 3, 4] and rte.usable(causal=True) == [4, 5]  # PET's five; lm-eval's
     assert rte.patterns[0].text == '"{hypothesis}" ? {mask}, "{premise}"'
     assert load_patterns("cb").patterns[0].verbalizer == {"entailment": "Yes", "contradiction": "No", "neutral": "Maybe"}
     assert len(load_patterns("boolq").patterns) == 6

@@ -159,8 +159,8 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
         unl = [{k: v for k, v in r.items() if k != "label"} for r in dev]
     cfg = P.PetConfig(model=model, steps=steps, batch=batch, lr=lr, max_len=max_len, seeds=seed_list,
                       distill_steps=distill_steps, generations=generations,
-                      lora=dict(r=lora, alpha=2 * lora, targets=["all-linear"], base="bf16") if lora else None,
-                      precision="bf16" if lora else "fp32")
+                      lora=dict(r=lora, alpha=2 * lora, targets=["all-linear"], base=_bf16_or_fp32()) if lora else None,
+                      precision=_bf16_or_fp32() if lora else "fp32")
     results = {"task": pset.task, "patterns": pset.source, "model": model, "labelled": len(labelled),
                "unlabelled": {"source": unlabelled, "n": len(unl)}, "dev": len(dev), "config": cfg.__dict__}
     if zero_shot:
@@ -173,6 +173,13 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
     print(f"{pset.task}: {'i' if generations else ''}PET ensemble {100 * last['ensemble']['acc']:.1f}%"
           + (f", distilled {100 * results['distilled']['acc']:.1f}%" if "distilled" in results else "")
           + f" on {len(dev)} dev items; wrote {out}/pet.json")
+
+
+def _bf16_or_fp32() -> str:
+    """bf16 where the default device computes it natively (a GPU with bf16, a CPU with AVX-512 BF16/AMX), else fp32."""
+    from slmkit.device import default_device, supports_bf16
+
+    return "bf16" if supports_bf16(default_device()) else "fp32"
 
 
 def data_fewglue(patterns: str, out: str, split: str = "train", data: str | None = None) -> None:
@@ -232,7 +239,8 @@ def register(sub) -> None:
     t.add_argument("--limit", type=at_least(1), help="the first N dev documents")
     t.add_argument("--zero-shot", action="store_true", help="also score each pattern with the untrained model")
     t.add_argument("--lora", type=at_least(0), default=0, metavar="R", help="train a LoRA adapter of rank R (alpha "
-                   "2R, every linear layer, bf16 base) instead of the whole model: for decoders (default 0: full)")
+                   "2R, every linear layer; bf16 where the device has it natively) instead of the whole model: for "
+                   "decoders (default 0: full)")
     t.add_argument("--data", help="the FewGLUE folder (default $SLMKIT_DATA/fewglue)")
     overwrite_arg(t)
 
