@@ -146,7 +146,7 @@ def _synthetic(tmp_path, n, seed, labelled=True) -> list[dict]:
 def test_pet_and_ipet_pipeline(tok_dir, tmp_path):
     """Pattern models trained as clozes learn the task; iPET's second generation trains on the labelled set plus
     d x |T| ensemble-labelled examples; the distilled classifier is scored on the same dev items."""
-    from slmkit.pet.run import PetConfig, run_pet
+    from slmkit.pet.run import PetConfig, classifier, run_pet
 
     model, tok = _tiny_mlm(tok_dir)
     slmkit.save(model, tmp_path / "base", tokenizer=tok)
@@ -165,6 +165,9 @@ def test_pet_and_ipet_pipeline(tok_dir, tmp_path):
     assert res["distilled"]["acc"] >= 0.8, res["distilled"]
     cfg_json = json.loads((Path(res["distilled_dir"]) / "config.json").read_text())
     assert cfg_json["architectures"] == ["RobertaForSequenceClassification"]
+    head, folder = classifier(pset, cfg, labelled, dev, tmp_path / "head", 0, 80)  # PET's supervised baseline
+    assert head["n"] == 64 and head["acc"] >= 0.75, head
+    assert (tmp_path / "head-train.jsonl").is_file() and (folder / "config.json").is_file()
 
 
 def _tiny_decoder(tmp_path, seed=0) -> Path:

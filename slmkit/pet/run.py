@@ -201,27 +201,37 @@ def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: 
                 extra, _ = label_balanced(unlabelled, ens, n, rng)
                 train_sets[i] = labelled + extra
     if distill and unlabelled and unl_logits is not None:
-        f = _write(unlabelled, work / "distill-train.jsonl", unl_logits.tolist())
         if causal:  # no classification head beside a LoRA adapter: a cloze model on the first pattern
+            f = _write(unlabelled, work / "distill-train.jsonl", unl_logits.tolist())
             task = dict(pattern_task(pset, idx[0], f, cfg), soft_labels="logits", temperature=cfg.temperature)
             final = _train(cfg.model, task, work / "distilled", 0, cfg.distill_steps, cfg)
             results["distilled"] = accuracy(logits_of(final, pset, idx[0], dev, cfg, causal), dev)
         else:
-            fields = list(pset.fields)
-            task = dict(train=str(f), text="{" + fields[0] + "}",
-                        text_pair="{" + fields[1] + "}" if len(fields) > 1 else None,
-                        labels=list(range(len(pset.labels))), max_len=cfg.max_len, soft_labels="logits",
-                        temperature=cfg.temperature)
-            final = _train(cfg.model, task, work / "distilled", 0, cfg.distill_steps, cfg)
-            from slmkit.eval.classify import predict
-            import slmkit
-
-            lm = slmkit.load(final, dtype="float32")
-            probs = predict(lm.model, lm.tokenizer, [(r[fields[0]], r[fields[1]] if len(fields) > 1 else None)
-                                                     for r in dev], max_len=cfg.max_len)
-            results["distilled"] = accuracy(probs.clamp_min(1e-12).log(), dev)
+            results["distilled"], final = classifier(pset, cfg, unlabelled, dev, work / "distilled", 0,
+                                                     cfg.distill_steps, soft=unl_logits.tolist())
         results["distilled_dir"] = str(final)
     return results
+
+
+def classifier(pset: PatternSet, cfg: PetConfig, records: list[dict], dev: list[dict], work: Path, seed: int,
+               steps: int, soft: list[list[float]] | None = None) -> tuple[dict, Path]:
+    """A sequence classifier (the pretrained encoder with a classification head over the pattern's fields as a
+    text pair) trained on records, with their labels (supervised head fine-tuning, PET's baseline) or soft targets
+    (PET's distillation, KL at cfg.temperature); its dev accuracy and folder."""
+    from slmkit.eval.classify import predict
+    import slmkit
+
+    f = _write(records, work.parent / f"{work.name}-train.jsonl", soft)
+    fields = list(pset.fields)
+    task = dict(train=str(f), text="{" + fields[0] + "}", text_pair="{" + fields[1] + "}" if len(fields) > 1 else None,
+                labels=list(range(len(pset.labels))), max_len=cfg.max_len)
+    if soft is not None:
+        task.update(soft_labels="logits", temperature=cfg.temperature)
+    final = _train(cfg.model, task, work, seed, steps, cfg)
+    lm = slmkit.load(final, dtype="float32")
+    probs = predict(lm.model, lm.tokenizer, [(r[fields[0]], r[fields[1]] if len(fields) > 1 else None) for r in dev],
+                    max_len=cfg.max_len)
+    return accuracy(probs.clamp_min(1e-12).log(), dev), final
 
 
 def zero_shot(pset: PatternSet, cfg: PetConfig, dev: list[dict]) -> dict:
