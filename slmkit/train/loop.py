@@ -488,9 +488,10 @@ def recipe_config(recipe: Recipe):
     spec = recipe.model
     if spec.init:
         return load_config(spec.init)[0]
-    config = ModelConfig.from_name(spec.preset) if spec.preset else load_config(spec.config)[0]
-    try:
-        return dataclasses.replace(config, **spec.overrides)
+    try:  # as build_model makes it
+        if spec.preset:
+            return ModelConfig.from_name(spec.preset, **spec.overrides)
+        return dataclasses.replace(load_config(spec.config)[0], **spec.overrides)
     except TypeError as e:
         raise SlmError(f"model.overrides: {e}") from None
 
