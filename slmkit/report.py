@@ -1,14 +1,15 @@
 """`slm report RESULT_DIRS...`: eval results (results.json) and bench results (bench.json) merged into one table per
-model (with its adapter, if any) x backend x precision, with accuracy against decode latency and against memory (Pareto frontiers), as a
-self-contained HTML page (plots embedded as data URIs) and markdown with PNG files beside it.
+model (with its adapter, if any) x backend x precision, with accuracy against decode latency and against memory
+(Pareto frontiers), as a self-contained HTML page (plots embedded as data URIs) and markdown with PNG files beside it.
 
 Joining: an eval run and a bench run describe the same row when they name the same model file (or folder), the same
-LoRA adapter (none for a bench), the same backend and the same precision (the registry's names, slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's
-file types as they are: q4_1, q8_0, f32). Files are read as typed results (load_result below). Accuracy is
-the mean of the survey's group scores at 0 shots (commonsense reasoning, problem solving, math) over the groups every
-evaluated row has, so rows compare on the same tasks; the ICL gain is the mean of the groups' gains at the largest
-shot count. Decode is the bench's tg test at depth 0, prefill its longest pp test; memory is peak resident memory.
-The survey's on-phone measurements (INT4, llama.cpp, four phones) appear beside any model the survey measured.
+LoRA adapter (none for a bench), the same backend and the same precision (the registry's names,
+slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's file types as they are: q4_1, q8_0, f32). Files
+are read as typed results (load_result below). Accuracy is the mean of the survey's group scores at 0 shots
+(commonsense reasoning, problem solving, math) over the groups every evaluated row has, so rows compare on the
+same tasks; the ICL gain is the mean of the groups' gains at the largest shot count. Decode is the bench's tg test at
+depth 0, prefill its longest pp test; memory is peak resident memory. The survey's on-phone measurements (INT4,
+llama.cpp, four phones) appear beside any model the survey measured.
 """
 
 from __future__ import annotations

@@ -94,8 +94,8 @@ def verbalizer_ids(tokenizer: Tokenizer, words: list[str], where: str = "the ver
         ids = tokenizer.encode(" " + w.strip(), add_special_tokens=False)
         if len(ids) != 1:
             raise SlmError(f"{where}: {w!r} is {len(ids)} tokens for this tokenizer; a masked-LM cloze needs one "
-                           f"token per label: choose a one-token word (scoring alone, slm pet --zero-shot, sums a decoder's "
-                           f"log-probabilities over several tokens)")
+                           f"token per label: choose a one-token word (scoring alone, slm pet --zero-shot, sums a "
+                           f"decoder's log-probabilities over several tokens)")
         out.append(ids[0])
     return out
 
