@@ -35,10 +35,18 @@ def _greedy_llamacpp(llm, ids: list[int], n: int) -> list[int]:
     return out
 
 
-def _greedy(model, ids: list[int], n: int) -> list[int]:
-    from slmkit.engine import Engine, SamplingParams
+def _greedy_gaps(llm, model, ids: list[int], n: int) -> list[float]:
+    """llama.cpp's greedy tokens, teacher-forced through slmkit: at each step how far (in float32 logits) its token
+    falls below slmkit's best. 0 everywhere is the same greedy path; llama.cpp's f16 dot products round their
+    activations to f16 on CPUs without AVX-512, and its order of summation differs by CPU, so a near tie may go the
+    other way and the paths part there: what parity asks is that every one of its choices is (near) slmkit's."""
+    theirs = _greedy_llamacpp(llm, ids, n)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids + theirs]))[0, len(ids) - 1:-1].float()
+    return [(row.max() - row[t]).item() for row, t in zip(logits, theirs)]
 
-    return Engine(model).generate([ids], n, SamplingParams(temperature=0))[0]
+
+F16_TIE = 0.05  # a near tie at f16 (the logits here reach about 5-20): a gap above it is a real difference
 
 
 def _last_logits(llm, ids: list[int]) -> np.ndarray:
@@ -90,7 +98,8 @@ def test_sentencepiece_llama_exports_at_f16_and_q4_k_m(spm, tiny_spm_llama, tmp_
     for prompt in PROMPTS:
         ids = tok.encode(prompt)
         assert ids == llm.tokenize(prompt.encode(), add_bos=True, special=True)
-        assert _greedy_llamacpp(llm, ids, 16) == _greedy(tiny_spm_llama, ids, 16), prompt
+        gaps = _greedy_gaps(llm, tiny_spm_llama, ids, 16)
+        assert max(gaps) <= F16_TIE, (prompt, gaps)
     llm.close()
 
     q4 = export_gguf(tiny_spm_llama, tok, tmp_path / "tiny-q4_k_m.gguf", "q4_k_m")
@@ -135,7 +144,8 @@ def test_gemma3_exports_at_f16_and_q4_k_m_and_runs_in_llamacpp(tmp_path, capsys)
     _same_tokenisation(llm, gemma.tokenizer, TRICKY)
     for prompt in PROMPTS:
         ids = gemma.tokenizer.encode(prompt)
-        assert _greedy_llamacpp(llm, ids, 16) == _greedy(gemma.model, ids, 16), prompt
+        gaps = _greedy_gaps(llm, gemma.model, ids, 16)
+        assert max(gaps) <= F16_TIE, (prompt, gaps)
     llm.close()
 
     q4 = tmp_path / "gemma-q4_k_m.gguf"
@@ -207,8 +217,8 @@ def test_a_lora_tuned_gemma3_merges_exports_and_runs_in_llamacpp(tmp_path, capsy
     base = slmkit.load("gemma3-270m", dtype="float32", device="cpu")
     llm = _llama(tmp_path / "tuned.gguf")
     prompt = tuned.tokenizer.encode(PROMPTS[0])
-    ours = _greedy(tuned.model, prompt, 16)
-    assert _greedy_llamacpp(llm, prompt, 16) == ours
+    gaps = _greedy_gaps(llm, tuned.model, prompt, 16)
+    assert max(gaps) <= F16_TIE, gaps
     llm.close()
     with torch.no_grad():  # the tuning changed the model
         assert (tuned.model(torch.tensor([prompt])) - base.model(torch.tensor([prompt]))).abs().max() > 0.1
