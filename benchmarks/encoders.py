@@ -174,12 +174,18 @@ def table(mlm: dict | None, rows: list[dict]) -> str:
         got = [r for r in rows if r["arm"] == arm]
         if not got:
             continue
-        accs = [r["acc"] for r in got]
-        se = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else float("nan")
-        lines.append(f"| {arm} | {got[0]['params'] / 1e6:.1f}M | {len(accs)} | {100 * statistics.mean(accs):.1f} | "
-                     f"{'-' if len(accs) < 2 else f'{100 * se:.1f}'} | "
-                     f"{', '.join(f'{100 * a:.1f}' for a in accs)} | {100 * got[0]['stderr']:.1f} |")
+        lines.append(f"| {arm} | {got[0]['params'] / 1e6:.1f}M | "
+                     + seed_cells([r["acc"] for r in got], got[0]["stderr"]))
     return "\n".join(lines)
+
+
+def seed_cells(accs: list[float], item_se: float) -> str:
+    """Table cells (percent) for one setting run over seeds: seeds | mean | SE over seeds | per seed | item SE |."""
+    import statistics
+
+    se = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else None
+    return (f"{len(accs)} | {100 * statistics.mean(accs):.1f} | {'-' if se is None else f'{100 * se:.1f}'} | "
+            f"{', '.join(f'{100 * a:.1f}' for a in accs)} | {100 * item_se:.1f} |")
 
 
 def main() -> None:

@@ -119,6 +119,7 @@ def run_method(a, task: str, method: str, seed: int) -> dict | None:
 
 
 def table(name: str) -> str:
+    from encoders import seed_cells  # benchmarks/ is on the path of a script run from it
     rows = [json.loads(p.read_text()) for p in sorted((WORK / name).glob("*.json"))]
     lines = ["| task | method | seeds | dev acc %, mean over seeds | ± SE over seeds | per seed | item SE (one run) |",
              "|---|---|---|---|---|---|---|"]
@@ -131,10 +132,7 @@ def table(name: str) -> str:
             for suffix, accs in variants:
                 if not accs:
                     continue
-                se = statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else None
-                lines.append(f"| {task} | {method}{suffix} | {len(accs)} | {100 * statistics.mean(accs):.1f} | "
-                             f"{'-' if se is None else f'{100 * se:.1f}'} | "
-                             f"{', '.join(f'{100 * x:.1f}' for x in accs)} | {100 * got[0]['stderr']:.1f} |")
+                lines.append(f"| {task} | {method}{suffix} | " + seed_cells(accs, got[0]["stderr"]))
     return "\n".join(lines)
 
 
