@@ -49,13 +49,6 @@ COT_PROMPT = "{question}\nLet's think step by step.\n"  # the cot_step_by_step t
 N_COT = 64
 
 
-def fp32_without_bf16() -> list[str]:
-    """The recipe trains under bf16 autocast; a CPU without native bf16 (no AVX-512 BF16/AMX, e.g. AMD Zen 3)
-    refuses it, so there the run is float32 (the figures in BENCHMARKS.md name the machine they came from)."""
-    from slmkit.device import default_device, supports_bf16
-
-    return [] if supports_bf16(default_device()) else ["precision=fp32"]
-
 
 def data_root() -> Path:
     from slmkit.eval.data import shared_data_dir
@@ -89,13 +82,14 @@ def shards(variant: str) -> Path:
 
 def train_variant(variant: str, steps: int) -> tuple[Path, dict]:
     from slmkit.train.loop import train
+    from slmkit.device import native_precision
     from slmkit.train.recipe import load_recipe
 
     out = WORK / f"run-{variant}"
     recipe = load_recipe(ROOT / "recipes/instruct-gemma-lora.yaml",
                          [f"out={out}", f"data={{{shards(variant)}: 1.0}}", f"tokens={steps * 8 * 256}",
                           "save_every=0", "log_every=1", f"seed={24 + (VARIANTS[variant] or {}).get('seed', 0)}",
-                          *fp32_without_bf16()])
+                          f"precision={native_precision()}"])
     t0 = time.perf_counter()
     result = train(recipe, progress=False, echo=lambda *a: None, overwrite=True)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

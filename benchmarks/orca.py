@@ -28,13 +28,6 @@ MODEL = "gemma3-270m"
 STUDENTS = ("base", "kept", "erased", "answers")
 
 
-def fp32_without_bf16() -> list[str]:
-    """The recipe trains under bf16 autocast; a CPU without native bf16 (no AVX-512 BF16/AMX, e.g. AMD Zen 3)
-    refuses it, so there the run is float32 (the figures in BENCHMARKS.md name the machine they came from)."""
-    from slmkit.device import default_device, supports_bf16
-
-    return [] if supports_bf16(default_device()) else ["precision=fp32"]
-
 
 def data_root() -> Path:
     from slmkit.eval.data import shared_data_dir
@@ -81,6 +74,7 @@ def run_student(student: str, epochs: float) -> dict:
     info: dict = {"student": student, "model": MODEL}
     adapter = None
     if student != "base":
+        from slmkit.device import native_precision
         from slmkit.train.loop import train
         from slmkit.train.recipe import load_recipe
 
@@ -89,7 +83,7 @@ def run_student(student: str, epochs: float) -> dict:
         out = WORK / f"run-{student}"
         recipe = load_recipe(ROOT / "recipes/instruct-gemma-lora.yaml",
                              [f"out={out}", f"data={{{folder}: 1.0}}", f"tokens={steps * 2048}", "save_every=0",
-                              "log_every=1", "eval_every=0", *fp32_without_bf16()])
+                              "log_every=1", "eval_every=0", f"precision={native_precision()}"])
         t0 = time.perf_counter()
         result = train(recipe, progress=False, echo=lambda *a: None, overwrite=True)
         log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -71,6 +71,13 @@ def supports_bf16(device: torch.device) -> bool:
     return False
 
 
+def native_precision(device: torch.device | None = None) -> str:
+    """"bf16" where the device (default: default_device()) computes it natively, else "fp32": the training
+    precision for recipes written for bf16 on machines without it (a CPU without AVX-512 BF16/AMX, such as AMD
+    Zen 3)."""
+    return "bf16" if supports_bf16(device or default_device()) else "fp32"
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for a new allocation: MemAvailable on Linux for the CPU, free memory on a CUDA device; None
     where it cannot be told (SLMKIT_MEMORY_AVAILABLE, in bytes, overrides)."""

@@ -130,6 +130,7 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
     from slmkit.eval.data import shared_data_dir
     from slmkit.outputs import claim_dir, mark_dir
     from slmkit.paths import write_atomic
+    from slmkit.device import native_precision
     from slmkit.pet import run as P
     from slmkit.pet.patterns import load_patterns
 
@@ -159,8 +160,8 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
         unl = [{k: v for k, v in r.items() if k != "label"} for r in dev]
     cfg = P.PetConfig(model=model, steps=steps, batch=batch, lr=lr, max_len=max_len, seeds=seed_list,
                       distill_steps=distill_steps, generations=generations,
-                      lora=dict(r=lora, alpha=2 * lora, targets=["all-linear"], base=_bf16_or_fp32()) if lora else None,
-                      precision=_bf16_or_fp32() if lora else "fp32")
+                      lora=dict(r=lora, alpha=2 * lora, targets=["all-linear"], base=native_precision())
+                      if lora else None, precision=native_precision() if lora else "fp32")
     results = {"task": pset.task, "patterns": pset.source, "model": model, "labelled": len(labelled),
                "unlabelled": {"source": unlabelled, "n": len(unl)}, "dev": len(dev), "config": cfg.__dict__}
     if zero_shot:
@@ -173,13 +174,6 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
     print(f"{pset.task}: {'i' if generations else ''}PET ensemble {100 * last['ensemble']['acc']:.1f}%"
           + (f", distilled {100 * results['distilled']['acc']:.1f}%" if "distilled" in results else "")
           + f" on {len(dev)} dev items; wrote {out}/pet.json")
-
-
-def _bf16_or_fp32() -> str:
-    """bf16 where the default device computes it natively (a GPU with bf16, a CPU with AVX-512 BF16/AMX), else fp32."""
-    from slmkit.device import default_device, supports_bf16
-
-    return "bf16" if supports_bf16(default_device()) else "fp32"
 
 
 def data_fewglue(patterns: str, out: str, split: str = "train", data: str | None = None) -> None:

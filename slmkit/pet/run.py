@@ -182,7 +182,8 @@ def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: 
             for seed in cfg.seeds:
                 models[(i, seed)] = _train(cfg.model, pattern_task(pset, i, f, cfg), work / f"g{gen}" / f"p{i}-s{seed}",
                                            seed, cfg.steps, cfg)
-        dev_logits = {k: logits_of(m, pset, k[0], dev, cfg, causal) for k, m in models.items()}
+        both = {k: logits_of(m, pset, k[0], dev + unlabelled, cfg, causal) for k, m in models.items()}  # one load
+        dev_logits = {k: v[:len(dev)] for k, v in both.items()}
         gen_res = {"generation": gen, "train_sizes": {i: len(t) for i, t in train_sets.items()},
                    "models": {f"p{i}-s{s}": accuracy(v, dev) for (i, s), v in dev_logits.items()}}
         gen_res["ensemble"] = accuracy(torch.stack(list(dev_logits.values())).mean(0), dev)
@@ -190,7 +191,7 @@ def run_pet(pset: PatternSet, cfg: PetConfig, labelled: list[dict], unlabelled: 
         results["generations"].append(gen_res)
         if not unlabelled:
             break
-        unl = {k: logits_of(m, pset, k[0], unlabelled, cfg, causal) for k, m in models.items()}
+        unl = {k: v[len(dev):] for k, v in both.items()}
         unl_logits = torch.stack(list(unl.values())).mean(0)
         if gen < cfg.generations:  # iPET: the next generation's training sets
             n = len(labelled) * cfg.growth ** (gen + 1)
