@@ -5,6 +5,7 @@ Flan 2022's ablations on the same token budget, scored on held-out chain-of-thou
     python benchmarks/instruct.py                      # every variant, then the table
     python benchmarks/instruct.py --variants base,flan --steps 20
     python benchmarks/instruct.py --report             # + slm eval on the survey's groups and slm report
+    python benchmarks/instruct.py --variants "" --report --report-limit 10   # the report page alone
     python benchmarks/instruct.py --table              # the table from stored results
 
 Variants (each a mixture of the same size and seed, trained for the same steps x 8 x 256 tokens):
@@ -155,8 +156,9 @@ def run_variant(variant: str, steps: int) -> dict:
     return info
 
 
-def report(variants: list[str], limit: int) -> None:
-    """slm eval on the survey's groups (limit documents per task) for each variant, then one slm report."""
+def report(variants: list[str], limit: int, steps: int) -> None:
+    """slm eval on the survey's groups (limit documents per task) for each variant, then one slm report. A variant
+    whose adapter is not there yet is trained first (the same run run_variant makes, without its scoring)."""
     from slmkit.eval.job import evaluate_model
     from slmkit.outputs import mark_dir
 
@@ -165,6 +167,9 @@ def report(variants: list[str], limit: int) -> None:
         out = WORK / "report-evals" / v
         if not (out / "results.json").is_file():
             adapter = WORK / f"run-{v}/adapter" if VARIANTS[v] is not None else None
+            if adapter is not None and not (adapter / "adapter_config.json").is_file():
+                train_variant(v, steps)
+                gc.collect()
             run = evaluate_model(MODEL, ["commonsense_reasoning", "problem_solving", "math"], [0], limit=limit,
                                  adapter=str(adapter) if adapter else None, cache=False, progress=False)
             run.write(out)
@@ -219,7 +224,7 @@ def main() -> None:
         for v in names:
             run_variant(v, a.steps)
         if a.report:
-            report([v for v in a.report_variants.split(",") if v], a.report_limit)
+            report([v for v in a.report_variants.split(",") if v], a.report_limit, a.steps)
     done = [json.loads((WORK / "results" / f"{v}.json").read_text()) for v in names
             if (WORK / "results" / f"{v}.json").is_file()]
     print(table(done))

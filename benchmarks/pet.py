@@ -140,7 +140,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="the results folder under runs/pet-bench")
     p.add_argument("--model", help="a masked LM folder or a decoder (gemma3-270m)")
-    p.add_argument("--tasks", default="rte,cb,boolq")
+    p.add_argument("--tasks", default="rte,cb,boolq,copa")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=250, help="steps per trained model (PET: 250 of 16)")

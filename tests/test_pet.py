@@ -90,14 +90,57 @@ def test_cloze_scores_are_transformers_masked_lm_at_the_mask(tok_dir, tmp_path):
         assert torch.allclose(row, ref, atol=1e-5), (row, ref)
 
 
-def test_a_several_token_verbalizer_is_one_line_for_a_masked_lm(tok_dir, tmp_path):
+def test_several_token_words_fill_as_many_masks_as_transformers_scores_them(tok_dir, tmp_path):
+    """A word of several tokens (or one filled from the record, as COPA's choices) fills as many masks; its score is
+    the sum of its tokens' log-probabilities there in one pass: equal to transformers' masked LM on that text."""
     from slmkit.pet.patterns import Pattern
     from slmkit.pet.score import mlm_probs
 
     model, tok = _tiny_mlm(tok_dir)
-    p = Pattern("{sentence} It was {mask}.", {"0": "not", "1": "supercalifragilistic"})
-    with pytest.raises(SlmError, match="'supercalifragilistic' is .* tokens .* one token per label"):
-        mlm_probs(model, tok, p, ["0", "1"], [{"sentence": "x"}])
+    slmkit.save(model, tmp_path / "m", tokenizer=tok)
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "m").eval()
+    htok = transformers.AutoTokenizer.from_pretrained(tmp_path / "m")
+    p = Pattern("{sentence} It was {mask}.", {"0": "not", "1": "{answer}"})
+    records = [{"sentence": "the model was lovely", "answer": "supercalifragilistic"},
+               {"sentence": "an awful phone", "answer": "one small report"}]
+    ours = mlm_probs(model, tok, p, ["0", "1"], records)
+    for r, row in zip(records, ours):
+        scores = []
+        for word in ("not", r["answer"]):
+            target = htok(" " + word, add_special_tokens=False)["input_ids"]
+            enc = htok(f"{r['sentence']} It was {htok.mask_token * len(target)}.", return_tensors="pt")
+            at = [i for i, t in enumerate(enc["input_ids"][0].tolist()) if t == htok.mask_token_id]
+            assert len(at) == len(target)
+            with torch.no_grad():
+                logp = hf(**enc).logits[0].log_softmax(-1)
+            scores.append(sum(logp[i, t].item() for i, t in zip(at, target)))
+        assert len(htok(" " + r["answer"], add_special_tokens=False)["input_ids"]) > 1
+        assert torch.allclose(row, torch.tensor(scores).softmax(-1), atol=1e-5), (row, scores)
+
+
+def test_copa_patterns_fill_the_choices_and_the_connective():
+    copa = load_patterns("copa")
+    assert copa.task == "copa" and copa.usable(causal=False) == [0, 1] and copa.usable(causal=True) == [0, 1, 2]
+    raw = {"premise": "The man slid the razor across his chin.", "choice1": "His stubble grew.",
+           "choice2": "His stubble disappeared.", "question": "effect", "label": 1}
+    r = copa.record(raw, copa.fields, "x", raw["label"])
+    assert r["label"] == 1 and r["choice2"] == "his stubble disappeared" and r["answer2"] == "his stubble disappeared."
+    from slmkit.pet.patterns import fill
+
+    assert fill(copa.patterns[1], r) == ("his stubble grew or his stubble disappeared? The man slid the razor across "
+                                         "his chin, so ", ".")
+    assert copa.patterns[0].words(copa.labels, r) == ["his stubble grew", "his stubble disappeared"]
+    # the decoder pattern is lm-eval's COPA prompt: premise without its period, the connector, the choice
+    from slmkit.eval.tasks import TASKS
+
+    task = TASKS["copa"]
+    before, _ = fill(copa.patterns[2], r)
+    assert before.rstrip() == task.doc_to_text(raw)
+    assert [" " + w for w in copa.patterns[2].words(copa.labels, r)] == task.doc_to_choice(raw)
+    assert copa.classifier_input(r) == ("The man slid the razor across his chin, so his stubble grew",
+                                        "The man slid the razor across his chin, so his stubble disappeared")
+    with pytest.raises(SlmError, match="the derived field 'so' knows 'cause', 'effect'"):
+        copa.record({**raw, "question": "reason"}, copa.fields, "x")
 
 
 def test_decoder_cloze_scores_equal_a_full_forward(tmp_path):
@@ -193,7 +236,7 @@ def test_a_decoder_reads_a_cloze_after_the_pattern(tmp_path):
     pattern a decoder can read, is one line."""
     from slmkit.eval.lm import SlmkitLM
     from slmkit.pet.score import decoder_probs
-    from slmkit.train.labelled import Example, collate, encode_cloze, verbalizer_ids
+    from slmkit.train.labelled import Example, collate, encode_cloze, one_token_ids
     from slmkit.train.loop import label_logits
 
     lm = slmkit.load(_tiny_decoder(tmp_path), dtype="float32")
@@ -201,7 +244,8 @@ def test_a_decoder_reads_a_cloze_after_the_pattern(tmp_path):
     final, mid = pset.patterns[0], pset.patterns[1]
     assert pset.usable(causal=True) == [0] and pset.usable(causal=False) == [0, 1]
     records = [{"sentence": "the model was lovely"}, {"sentence": "an awful phone on a small report"}]
-    choices = verbalizer_ids(lm.tokenizer, final.words(pset.labels))
+    choices = one_token_ids(lm.tokenizer, final.words(pset.labels))
+    assert choices is not None
     examples = []
     for r in records:
         ids, at = encode_cloze(lm.tokenizer, final.text, r, 64, "r", causal=True)
@@ -219,6 +263,64 @@ def test_a_decoder_reads_a_cloze_after_the_pattern(tmp_path):
                  "  - {text: 'Just {mask}! {sentence}', verbalizer: {'0': 'no', '1': one}}\n")
     with pytest.raises(SlmError, match="no pattern for a decoder"):
         load_patterns(str(f)).usable(causal=True)
+
+
+def test_a_decoder_reads_words_filled_from_the_record_as_lm_eval_scores_them(tmp_path):
+    """Words of several tokens filled from the record (COPA's choices): the loop's label scores (each label's
+    summed log-probabilities after the text before the mask) equal the scorer's, which follows lm-eval."""
+    from slmkit.eval.lm import SlmkitLM
+    from slmkit.pet.patterns import Pattern
+    from slmkit.pet.score import decoder_probs
+    from slmkit.train.labelled import Example, collate, encode_choices
+    from slmkit.train.loop import label_logits
+
+    lm = slmkit.load(_tiny_decoder(tmp_path), dtype="float32")
+    p = Pattern("{sentence} so {mask}.", {"0": "{a}", "1": "{b}"})
+    records = [{"sentence": "the model ran", "a": "it was good", "b": "not one small phone"},
+               {"sentence": "the report said", "a": "bad", "b": "the phone was"}]
+    examples = []
+    for r in records:
+        rows = encode_choices(lm.tokenizer, p.text, r, p.words(["0", "1"]), 64, "r", causal=True)
+        assert any(len(t) > 1 for _, _, t in rows)
+        examples.append(Example(rows[0][0], [], 0, choices=rows))
+    with torch.no_grad():
+        batch = collate(examples, lm.tokenizer.pad_id or 0).to("cpu")
+        assert tuple(batch.x.shape[:2]) == (2, 2)
+        train_view = label_logits(lm.model, batch).log_softmax(-1)
+    score_view = decoder_probs(SlmkitLM(lm.model, lm.tokenizer, "tiny"), p, ["0", "1"], records).log()
+    assert torch.allclose(train_view, score_view, atol=1e-4), (train_view, score_view)
+
+
+def test_a_masked_lm_learns_a_cloze_whose_words_come_from_the_record(tok_dir, tmp_path):
+    """COPA's shape on the synthetic task: each record carries its two answers (several tokens), the pattern's
+    words are {answer0} and {answer1}; a masked LM trained through the loop on 32 examples learns to pick the
+    right one."""
+    from slmkit.pet.patterns import Pattern
+    from slmkit.pet.run import PetConfig, _train, _write, accuracy, logits_of
+
+    model, tok = _tiny_mlm(tok_dir)
+    slmkit.save(model, tmp_path / "base", tokenizer=tok)
+    f = tmp_path / "choice.yaml"
+    f.write_text("task: sst2\nlabels: ['0', '1']\nfields: {sentence: sentence, answer0: answer0, answer1: answer1}\n"
+                 "patterns:\n  - {text: '{sentence} It was {mask}.', verbalizer: {'0': '{answer0}', '1': '{answer1}'}}\n")
+    pset = load_patterns(str(f))
+
+    def rows(n, seed):
+        out = []
+        for i, r in enumerate(_synthetic(tmp_path, n, seed)):
+            pair = ["not one of those", "one of the good ones"] if i % 2 else ["quite bad", "good"]
+            out.append(pset.record({**r, "answer0": pair[0], "answer1": pair[1]}, pset.fields, "r", r["label"]))
+        return out
+
+    train_rows, dev = rows(32, 0), rows(64, 2)
+    cfg = PetConfig(model=str(tmp_path / "base"), steps=80, batch=16, lr=3e-3, max_len=32)
+    from slmkit.pet.run import pattern_task
+
+    before = accuracy(logits_of(cfg.model, pset, 0, dev, cfg), dev)
+    trained = _train(cfg.model, pattern_task(pset, 0, _write(train_rows, tmp_path / "t.jsonl"), cfg),
+                     tmp_path / "p0", 0, cfg.steps, cfg)
+    after = accuracy(logits_of(trained, pset, 0, dev, cfg), dev)
+    assert after["acc"] >= 0.8 and after["acc"] > before["acc"], (before, after)
 
 
 @pytest.mark.slow
@@ -278,6 +380,32 @@ def test_slm_pet_runs_on_fewglue_rte(tok_dir, tmp_path):
     assert set(res["generations"][0]["models"]) == {f"p{i}-s0" for i in range(5)}
     r = run("-o", str(tmp_path / "out2"), "--steps", "1", "--limit", "6")
     assert r.returncode != 0 and "no unlabelled set for RTE" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_slm_pet_runs_on_fewglue_copa(tok_dir, tmp_path):
+    """slm pet on FewGLUE's COPA with a tiny masked LM: the choices (several tokens) fill the masks, both PET
+    patterns train, FewGLUE's unlabelled COPA set is soft-labelled by the ensemble and a pair classifier is
+    distilled from it; all scored on the COPA dev documents slm eval uses."""
+    import subprocess
+    import sys
+
+    _fewglue_or_skip()
+    from slmkit.tokenizer.train import train_bpe
+
+    (tmp_path / "v.txt").write_text(ROOT_DOCS.read_text(encoding="utf-8"))
+    tok = train_bpe([str(tmp_path / "v.txt")], vocab_size=600, style="roberta")
+    cfg = slmkit.from_name("RoBERTa-base", n_layer=1, d_model=32, n_head=2, intermediate_size=64,
+                           vocab_size=tok.max_id + 1, context_length=256)
+    slmkit.save(slmkit.init_model(cfg, device="cpu", seed=0), tmp_path / "m", tokenizer=tok)
+    r = subprocess.run([sys.executable, "-m", "slmkit.cli", "pet", "-m", str(tmp_path / "m"), "-p", "copa", "-o",
+                        str(tmp_path / "out"), "--steps", "1", "--distill-steps", "1", "--limit", "6",
+                        "--max-len", "256"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "out" / "pet.json").read_text())
+    assert res["labelled"] == 32 and res["dev"] == 6 and res["unlabelled"]["n"] == 400
+    assert set(res["generations"][0]["models"]) == {"p0-s0", "p1-s0"} and res["distilled"]["n"] == 6
+    cfg_json = json.loads((Path(res["distilled_dir"]) / "config.json").read_text())
+    assert cfg_json["architectures"] == ["RobertaForSequenceClassification"]
 
 
 def test_icl_draws_its_shots_from_the_fewglue_file(tmp_path):

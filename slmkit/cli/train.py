@@ -121,7 +121,7 @@ def pet(model: str, patterns: str, out: str, generations: int = 0, seeds: str = 
     """PET / iPET (Schick & Schütze): a masked LM (or a decoder, on the patterns that end with the mask; with
     --lora R a LoRA adapter of rank R) trained as a cloze per pattern on FewGLUE's 32 labelled examples,
     the patterns' ensemble, and a classifier distilled from it on unlabelled examples; with --generations N, iPET.
-    Patterns and verbalizers are YAML (slmkit/pet/patterns: rte, cb, boolq; or a file). Scores on the task's dev
+    Patterns and verbalizers are YAML (slmkit/pet/patterns: rte, cb, boolq, copa; or a file). Scores on the task's dev
     set (slm eval's documents); writes OUT/pet.json."""
     import json
     from pathlib import Path
@@ -219,7 +219,7 @@ def register(sub) -> None:
     t = verb(sub, "pet", pet)
     t.add_argument("--model", "-m", required=True, help="a masked LM (a BERT/RoBERTa folder) or a decoder (a folder, "
                    "GGUF or name such as gemma3-270m: the patterns that end with the mask) to train per pattern")
-    t.add_argument("--patterns", "-p", required=True, help="a pattern set: rte, cb, boolq or a YAML file")
+    t.add_argument("--patterns", "-p", required=True, help="a pattern set: rte, cb, boolq, copa or a YAML file")
     t.add_argument("-o", "--out", required=True, help="output folder (pet.json, work/)")
     t.add_argument("--generations", type=at_least(0), default=0, help="iPET generations after the first (0: PET)")
     t.add_argument("--seeds", default="0", help="comma-separated seeds: one model per pattern and seed")
@@ -241,7 +241,7 @@ def register(sub) -> None:
     dsub = sub.add_parser("data", help="prepare token shards for training", description="Data: slm data prepare.")
     dsub = dsub.add_subparsers(dest="action", metavar="ACTION", required=True)
     d = verb(dsub, "fewglue", data_fewglue)
-    d.add_argument("--patterns", "-p", required=True, help="a pattern set naming the task: rte, cb, boolq or YAML")
+    d.add_argument("--patterns", "-p", required=True, help="a pattern set naming the task: rte, cb, boolq, copa or YAML")
     d.add_argument("-o", "--out", required=True, help="the JSONL file to write")
     d.add_argument("--split", default="train", help="FewGLUE's file: train (default)")
     d.add_argument("--data", help="the FewGLUE folder (default $SLMKIT_DATA/fewglue)")

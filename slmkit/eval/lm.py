@@ -82,12 +82,7 @@ class EvalLM(abc.ABC):
             if not cont:
                 raise SlmError("a continuation encodes to no tokens")
             return ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
-        whole = self.tok_encode(context + continuation)
-        ctx = self.tok_encode(context)
-        return ctx, whole[len(ctx):]
+        return self.tokenizer.split_continuation(context, continuation)
 
     def _fit(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
         """lm-eval's left truncation: the model sees the last max_length + 1 tokens (minus the last)."""

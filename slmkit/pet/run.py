@@ -223,15 +223,15 @@ def classifier(pset: PatternSet, cfg: PetConfig, records: list[dict], dev: list[
     import slmkit
 
     f = _write(records, work.parent / f"{work.name}-train.jsonl", soft)
-    fields = list(pset.fields)
-    task = dict(train=str(f), text="{" + fields[0] + "}", text_pair="{" + fields[1] + "}" if len(fields) > 1 else None,
+    names = list(pset.fields)
+    task = dict(train=str(f), text=pset.classifier.get("text", "{" + names[0] + "}"),
+                text_pair=pset.classifier.get("text_pair", "{" + names[1] + "}" if len(names) > 1 else None),
                 labels=list(range(len(pset.labels))), max_len=cfg.max_len)
     if soft is not None:
         task.update(soft_labels="logits", temperature=cfg.temperature)
     final = _train(cfg.model, task, work, seed, steps, cfg)
     lm = slmkit.load(final, dtype="float32")
-    probs = predict(lm.model, lm.tokenizer, [(r[fields[0]], r[fields[1]] if len(fields) > 1 else None) for r in dev],
-                    max_len=cfg.max_len)
+    probs = predict(lm.model, lm.tokenizer, [pset.classifier_input(r) for r in dev], max_len=cfg.max_len)
     return accuracy(probs.clamp_min(1e-12).log(), dev), final
 
 

@@ -96,6 +96,17 @@ class Tokenizer:
         a, b = self.encode(first), self.encode(" " + second, add_special_tokens=False)
         return a + b, [0] * len(a) + [1] * len(b)
 
+    def split_continuation(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's split of a (context, continuation) request (a non-empty context): the context's trailing
+        spaces move to the continuation, the two are encoded together, and the continuation is what follows the
+        context's own tokens."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        return ctx, whole[len(ctx):]
+
     def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = True) -> list[list[int]]:
         return [self.encode(t, add_special_tokens) for t in texts]
 

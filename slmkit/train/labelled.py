@@ -36,7 +36,10 @@ class TaskSpec:
     tokenizer: str | None = None  # where the tokenizer comes from (default: model.init)
     # a cloze (PET): text is a pattern with one {mask}, and each label value's word; the model keeps its
     # vocabulary head and the loss is cross-entropy over the verbalizers' logits at the mask (a masked LM) or
-    # after the pattern, which then ends with {mask} (a decoder; with lora too: no new head to train)
+    # after the pattern, which then ends with {mask} (a decoder; with lora too: no new head to train). A word may
+    # be several tokens, or a template over the record's fields ("{choice1}": COPA's choices): each label's score
+    # is then the sum of its tokens' log-probabilities, in as many masks (a masked LM, all filled in one pass) or
+    # after the text before the mask (a decoder, as lm-eval scores a choice)
     verbalizer: dict[str, str] | None = None
     # soft targets (PET's distillation): each record's field holding a teacher's label logits, used in place of
     # its label, with the KL at this temperature
@@ -71,6 +74,9 @@ class Example:
     label: int
     at: int = -1  # a cloze's mask position
     soft: list[float] | None = None  # a teacher's label logits
+    # a cloze whose words are several tokens or fields of the record: per label, (ids, positions, target ids): the
+    # filled pattern, the positions whose vocabulary log-probabilities of the targets sum to the label's score
+    choices: list[tuple[list[int], list[int], list[int]]] | None = None
 
 
 def encode_text(tokenizer: Tokenizer, first: str, second: str | None, max_len: int) -> tuple[list[int], list[int]]:
@@ -86,17 +92,66 @@ def encode_text(tokenizer: Tokenizer, first: str, second: str | None, max_len: i
     return ids, types
 
 
-def verbalizer_ids(tokenizer: Tokenizer, words: list[str], where: str = "the verbalizer") -> list[int]:
-    """One token id per label word, as it follows a space (an encoder's mask is filled by one token; a decoder's
-    training scores the next token); a word that is several tokens is one clear line."""
+def one_token_ids(tokenizer: Tokenizer, words: list[str]) -> list[int] | None:
+    """The verbalizers' token ids when each word is one fixed token after a space (the fast path: one position
+    scores every label); None when a word is several tokens or a template over the record ("{choice1}")."""
+    if any("{" in w for w in words):
+        return None
     out = []
     for w in words:
         ids = tokenizer.encode(" " + w.strip(), add_special_tokens=False)
         if len(ids) != 1:
-            raise SlmError(f"{where}: {w!r} is {len(ids)} tokens for this tokenizer; a masked-LM cloze needs one "
-                           f"token per label: choose a one-token word (scoring alone, slm pet --zero-shot, sums a "
-                           f"decoder's log-probabilities over several tokens)")
+            return None
         out.append(ids[0])
+    return out
+
+
+def fill_word(word: str, record: dict, where: str) -> str:
+    """A verbalizer word, filled from the record's fields when it is a template ("{choice1}")."""
+    return _fill(word, record, where, "verbalizer") if "{" in word else word
+
+
+def encode_choices(tokenizer: Tokenizer, template: str, record: dict, words: list[str], max_len: int, where: str,
+                   causal: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
+    """Per label, the pattern filled so that the label's word (several tokens, or filled from the record) can be
+    scored: (ids, positions, targets), the label's score being the sum of the targets' log-probabilities at the
+    positions. A masked LM: the mask becomes as many mask tokens as the word has, all predicted in one pass (PET's
+    parallel decoding). A decoder: the text before the mask, then " word" (split from it as lm-eval splits a
+    request); each word token is predicted from the position before it. Too long, the longest field is cut."""
+    if causal and not mask_final(template):
+        raise SlmError(f"{where}: a decoder reads the label as the next token after the pattern, so the pattern "
+                       f"must end with {{mask}}; {template!r} has text after it (that order is for masked LMs)")
+    if not causal and tokenizer.mask_id is None:
+        raise SlmError("a cloze task needs a masked-LM tokenizer (a mask token such as <mask> or [MASK])")
+    out = []
+    for word in words:
+        word = fill_word(word, record, where).strip()
+        target = tokenizer.encode(" " + word, add_special_tokens=False)
+        if not target:
+            raise SlmError(f"{where}: the verbalizer word {word!r} encodes to no tokens")
+        rec = dict(record)
+        for _ in range(8):
+            if causal:
+                ctx, cont = tokenizer.split_continuation(
+                    _fill(template.split("{mask}", 1)[0], rec, where, "text").rstrip(), " " + word)
+                ids, pos, tgt = ctx + cont, list(range(len(ctx) - 1, len(ctx) + len(cont) - 1)), cont
+            else:
+                masks = tokenizer.mask_token * len(target)
+                ids = tokenizer.encode(_fill(template, {**rec, "mask": masks}, where, "text"))
+                pos = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
+                tgt = target
+            if len(ids) <= max_len:
+                break
+            longest = max((k for k in rec if isinstance(rec[k], str) and f"{{{k}}}" in template),
+                          key=lambda k: len(rec[k]), default=None)
+            if longest is None:
+                break
+            part = tokenizer.encode(rec[longest], add_special_tokens=False)
+            rec[longest] = tokenizer.decode(part[:max(0, len(part) - (len(ids) - max_len) - 2)])
+        if len(ids) > max_len or not tgt or len(pos) != len(tgt) or (pos and pos[0] < 0):
+            raise SlmError(f"{where}: the pattern filled with {word!r} does not fit task.max_len {max_len}"
+                           + ("" if causal else f" with its {len(target)} mask tokens"))
+        out.append((ids, pos, tgt))
     return out
 
 
@@ -152,9 +207,11 @@ def _fill(template: str, record: dict, where: str, key: str) -> str:
         raise SlmError(f"task.{key} {template!r} is not a template of named fields like '{{sentence}}' ({e})") from None
 
 
-def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer, causal: bool = False) -> list[Example]:
+def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer, causal: bool = False,
+                    by_sequence: bool = False) -> list[Example]:
     """The file's records as token ids, types and label indices; a label outside task.labels is one line. causal: the
-    model is a decoder (a cloze is read after the pattern)."""
+    model is a decoder (a cloze is read after the pattern); by_sequence: a cloze whose words are scored as token
+    sequences (encode_choices), not as one token each."""
     names = [str(v) for v in spec.labels]
     out = []
     for where, record in read_records(Path(path)):
@@ -172,6 +229,11 @@ def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer, causal: boo
         value = str(record[spec.label])
         if value not in names:
             raise SlmError(f"{where}: label {value!r} is not one of task.labels {names}")
+        if spec.verbalizer is not None and by_sequence:
+            words = [spec.verbalizer[str(v)] for v in spec.labels]
+            rows = encode_choices(tokenizer, spec.text, record, words, spec.max_len, where, causal)
+            out.append(Example(rows[0][0], [0] * len(rows[0][0]), names.index(value), soft=soft, choices=rows))
+            continue
         if spec.verbalizer is not None:
             ids, at = encode_cloze(tokenizer, spec.text, record, spec.max_len, where, causal)
             out.append(Example(ids, [0] * len(ids), names.index(value), at, soft))
@@ -188,7 +250,10 @@ def encode_examples(path: str, spec: TaskSpec, tokenizer: Tokenizer, causal: boo
 
 def collate(examples: list[Example], pad_id: int, choices: list[int] | None = None) -> Batch:
     """Examples padded on the right to the longest: Batch(x, labels, valid, types), and for a cloze the mask
-    positions and the verbalizer ids (`choices`)."""
+    positions and the verbalizer ids (`choices`). Examples with per-label choices (encode_choices) give x (B, L, T)
+    and the positions and targets (B, L, K), -1 past each label's tokens."""
+    if examples[0].choices is not None:
+        return _collate_choices(examples, pad_id)
     T = max(len(e.ids) for e in examples)
     x = np.full((len(examples), T), pad_id, dtype=np.int64)
     types = np.zeros((len(examples), T), dtype=np.int64)
@@ -204,6 +269,25 @@ def collate(examples: list[Example], pad_id: int, choices: list[int] | None = No
     return b
 
 
+def _collate_choices(examples: list[Example], pad_id: int) -> Batch:
+    B, L = len(examples), len(examples[0].choices)
+    T = max(len(ids) for e in examples for ids, _, _ in e.choices)
+    K = max(len(pos) for e in examples for _, pos, _ in e.choices)
+    x = np.full((B, L, T), pad_id, dtype=np.int64)
+    valid = np.zeros((B, L, T), dtype=bool)
+    pos = np.full((B, L, K), -1, dtype=np.int64)
+    tgt = np.full((B, L, K), -1, dtype=np.int64)
+    for i, e in enumerate(examples):
+        for j, (ids, p, t) in enumerate(e.choices):
+            x[i, j, :len(ids)], valid[i, j, :len(ids)] = ids, True
+            pos[i, j, :len(p)], tgt[i, j, :len(t)] = p, t
+    y = (np.asarray([e.soft for e in examples], dtype=np.float32) if examples[0].soft is not None
+         else np.asarray([e.label for e in examples], dtype=np.int64))
+    b = Batch(x, y, valid, np.zeros_like(x))
+    b.at, b.choices = pos, tgt
+    return b
+
+
 class LabelledData:
     """A classification task's examples (the loop's data-source interface: draw, val_batches)."""
 
@@ -213,10 +297,11 @@ class LabelledData:
         spec.check()
         self.spec, self.seed = spec, seed
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        self.choices = None if spec.verbalizer is None else verbalizer_ids(
-            tokenizer, [spec.verbalizer[str(v)] for v in spec.labels], "task.verbalizer")
-        self.train = encode_examples(spec.train, spec, tokenizer, causal)
-        self.val = encode_examples(spec.val, spec, tokenizer, causal) if spec.val else []
+        self.choices = None if spec.verbalizer is None else one_token_ids(
+            tokenizer, [spec.verbalizer[str(v)] for v in spec.labels])
+        seq = spec.verbalizer is not None and self.choices is None  # words scored as token sequences
+        self.train = encode_examples(spec.train, spec, tokenizer, causal, seq)
+        self.val = encode_examples(spec.val, spec, tokenizer, causal, seq) if spec.val else []
         self._orders: dict[tuple[int, int], np.ndarray] = {}
 
     def _order(self, stage: int, epoch: int) -> np.ndarray:

@@ -203,9 +203,21 @@ def soft_label_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperature
 
 def label_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
     """(B, L) label logits: the classification head's, or for a cloze (PET) the vocabulary logits of the
-    verbalizers at each row's mask position."""
+    verbalizers at each row's mask position; for a cloze scored by token sequences (x (B, L, T): one filled pattern
+    per label), each label's summed log-probabilities of its targets (choices) at its positions (at)."""
     if batch.choices is None:
         return model(batch.x, key_valid=batch.valid, token_types=batch.types)
+    if batch.x.ndim == 3:
+        B, L, T = batch.x.shape
+        pos, tgt = batch.at.reshape(B * L, -1), batch.choices.reshape(B * L, -1)
+        used = pos >= 0
+        row = torch.arange(B * L, device=pos.device)[:, None].expand_as(pos)[used]
+        rows = torch.zeros((B * L, T), dtype=torch.bool, device=pos.device)
+        rows[row, pos[used]] = True  # positions ascend within a row, so rows' order is (row, position)'s
+        vocab = model(batch.x.reshape(B * L, T), key_valid=batch.valid.reshape(B * L, T),
+                      token_types=batch.types.reshape(B * L, T), rows=rows)
+        logp = vocab.float().log_softmax(-1).gather(1, tgt[used][:, None])[:, 0]
+        return torch.zeros(B * L, device=logp.device, dtype=logp.dtype).index_add_(0, row, logp).view(B, L)
     rows = torch.zeros_like(batch.x, dtype=torch.bool)
     rows[torch.arange(len(batch.x), device=batch.x.device), batch.at] = True
     vocab = model(batch.x, key_valid=batch.valid, token_types=batch.types, rows=rows)  # (B, V), one mask per row
