@@ -9,13 +9,17 @@ length when a KV cache is set up), H query heads, K key/value heads, D head size
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slmkit.errors import SlmError
 from slmkit.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from slmkit.model.prune import TokenPruning
 
 # --- norms -----------------------------------------------------------------------------------------
 
@@ -188,7 +192,10 @@ class Attention(nn.Module):
         self.causal = c.causal
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor,
-                bias: torch.Tensor | None, cache: KVCache | None, slots: torch.Tensor | None) -> torch.Tensor:
+                bias: torch.Tensor | None, cache: KVCache | None, slots: torch.Tensor | None,
+                probs_out: list | None = None) -> torch.Tensor:
+        """probs_out: a list that receives this layer's attention probabilities (B, H, T, S) (token pruning);
+        attention then runs as an explicit softmax over the given mask."""
         B, T, _ = x.shape
         H, K, D = self.n_head, self.n_kv_head, self.head_dim
         qkv = self.wqkv(x)
@@ -207,7 +214,10 @@ class Attention(nn.Module):
             if n_keys != k.shape[2]:  # a prefill attends only to the slots filled so far
                 k, v = k[:, :, :n_keys], v[:, :, :n_keys]
             q = q.to(k.dtype)  # a float32 cache under bf16 linears keeps attention in float32
-        if T == 1 and mask is not None and bias is None and torch.compiler.is_compiling():
+        if probs_out is not None:
+            y, probs = self._eager(q, k, v, mask, bias, with_probs=True)
+            probs_out.append(probs)
+        elif T == 1 and mask is not None and bias is None and torch.compiler.is_compiling():
             y = self._decode_attention(q, k, v, mask)
         elif mask is None:  # plain causal over the T new tokens (SDPA's causal kernel skips the masked blocks), or
             # an encoder's full attention with no padding
@@ -232,8 +242,9 @@ class Attention(nn.Module):
         probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
         return (probs[..., None] * v[:, :, None]).sum(-2).view(B, H, 1, D)  # (B, K, G, D) -> (B, H, 1, D)
 
-    def _eager(self, q, k, v, mask, bias):
-        """Explicit softmax attention, for logit soft-capping (Gemma 2) and ALiBi bias (BLOOM).
+    def _eager(self, q, k, v, mask, bias, with_probs: bool = False):
+        """Explicit softmax attention, for logit soft-capping (Gemma 2), ALiBi bias (BLOOM) and the probabilities
+        token pruning scores tokens by (with_probs: also return them, (B, H, T, S)).
 
         Query heads are grouped by the key/value head they share (B, K, G, T, D), so GQA needs no copies.
         """
@@ -247,7 +258,8 @@ class Attention(nn.Module):
             scores = scores + bias.view(bias.shape[0], K, H // K, T, -1)
         scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        return (probs @ v[:, :, None]).view(B, H, T, D)
+        y = (probs @ v[:, :, None]).view(B, H, T, D)
+        return (y, probs.view(B, H, T, -1)) if with_probs else y
 
 
 # --- feed-forward ------------------------------------------------------------------------------------
@@ -298,15 +310,15 @@ class Block(nn.Module):
         self.post_attn_norm = Norm(c.d_model, c) if c.post_norms else None
         self.post_mlp_norm = Norm(c.d_model, c) if c.post_norms else None
 
-    def forward(self, x, rope, mask, bias, cache, slots):
+    def forward(self, x, rope, mask, bias, cache, slots, probs_out=None):
         if not self.pre_norm:
-            x = self.attn_norm(x + self.attn(x, rope, mask, bias, cache, slots))
+            x = self.attn_norm(x + self.attn(x, rope, mask, bias, cache, slots, probs_out))
             return self.mlp_norm(x + self.mlp(x))
         if self.parallel:
             h = self.attn_norm(x)
-            a = self.attn(h, rope, mask, bias, cache, slots)
+            a = self.attn(h, rope, mask, bias, cache, slots, probs_out)
             return x + a + self.mlp(h if self.shared_norm else self.mlp_norm(x))
-        a = self.attn(self.attn_norm(x), rope, mask, bias, cache, slots)
+        a = self.attn(self.attn_norm(x), rope, mask, bias, cache, slots, probs_out)
         if self.post_attn_norm is not None:
             a = self.post_attn_norm(a)
         x = x + a
@@ -412,7 +424,7 @@ class Transformer(nn.Module):
                 last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
                 mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None,
                 rows: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_types: torch.Tensor | None = None) -> torch.Tensor:
+                token_types: torch.Tensor | None = None, prune: "TokenPruning | None" = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
         A classification head (config.head "classify") gives label logits (B, L) for each row's pooled token;
         no head ("none") gives the final hidden states (B, T, d_model).
@@ -431,6 +443,8 @@ class Transformer(nn.Module):
         matmul, the largest of a small model, then runs on the target positions alone).
         attention_mask (B, T): transformers' name for key_valid (1 on real tokens), without a cache.
         token_types (B, T): segment ids for the token-type embeddings (default 0: BERT's first segment).
+        prune: dynamic token pruning (slmkit.model.prune.TokenPruning): later layers run on the tokens earlier
+        layers' attention ranked highest; hard pruning returns the kept positions only (prune.kept says which).
         """
         c = self.config
         B, T = idx.shape
@@ -502,15 +516,33 @@ class Transformer(nn.Module):
             full_mask = None if plain_causal else causal_mask(slots, n_keys, key_valid, None)
             sliding_mask = causal_mask(slots, n_keys, key_valid, c.sliding_window) if c.sliding_window else None
 
+        if prune is not None:
+            key_valid = key_valid if key_valid is not None else torch.ones(B, T, dtype=torch.bool, device=idx.device)
+            if prune.n_layer != self.n_exec_layers:
+                raise SlmError(f"the pruning option is for {prune.n_layer} layers; this model runs "
+                               f"{self.n_exec_layers}")
+            prune.reset(key_valid)
+            if not any(prune.prunes_before(j) for j in range(self.n_exec_layers)):
+                prune.lengths *= self.n_exec_layers
+                prune = None  # keep ratio 1: the plain path, exactly
+            else:
+                self._check_prune(prune, caches, mask, bias, rows, last_only, hidden)
+                full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
         i = 0
         for block in self.blocks:
             attn = block.attn
-            mask = sliding_mask if attn.is_sliding else full_mask
-            block_rope = rope_local if attn.is_sliding else rope
             for _ in range(c.layer_repeat):
                 cache = caches[i] if caches is not None else None
-                x = block(x, block_rope, mask, bias, cache, slots)
+                probs = [] if prune is not None and prune.prunes_before(i + 1) else None
+                x = block(x, rope_local if attn.is_sliding else rope, sliding_mask if attn.is_sliding else full_mask,
+                          bias, cache, slots, probs)
                 i += 1
+                if probs:
+                    x, key_valid, positions = self._prune_tokens(prune, i, x, probs[0], key_valid, positions)
+                    if not prune.soft:
+                        full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
+                if prune is not None and i < self.n_exec_layers:
+                    prune.lengths.append(int(key_valid.sum()))
 
         if c.head == "classify" and not hidden:
             return self.classify(x, key_valid)
@@ -521,6 +553,54 @@ class Transformer(nn.Module):
         if rows is not None:
             x = x[rows]
         return x if hidden else self.head(x)
+
+    # --- token pruning (slmkit.model.prune) ------------------------------------------------------------
+
+    def _check_prune(self, prune, caches, mask, bias, rows, last_only, hidden) -> None:
+        c = self.config
+        if caches is not None or mask is not None:
+            raise SlmError("token pruning is for a whole forward (an encoder, or a decoder's prefill without a KV "
+                           "cache or an explicit mask)")
+        if bias is not None or c.sliding_window or c.attn_softcap is not None:
+            raise SlmError(f"token pruning does not support {c.name}'s attention (ALiBi, sliding windows or "
+                           f"soft-capping)")
+        if not prune.soft and rows is not None:
+            raise SlmError("hard token pruning drops positions, so it cannot return chosen rows' logits")
+        if not prune.soft and c.head == "lm" and not (last_only and c.causal) and not hidden:
+            raise SlmError("hard token pruning drops positions: it serves a classification head, hidden states or "
+                           "a decoder's last-token logits (last_only), not every position's vocabulary logits")
+
+    def _pruned_masks(self, key_valid: torch.Tensor, positions: torch.Tensor):
+        """The attention mask (B, 1, T, T or 1) over the current tokens, and rotary tables at their positions."""
+        c = self.config
+        if c.causal:  # causality by position: the kept tokens keep their places
+            mask = (positions[:, None, :] <= positions[:, :, None]) & key_valid[:, None, :]
+            mask = (mask | torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device))[:, None]
+        else:  # as the plain path: padding queries see the real tokens
+            mask = (key_valid | ~key_valid.any(-1, keepdim=True))[:, None, None, :]
+        rope = rope_local = None
+        if c.pos_type == "rope":
+            rope = rope_cos_sin(self.inv_freq, positions)
+            rope_local = rope_cos_sin(self.inv_freq_local, positions) if c.rope_local_theta else rope
+        return mask, rope, rope_local
+
+    def _prune_tokens(self, prune, layer: int, x, probs, key_valid, positions):
+        """Before layer `layer`: soft, scale the tokens by their masks; hard, gather the kept ones (in order)."""
+        from slmkit.model.prune import importance
+
+        scores = importance(probs.float(), key_valid, self.config.causal)  # (B, T)
+        if prune.soft:
+            m = prune.soft_mask(layer, scores, key_valid, self.config.causal)
+            prune.masks.append(m)
+            return x * m[..., None].to(x.dtype), key_valid, positions
+        keep = prune.select(layer, scores, key_valid, self.config.causal)
+        n = keep.sum(-1)
+        T = keep.shape[1]
+        order = torch.arange(T, device=x.device)
+        idx = torch.where(keep, order, order + T).sort(-1).indices[:, :int(n.max())]  # kept first, in order
+        x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+        prune.kept = prune.kept.gather(1, idx)
+        return x, order[:idx.shape[1]] < n[:, None], positions.gather(1, idx)
 
     def classify(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Label logits (B, L) for the last hidden states (B, T, d_model): the final norm, then the first token

@@ -1,0 +1,125 @@
+"""Dynamic token pruning, a runtime option of Transformer.forward (`prune=TokenPruning(...)`): after a layer, each
+token is scored by the attention it received there, and the rest of the layers run on the tokens that score
+highest (a keep ratio) or above a per-layer threshold (learned token pruning, Kim et al. 2022, kssteven418/LTP).
+
+- Importance (LTP's): the attention probabilities a token receives, averaged over heads and over the real queries
+  that can see it (all of them in an encoder; those at or after it in a decoder, so early tokens are not favoured
+  for being visible longer). The first token (an encoder's [CLS] / <s>) is always kept; so is a decoder's last
+  token, whose logits are the next-token prediction.
+- Keep ratio r: SpAtten's cascade, as LTP's top-k pruner schedules it: layers before `start` run on every token;
+  from `start` the share of the real tokens each layer runs on falls linearly, reaching r at the last layer.
+- Thresholds (one per layer, an nn.Parameter so training can learn them): a token whose importance is below its
+  layer's threshold is dropped.
+- Hard (inference): the dropped tokens are gathered out, so later layers really run on fewer tokens; rows keep
+  their own counts and are right-padded to the longest. Soft (training, `soft=True`): nothing is dropped; each
+  layer's output is scaled by sigmoid((importance - threshold) / temperature) (the ratio's threshold is the score
+  of the last token it would keep), a mask whose gradient reaches the thresholds; `masks` holds them for a
+  sparsity term.
+
+Hard pruning changes which positions come out, so it serves outputs that do not need every position: a
+classification head (the first token), hidden states (`kept` says which input positions they are) and a
+decoder's last-token logits (`last_only`). After each forward, `lengths` holds the tokens each layer ran on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from slmkit.errors import SlmError
+
+
+class TokenPruning(nn.Module):
+    def __init__(self, n_layer: int, keep: float | None = None, thresholds: Sequence[float] | None = None,
+                 soft: bool = False, temperature: float = 1e-3, start: int | None = None):
+        super().__init__()
+        if (keep is None) == (thresholds is None):
+            raise SlmError("token pruning takes a keep ratio or per-layer thresholds (one of the two)")
+        if keep is not None and not 0 < keep <= 1:
+            raise SlmError(f"the keep ratio must be in (0, 1], got {keep}")
+        if temperature <= 0:
+            raise SlmError(f"the pruning temperature must be positive, got {temperature}")
+        self.n_layer, self.keep, self.soft, self.temperature = n_layer, keep, soft, temperature
+        self.start = max(1, math.ceil(0.15 * n_layer)) if start is None else start
+        if not 1 <= self.start <= max(1, n_layer - 1):
+            raise SlmError(f"pruning starts at a layer from 1 to {n_layer - 1}, got {self.start}")
+        if thresholds is not None:
+            if len(thresholds) != n_layer:
+                raise SlmError(f"give one threshold per layer ({n_layer}), got {len(thresholds)}")
+            self.threshold = nn.Parameter(torch.tensor([float(t) for t in thresholds]))
+        else:
+            self.threshold = None
+        self.masks: list[torch.Tensor] = []  # soft: each pruning layer's (B, T) mask
+        self.lengths: list[int] = []  # the tokens (over the batch, real ones) each layer ran on
+        self.kept: torch.Tensor | None = None  # hard: (B, T') the input positions of the tokens that came out
+
+    def extra_repr(self) -> str:
+        what = f"keep={self.keep}" if self.keep is not None else "thresholds"
+        return f"{what}, start={self.start}, soft={self.soft}"
+
+    def ratio(self, layer: int) -> float:
+        """The share of each row's real tokens that layer `layer` runs on (keep-ratio mode)."""
+        if layer < self.start:
+            return 1.0
+        return 1.0 + (self.keep - 1.0) * (layer - self.start + 1) / (self.n_layer - self.start)
+
+    def prunes_before(self, layer: int) -> bool:
+        """Whether tokens are chosen before layer `layer` runs (from the previous layer's attention)."""
+        return self.start <= layer < self.n_layer and (self.threshold is not None or self.ratio(layer) < 1.0)
+
+    def reset(self, key_valid: torch.Tensor) -> None:
+        self.masks, self.lengths = [], [int(key_valid.sum())]
+        self.n_real = key_valid.sum(-1)  # (B,) each row's real tokens at the input: ratios are of these
+        self.kept = torch.arange(key_valid.shape[1], device=key_valid.device).expand(key_valid.shape)
+
+    def _quota(self, layer: int) -> torch.Tensor:
+        return torch.ceil(self.ratio(layer) * self.n_real.to(torch.float32)).long().clamp(min=1)  # (B,)
+
+    def select(self, layer: int, scores: torch.Tensor, key_valid: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Hard: (B, T) which of the current tokens layer `layer` runs on."""
+        protect = _protected(key_valid, causal)
+        if self.threshold is not None:
+            keep = scores >= self.threshold[layer].to(scores.dtype)
+        else:
+            s = scores.masked_fill(~key_valid, float("-inf")).masked_fill(protect, float("inf"))
+            rank = s.argsort(-1, descending=True).argsort(-1)  # each token's place in its row, 0 = most attended
+            keep = rank < self._quota(layer)[:, None]
+        return (keep | protect) & key_valid
+
+    def soft_mask(self, layer: int, scores: torch.Tensor, key_valid: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Soft: (B, T) sigmoid((score - threshold) / temperature), 1 on the protected tokens and padding."""
+        if self.threshold is not None:
+            theta = self.threshold[layer].to(scores.dtype)
+        else:  # the score of the last token the ratio keeps, as a fixed threshold
+            s = scores.detach().masked_fill(~key_valid, float("-inf")).sort(-1, descending=True).values
+            theta = s.gather(1, (self._quota(layer) - 1)[:, None])
+        mask = torch.sigmoid((scores - theta) / self.temperature)
+        return torch.where(_protected(key_valid, causal) | ~key_valid, torch.ones_like(mask), mask)
+
+
+def _protected(key_valid: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, T) the tokens never dropped: the first, and a decoder's last real token."""
+    protect = torch.zeros_like(key_valid)
+    protect[:, 0] = True
+    if causal:
+        T = key_valid.shape[1]
+        last = (torch.arange(T, device=key_valid.device) * key_valid.long()).argmax(-1)
+        protect[torch.arange(len(key_valid), device=key_valid.device), last] = True
+    return protect
+
+
+def importance(probs: torch.Tensor, key_valid: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    """(B, S) the attention each key received: probs (B, H, T, S) averaged over heads and over the real queries
+    that can see the key (padding queries left out; in a decoder, the queries at or after it)."""
+    B, H, T, S = probs.shape
+    q_valid = (key_valid[:, :T] if key_valid is not None
+               else torch.ones(B, T, dtype=torch.bool, device=probs.device)).to(probs.dtype)
+    received = (probs.sum(1) * q_valid[:, :, None]).sum(1) / H  # (B, S)
+    if causal:  # queries i >= j that are real
+        seen = q_valid.flip(-1).cumsum(-1).flip(-1)
+    else:
+        seen = q_valid.sum(-1, keepdim=True).expand(B, S)
+    return received / seen.clamp(min=1)
