@@ -349,3 +349,26 @@ def test_slm_eval_refuses_a_classifier_on_a_task_it_cannot_score(classifier_dir)
     r = slm("eval", "-m", str(classifier_dir), "--tasks", "copa", "--limit", "4")
     assert r.returncode != 0 and "copa has no fixed labels" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_slm_eval_prunes_tokens_of_a_classifier(classifier_dir, tmp_path):
+    """--prune-keep 1 scores exactly as without; a lower keep ratio runs fewer token-layers, which results.json
+    records, under a backend name of its own (a report keeps the two rows apart); a decoder's lm-eval scoring
+    with pruning, or a ratio outside (0, 1], is one line."""
+    _olmo_or_skip()
+    from slmkit.eval.job import evaluate_model
+
+    plain = evaluate_model(str(classifier_dir), ["sst2"], limit=24, cache=False, progress=False)
+    same = evaluate_model(str(classifier_dir), ["sst2"], limit=24, cache=False, progress=False, prune_keep=1.0)
+    assert same.results["0"]["sst2"]["acc"] == plain.results["0"]["sst2"]["acc"]
+    assert same.data["sst2"]["pruning"] == {"keep": 1.0, "token_layers_run": 1.0}
+    r = slm("eval", "-m", str(classifier_dir), "--tasks", "sst2", "--limit", "24", "--prune-keep", "0.3",
+            "--no-cache", "-o", str(tmp_path / "pruned"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "pruned" / "results.json").read_text())
+    assert res["backend"] == "slmkit-classifier+prune0.3"
+    assert 0.3 < res["data"]["sst2"]["pruning"]["token_layers_run"] < 1.0
+    r = slm("eval", "-m", str(classifier_dir), "--tasks", "sst2", "--prune-keep", "1.5")
+    assert r.returncode != 0 and "keep ratio must be in (0, 1]" in r.stderr and "Traceback" not in r.stderr
+    r = slm("eval", "-m", "default", "--tasks", "sst2", "--limit", "2", "--prune-keep", "0.5")
+    assert r.returncode != 0 and "token pruning in slm eval scores a classification head" in r.stderr

@@ -17,7 +17,8 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
           backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
           data: str = "auto", output: str | None = None, cache: str | None = None, no_cache: bool = False,
           log_samples: bool = False, json: bool = False, quiet: bool = False, eft: list[list[str]] | None = None,
-          adapter: str | None = None, fewshot_file: str | None = None, overwrite: bool = False) -> None:
+          adapter: str | None = None, fewshot_file: str | None = None, overwrite: bool = False,
+          prune_keep: float | None = None) -> None:
     """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
     groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown."""
     import json as json_lib
@@ -34,7 +35,7 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
         claim_dir(output, "eval", overwrite)  # an unwritable folder is found before the run, not after
     run = evaluate_model(model, tasks, shots, limit, backend, precision, device, batch_size, data,
                          False if no_cache else (cache or True), progress=not quiet, log_samples=log_samples, eft=eft,
-                         adapter=adapter, fewshot_file=fewshot_file)
+                         adapter=adapter, fewshot_file=fewshot_file, prune_keep=prune_keep)
     print(run.markdown(), end="")
     if output:
         from slmkit.outputs import mark_dir
@@ -92,6 +93,9 @@ def register(sub) -> None:
     s.add_argument("--log-samples", action="store_true", help="keep every request and result in results.json")
     s.add_argument("--fewshot-file", help="JSONL documents of the (one) task to draw few-shot examples from, in "
                                           "place of its own split (slm data fewglue writes FewGLUE's 32)")
+    s.add_argument("--prune-keep", type=float, metavar="R",
+                   help="score a classification head with dynamic token pruning: later layers run on the tokens "
+                        "earlier layers attended to most, the last on the share R in (0, 1] (docs/prune.md)")
     s.add_argument("--json", action="store_true", help="also print the results as JSON")
     quiet_arg(s)
     overwrite_arg(s)

@@ -25,13 +25,15 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
                    backend: str = "slmkit", precision: str = "fp32", device: str | None = None, batch_size: int = 8,
                    data: str = "auto", cache: str | Path | None | bool = True, progress: bool = True,
                    log_samples: bool = False, eft: Sequence[Sequence[str]] | None = None,
-                   adapter: str | None = None, fewshot_file: str | None = None) -> EvalRun:
+                   adapter: str | None = None, fewshot_file: str | None = None,
+                   prune_keep: float | None = None) -> EvalRun:
     """Evaluate `model` on tasks or groups (lm-eval's names) at each shot count (None: each task's own).
 
     cache: True for the default request cache ($SLMKIT_CACHE/eval-cache.sqlite), a path for another, False or None
     for none. eft: TUNED BASE [WEIGHT] pairs evaluate the EFT combination (slmkit backend, float precisions).
     adapter: a LoRA adapter folder attached to `model` (slmkit backend). fewshot_file: a JSONL file of documents in
-    the (one) task's schema, the pool few-shot examples are drawn from (`slm data fewglue` writes FewGLUE's)."""
+    the (one) task's schema, the pool few-shot examples are drawn from (`slm data fewglue` writes FewGLUE's).
+    prune_keep: score a classification head with dynamic token pruning at this keep ratio (slmkit.model.prune)."""
     from slmkit.eval.cache import RequestCache
     from slmkit.eval.evaluator import evaluate
     from slmkit.eval.lm import SlmkitLM, load_lm
@@ -51,9 +53,14 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     p = lookup(precision)
     fewshot = _fewshot_docs(fewshot_file, resolved) if fewshot_file else None
     t0 = time.perf_counter()
+    if prune_keep is not None and not 0 < prune_keep <= 1:
+        raise SlmError(f"the keep ratio must be in (0, 1], got {prune_keep}")
     if not eft and _is_classifier(model):
         return _evaluate_classifier(model, resolved, shots, limit, backend, p, device, batch_size, data, progress,
-                                    adapter, t0)
+                                    adapter, t0, prune_keep)
+    if prune_keep is not None:
+        raise SlmError("token pruning in slm eval scores a classification head (an encoder's or a decoder's): "
+                       "lm-eval's log-likelihoods need every position, which pruning drops")
     if eft:
         if adapter is not None:
             raise SlmError("--eft and --adapter do not combine; merge the adapter first (slm merge)")
@@ -119,7 +126,8 @@ def _is_classifier(model: str) -> bool:
         return False  # the loader says what is wrong with it
 
 
-def _evaluate_classifier(model, tasks, shots, limit, backend, p, device, batch_size, data, progress, adapter, t0):
+def _evaluate_classifier(model, tasks, shots, limit, backend, p, device, batch_size, data, progress, adapter, t0,
+                         prune_keep=None):
     from slmkit.checkpoint import load
     from slmkit.eval.classify import evaluate_classifier
 
@@ -128,6 +136,6 @@ def _evaluate_classifier(model, tasks, shots, limit, backend, p, device, batch_s
                        "--adapter")
     loaded = load(model, dtype=p.dtype, device=device)
     load_s = time.perf_counter() - t0
-    run = evaluate_classifier(loaded, tasks, shots, limit, data, batch_size, progress, p.name)
+    run = evaluate_classifier(loaded, tasks, shots, limit, data, batch_size, progress, p.name, prune_keep)
     run.load_s, run.total_s = round(load_s, 2), round(time.perf_counter() - t0, 2)
     return run
