@@ -230,6 +230,37 @@ def test_fine_tuning_a_classification_head_on_the_pretrained_encoder(pretrained,
         assert (hf(**enc).logits - ours.model(enc["input_ids"], attention_mask=enc["attention_mask"])).abs().max() <= 1e-4
 
 
+def test_a_head_trains_with_token_pruning_and_validates_pruned(pretrained, sentiment, tmp_path):
+    """recipe.prune: soft masks in the training steps, hard pruning in validation; the head still learns the task
+    when its last layer runs on 40% of the tokens, and validation really ran pruned (its loss differs from the
+    same weights' unpruned loss). prune with another objective is one line."""
+    from slmkit.checkpoint import load, load_tokenizer
+    from slmkit.train.labelled import LabelledData, TaskSpec
+    from slmkit.train.loop import autocast_for, train, validate
+    from slmkit.train.recipe import PruneSpec
+
+    out = tmp_path / "cls-pruned"
+    task = dict(train=str(sentiment[0]), val=str(sentiment[1]), text="{sentence}", labels=[0, 1], max_len=32)
+    result = train(_recipe(out, objective="classify", model=dict(init=str(pretrained / "model")), task=task,
+                           steps=60, eval_every=60, prune=dict(keep=0.4, start=1),
+                           optim=dict(lr=3e-3, warmup_steps=3, weight_decay=0.0)),
+                   progress=False, echo=lambda *a: None)
+    evals = [e for e in _log(out) if e["event"] == "eval"]
+    assert evals[-1]["val_acc"] >= 0.85, evals
+    lm = load(result.model_dir, dtype="float32", device="cpu")
+    data = LabelledData(TaskSpec(**task), load_tokenizer(str(result.model_dir)), 0)
+    batches = data.val_batches(0, 16)
+    autocast, _ = autocast_for("fp32", torch.device("cpu"))
+    spec = PruneSpec(keep=0.4, start=1)
+    n = lm.model.n_exec_layers
+    pruned = validate(lm.model, batches, torch.device("cpu"), autocast, prune=lambda: spec.pruner(n, soft=False))
+    plain = validate(lm.model, batches, torch.device("cpu"), autocast)
+    assert pruned["val_loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-4)
+    assert pruned["val_loss"] != plain["val_loss"]
+    with pytest.raises(SlmError, match="prune trains a classification head"):
+        train(_recipe(tmp_path / "bad", prune=dict(keep=0.5)), progress=False, echo=lambda *a: None)
+
+
 def test_a_decoder_takes_a_classification_head_too(sentiment, tmp_path):
     """A tiny causal model (its own fresh weights) trains a last-token head on the same task; it saves as
     transformers' LlamaForSequenceClassification."""

@@ -159,20 +159,22 @@ class Objective:
     """Cross-entropy, or alpha * KD + (1 - alpha) * cross-entropy with a teacher; sums over target tokens."""
 
     def __init__(self, distill: DistillSpec | None = None, teacher: nn.Module | None = None,
-                 temperature: float = 2.0):
+                 temperature: float = 2.0, prune=None):
         self.distill, self.teacher = distill, teacher
         self.temperature = temperature  # soft targets (a classify task's soft_labels): PET's T = 2
+        self.prune = prune  # a classification head's TokenPruning factory: () -> TokenPruning (recipe.prune)
 
     def __call__(self, model: nn.Module, batch: Batch, autocast) -> dict[str, torch.Tensor]:
         x, y = batch.x, batch.y
+        prune = self.prune() if self.prune is not None else None
         if batch.soft:  # a teacher's label logits (PET's ensemble): KL at its temperature
             with autocast():
-                logits = label_logits(model, batch)
+                logits = label_logits(model, batch, prune)
             kd = soft_label_kl(logits, y, self.temperature)
             return {"loss": kd, "kd": kd, "acc": (logits.argmax(-1) == y.argmax(-1)).sum().to(kd.dtype)}
         if batch.labels:  # a classification head, or a cloze's verbalizers: one label per row
             with autocast():
-                logits = label_logits(model, batch)
+                logits = label_logits(model, batch, prune)
             ce = F.cross_entropy(logits.float(), y, ignore_index=IGNORE, reduction="sum")
             return {"loss": ce, "ce": ce, "acc": (logits.argmax(-1) == y).sum().to(ce.dtype)}
         if self.teacher is None:
@@ -201,11 +203,13 @@ def soft_label_kl(logits: torch.Tensor, target_logits: torch.Tensor, temperature
     return F.kl_div(log_q, p, reduction="sum") * temperature**2
 
 
-def label_logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+def label_logits(model: nn.Module, batch: Batch, prune=None) -> torch.Tensor:
     """(B, L) label logits: the classification head's, or for a cloze (PET) the vocabulary logits of the
     verbalizers at each row's mask position; for a cloze scored by token sequences (x (B, L, T): one filled pattern
     per label), each label's summed log-probabilities of its targets (choices) at its positions (at)."""
     if batch.choices is None:
+        if prune is not None:  # only a head's forward takes token pruning (recipe.prune): a cloze reads positions
+            return model(batch.x, key_valid=batch.valid, token_types=batch.types, prune=prune)
         return model(batch.x, key_valid=batch.valid, token_types=batch.types)
     if batch.x.ndim == 3:
         B, L, T = batch.x.shape
@@ -250,14 +254,16 @@ def validation_loss(model: nn.Module, windows: list[tuple[np.ndarray, np.ndarray
 
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[Batch], device: torch.device, autocast,
-             ctx: dist.DistContext | None = None, shard: bool = True, temperature: float = 2.0) -> dict[str, float]:
+             ctx: dist.DistContext | None = None, shard: bool = True, temperature: float = 2.0,
+             prune=None) -> dict[str, float]:
     """Mean loss over fixed validation Batches, the training objective's (without a teacher) over their targets
-    (and, for labels, accuracy); with shard, the processes split the batches and sum."""
+    (and, for labels, accuracy); with shard, the processes split the batches and sum. prune: a TokenPruning
+    factory for a classification head (hard pruning, as at inference)."""
     ctx = ctx or dist.DistContext(device=device)
     mine = batches[ctx.rank::ctx.world] if shard else batches
     was_training = model.training
     model.eval()
-    objective = Objective(temperature=temperature)
+    objective = Objective(temperature=temperature, prune=prune)
     total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, targets, correct labels
     labels = bool(batches) and batches[0].labels
     for b in mine:
@@ -344,7 +350,12 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         for s in d.shards:
             s.check_vocab(model.config.vocab_size, fingerprint)
     teacher = load_teacher(recipe.distill, tokenizer, model, ctx.device) if recipe.distill else None
-    objective = Objective(recipe.distill, teacher, recipe.task.temperature if recipe.task else 2.0)
+    n_exec = model.n_exec_layers
+    train_prune = val_prune = None
+    if recipe.prune is not None:  # soft masks in training steps, hard pruning in validation
+        train_prune = lambda: recipe.prune.pruner(n_exec, soft=True)  # noqa: E731
+        val_prune = lambda: recipe.prune.pruner(n_exec, soft=False)  # noqa: E731
+    objective = Objective(recipe.distill, teacher, recipe.task.temperature if recipe.task else 2.0, train_prune)
     autocast, precision = autocast_for(recipe.precision, ctx.device)
 
     state = None
@@ -388,7 +399,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         if not val_batches:
             return None
         got = validate(forward, val_batches, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp,
-                       temperature=objective.temperature)
+                       temperature=objective.temperature, prune=val_prune)
         loss = got["val_loss"]
         log.write(dict(event="eval", step=at_step, **got, val_ppl=math.exp(min(loss, 50))))
         if "val_acc" in got:

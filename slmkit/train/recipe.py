@@ -100,6 +100,22 @@ class LoraRecipe:
 
 
 @dataclass
+class PruneSpec:
+    """Dynamic token pruning while training a classification head (slmkit.model.prune, docs/prune.md): the soft
+    mask at this keep ratio in training steps, hard pruning at it in validation, so the head learns to work with
+    the tokens pruning leaves (Length-Adaptive Distillation's student, LTP's soft masking)."""
+
+    keep: float = 0.5  # the share of each row's tokens the last layer runs on
+    start: int | None = None  # the first layer that runs on fewer tokens (default 15% of the layers, at least 1)
+    temperature: float = 1e-3  # the soft mask's sigmoid((importance - threshold) / temperature)
+
+    def pruner(self, n_layer: int, soft: bool):
+        from slmkit.model.prune import TokenPruning
+
+        return TokenPruning(n_layer, keep=self.keep, soft=soft, temperature=self.temperature, start=self.start)
+
+
+@dataclass
 class DistSpec:
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     fsdp: bool = False
@@ -133,6 +149,7 @@ class Recipe:
     export_as: str | None = None  # also copy the final model to ~/.cache/slmkit/models/NAME: `-m NAME` loads it
     distill: DistillSpec | None = None
     lora: LoraRecipe | None = None  # train an adapter instead of the whole model
+    prune: PruneSpec | None = None  # objective classify: train and validate with dynamic token pruning
     mup: MupSpec = field(default_factory=MupSpec)
     dist: DistSpec = field(default_factory=DistSpec)
 
@@ -185,6 +202,13 @@ class Recipe:
                 raise SlmError("distill is for language-model objectives; drop it for objective classify")
         elif self.task is not None:
             raise SlmError("a task section is for objective classify; set objective: classify")
+        if self.prune is not None:
+            if self.objective != "classify" or self.task.verbalizer is not None:
+                raise SlmError("prune trains a classification head with token pruning (objective classify, no "
+                               "task.verbalizer): pruning drops the positions other objectives score")
+            if not 0 < self.prune.keep <= 1 or self.prune.temperature <= 0:
+                raise SlmError(f"prune.keep must be in (0, 1] and prune.temperature positive, got "
+                               f"{self.prune.keep}, {self.prune.temperature}")
         if self.objective == "mlm":
             self.mlm.check()
             if self.distill is not None:
