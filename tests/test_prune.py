@@ -155,3 +155,47 @@ def test_pruning_where_it_cannot_serve_is_one_line():
                                                head_dim=32, intermediate_size=128, vocab_size=300), device="cpu")
     with pytest.raises(SlmError, match="does not support .*sliding windows"):
         gemma(x, last_only=True, prune=TokenPruning(2, keep=0.5))
+
+
+@torch.no_grad()
+def test_drop_and_restore_puts_each_dropped_token_back_as_it_was_when_dropped():
+    """restore=True: every position comes out (a masked LM's logits too); a kept token's state is the pruned
+    run's, a dropped token's the state it had after the layer before it was dropped (here: the unpruned model's
+    first layer, read by a hook)."""
+    x, valid = _batch()
+    model = _encoder("none", n_layer=2)
+    seen = {}
+    hook = model.blocks[0].register_forward_hook(lambda m, a, out: seen.setdefault("h0", out))
+    model(x, key_valid=valid)
+    hook.remove()
+    plain = TokenPruning(2, keep=0.5, start=1)
+    kept_out = model(x, key_valid=valid, prune=plain)
+    p = TokenPruning(2, keep=0.5, start=1, restore=True)
+    out = model(x, key_valid=valid, prune=p)
+    assert out.shape == (3, 40, 64)
+    for b in range(3):
+        n = int((torch.arange(plain.kept.shape[1]) < math.ceil(0.5 * int(valid[b].sum()))).sum())
+        kept = plain.kept[b, :n]
+        assert torch.allclose(out[b, kept], kept_out[b, :n], atol=1e-6)
+        dropped = [t for t in range(int(valid[b].sum())) if t not in set(kept.tolist())]
+        assert dropped and torch.allclose(out[b, dropped], seen["h0"][b, dropped], atol=1e-6)
+    mlm = _encoder("lm")
+    logits = mlm(x, key_valid=valid, prune=TokenPruning(4, keep=0.5, restore=True))
+    assert logits.shape == (3, 40, 300) and torch.isfinite(logits).all()
+
+
+def test_soft_restore_mixes_a_masked_tokens_update_with_its_state():
+    """Soft with restore: a token masked out keeps its previous state instead of going to 0, and the mask's
+    gradient still reaches the thresholds."""
+    x, valid = _batch()
+    model = _encoder("none", n_layer=2)
+    p = TokenPruning(2, thresholds=[0.0, 0.03], soft=True, temperature=1e-2, restore=True)
+    out = model(x, key_valid=valid, prune=p)
+    out.sum().backward()
+    assert p.threshold.grad[1] != 0
+    cold = TokenPruning(2, thresholds=[0.0, 0.03], soft=True, temperature=1e-7, restore=True)
+    hard = TokenPruning(2, thresholds=[0.0, 0.03], restore=True)
+    with torch.no_grad():
+        a, b = model(x, key_valid=valid, prune=cold), model(x, key_valid=valid, prune=hard)
+    off = (cold.masks[0] < 0.5) & valid
+    assert off.any() and torch.allclose(a[off], b[off], atol=1e-5)  # dropped: the layer-0 state either way

@@ -529,20 +529,31 @@ class Transformer(nn.Module):
                 self._check_prune(prune, caches, mask, bias, rows, last_only, hidden)
                 full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
         i = 0
+        mask_next = None  # soft restore: the mask decided before this layer, mixing its output with its input
+        input_valid = key_valid
         for block in self.blocks:
             attn = block.attn
             for _ in range(c.layer_repeat):
                 cache = caches[i] if caches is not None else None
                 probs = [] if prune is not None and prune.prunes_before(i + 1) else None
+                before = x
                 x = block(x, rope_local if attn.is_sliding else rope, sliding_mask if attn.is_sliding else full_mask,
                           bias, cache, slots, probs)
+                if mask_next is not None:
+                    x = mask_next * x + (1 - mask_next) * before
+                    mask_next = None
                 i += 1
                 if probs:
-                    x, key_valid, positions = self._prune_tokens(prune, i, x, probs[0], key_valid, positions)
+                    if prune.restore and not prune.soft:
+                        prune.stash(x, key_valid)
+                    x, key_valid, positions, mask_next = self._prune_tokens(prune, i, x, probs[0], key_valid,
+                                                                            positions)
                     if not prune.soft:
                         full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
                 if prune is not None and i < self.n_exec_layers:
                     prune.lengths.append(int(key_valid.sum()))
+        if prune is not None and prune.restore and not prune.soft:  # drop-and-restore: every position again
+            x, key_valid = prune.restored(x, key_valid), input_valid
 
         if c.head == "classify" and not hidden:
             return self.classify(x, key_valid)
@@ -564,11 +575,13 @@ class Transformer(nn.Module):
         if bias is not None or c.sliding_window or c.attn_softcap is not None:
             raise SlmError(f"token pruning does not support {c.name}'s attention (ALiBi, sliding windows or "
                            f"soft-capping)")
-        if not prune.soft and rows is not None:
-            raise SlmError("hard token pruning drops positions, so it cannot return chosen rows' logits")
-        if not prune.soft and c.head == "lm" and not (last_only and c.causal) and not hidden:
+        if not prune.soft and not prune.restore and rows is not None:
+            raise SlmError("hard token pruning drops positions, so it cannot return chosen rows' logits (restore "
+                           "the dropped tokens: TokenPruning(..., restore=True))")
+        if not prune.soft and not prune.restore and c.head == "lm" and not (last_only and c.causal) and not hidden:
             raise SlmError("hard token pruning drops positions: it serves a classification head, hidden states or "
-                           "a decoder's last-token logits (last_only), not every position's vocabulary logits")
+                           "a decoder's last-token logits (last_only), not every position's vocabulary logits "
+                           "(for those, restore the dropped tokens: TokenPruning(..., restore=True))")
 
     def _pruned_masks(self, key_valid: torch.Tensor, positions: torch.Tensor):
         """The attention mask (B, 1, T, T or 1) over the current tokens, and rotary tables at their positions."""
@@ -592,7 +605,9 @@ class Transformer(nn.Module):
         if prune.soft:
             m = prune.soft_mask(layer, scores, key_valid, self.config.causal)
             prune.masks.append(m)
-            return x * m[..., None].to(x.dtype), key_valid, positions
+            if prune.restore:  # the next layer's output is mixed with its input by m
+                return x, key_valid, positions, m[..., None].to(x.dtype)
+            return x * m[..., None].to(x.dtype), key_valid, positions, None
         keep = prune.select(layer, scores, key_valid, self.config.causal)
         n = keep.sum(-1)
         T = keep.shape[1]
@@ -600,7 +615,7 @@ class Transformer(nn.Module):
         idx = torch.where(keep, order, order + T).sort(-1).indices[:, :int(n.max())]  # kept first, in order
         x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
         prune.kept = prune.kept.gather(1, idx)
-        return x, order[:idx.shape[1]] < n[:, None], positions.gather(1, idx)
+        return x, order[:idx.shape[1]] < n[:, None], positions.gather(1, idx), None
 
     def classify(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Label logits (B, L) for the last hidden states (B, T, d_model): the final norm, then the first token

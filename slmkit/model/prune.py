@@ -18,7 +18,11 @@ highest (a keep ratio) or above a per-layer threshold (learned token pruning, Ki
 
 Hard pruning changes which positions come out, so it serves outputs that do not need every position: a
 classification head (the first token), hidden states (`kept` says which input positions they are) and a
-decoder's last-token logits (`last_only`). After each forward, `lengths` holds the tokens each layer ran on.
+decoder's last-token logits (`last_only`). With `restore=True` (the Length-Adaptive Transformer's drop-and-
+restore) a dropped token keeps the representation it had when it was dropped and is put back in its place after
+the last layer, so every position comes out (a masked LM's logits too); soft, a masked token's new
+representation is mixed with its previous one, m * new + (1 - m) * previous, instead of being scaled towards 0.
+After each forward, `lengths` holds the tokens each layer ran on.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from slmkit.errors import SlmError
 
 class TokenPruning(nn.Module):
     def __init__(self, n_layer: int, keep: float | None = None, thresholds: Sequence[float] | None = None,
-                 soft: bool = False, temperature: float = 1e-3, start: int | None = None):
+                 soft: bool = False, temperature: float = 1e-3, start: int | None = None, restore: bool = False):
         super().__init__()
         if (keep is None) == (thresholds is None):
             raise SlmError("token pruning takes a keep ratio or per-layer thresholds (one of the two)")
@@ -43,6 +47,7 @@ class TokenPruning(nn.Module):
         if temperature <= 0:
             raise SlmError(f"the pruning temperature must be positive, got {temperature}")
         self.n_layer, self.keep, self.soft, self.temperature = n_layer, keep, soft, temperature
+        self.restore = restore
         self.start = max(1, math.ceil(0.15 * n_layer)) if start is None else start
         if not 1 <= self.start <= max(1, n_layer - 1):
             raise SlmError(f"pruning starts at a layer from 1 to {n_layer - 1}, got {self.start}")
@@ -55,10 +60,11 @@ class TokenPruning(nn.Module):
         self.masks: list[torch.Tensor] = []  # soft: each pruning layer's (B, T) mask
         self.lengths: list[int] = []  # the tokens (over the batch, real ones) each layer ran on
         self.kept: torch.Tensor | None = None  # hard: (B, T') the input positions of the tokens that came out
+        self.full: torch.Tensor | None = None  # restore: (B, T, D) each token's latest representation
 
     def extra_repr(self) -> str:
         what = f"keep={self.keep}" if self.keep is not None else "thresholds"
-        return f"{what}, start={self.start}, soft={self.soft}"
+        return f"{what}, start={self.start}, soft={self.soft}, restore={self.restore}"
 
     def ratio(self, layer: int) -> float:
         """The share of each row's real tokens that layer `layer` runs on (keep-ratio mode)."""
@@ -71,7 +77,7 @@ class TokenPruning(nn.Module):
         return self.start <= layer < self.n_layer and (self.threshold is not None or self.ratio(layer) < 1.0)
 
     def reset(self, key_valid: torch.Tensor) -> None:
-        self.masks, self.lengths = [], [int(key_valid.sum())]
+        self.masks, self.lengths, self.full = [], [int(key_valid.sum())], None
         self.n_real = key_valid.sum(-1)  # (B,) each row's real tokens at the input: ratios are of these
         self.kept = torch.arange(key_valid.shape[1], device=key_valid.device).expand(key_valid.shape)
 
@@ -98,6 +104,20 @@ class TokenPruning(nn.Module):
             theta = s.gather(1, (self._quota(layer) - 1)[:, None])
         mask = torch.sigmoid((scores - theta) / self.temperature)
         return torch.where(_protected(key_valid, causal) | ~key_valid, torch.ones_like(mask), mask)
+
+
+    def stash(self, x: torch.Tensor, key_valid: torch.Tensor) -> None:
+        """Restore: write the current tokens' representations (B, T', D) into their input positions."""
+        if self.full is None:
+            self.full = x.clone()
+            return
+        rows = torch.arange(len(x), device=x.device)[:, None].expand_as(key_valid)[key_valid]
+        self.full = self.full.index_put((rows, self.kept[key_valid]), x[key_valid])
+
+    def restored(self, x: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        """Restore: every input position's representation (B, T, D), the kept tokens' from x."""
+        self.stash(x, key_valid)
+        return self.full
 
 
 def _protected(key_valid: torch.Tensor, causal: bool) -> torch.Tensor:
