@@ -261,6 +261,47 @@ def test_a_head_trains_with_token_pruning_and_validates_pruned(pretrained, senti
         train(_recipe(tmp_path / "bad", prune=dict(keep=0.5)), progress=False, echo=lambda *a: None)
 
 
+def test_general_distillation_cuts_a_student_and_matches_the_teachers_hidden_states(pretrained, shards,
+                                                                                    tmp_path):
+    """Objective hidden (Length-Adaptive Distillation's first stage): a one-layer student cut from the two-layer
+    teacher (model.layers: its first layer's weights, as they were) learns, with soft token pruning and
+    drop-and-restore on, to match the teacher's final hidden states: the validation error falls. The student
+    saves as a transformers RobertaForMaskedLM of one layer. Without a teacher, or with a student of another
+    width, one line."""
+    import slmkit
+    from slmkit.train.loop import train
+
+    teacher = str(pretrained / "model")
+    out = tmp_path / "student"
+    recipe = dict(objective="hidden", model=dict(init=teacher, layers=[0]), data={str(shards): 1.0}, steps=30,
+                  eval_every=10, distill=dict(teacher=teacher), hidden=dict(pairs=[[1, 2]]),
+                  prune=dict(keep=0.5, restore=True, temperature=0.01),
+                  optim=dict(lr=3e-3, warmup_steps=2, weight_decay=0.0))
+    result = train(_recipe(out, **recipe), progress=False, echo=lambda *a: None)
+    evals = [e["val_loss"] for e in _log(out) if e["event"] == "eval"]
+    assert len(evals) == 3 and evals[-1] < 0.8 * evals[0], evals
+    t = slmkit.load(teacher, dtype="float32").model
+    s0 = _first_layer_state(tmp_path, teacher)
+    assert all(torch.equal(s0[k], v) for k, v in t.blocks[0].state_dict().items())
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(result.model_dir)
+    assert hf.config.num_hidden_layers == 1
+    with pytest.raises(SlmError, match="objective hidden distils a teacher's hidden states"):
+        train(_recipe(tmp_path / "bad", objective="hidden", model=dict(init=teacher), data={str(shards): 1.0},
+                      steps=2), progress=False, echo=lambda *a: None)
+    with pytest.raises(SlmError, match="model.layers must list distinct layers"):
+        train(_recipe(tmp_path / "bad2", objective="hidden", model=dict(init=teacher, layers=[1, 0]),
+                      data={str(shards): 1.0}, steps=5, distill=dict(teacher=teacher)),
+              progress=False, echo=lambda *a: None)
+
+
+def _first_layer_state(tmp_path, teacher) -> dict:
+    """The block of a student cut at model.layers [0], before any training."""
+    import slmkit
+    from slmkit.train.loop import take_layers
+
+    return take_layers(slmkit.load(teacher, dtype="float32").model, [0]).blocks[0].state_dict()
+
+
 def test_a_decoder_takes_a_classification_head_too(sentiment, tmp_path):
     """A tiny causal model (its own fresh weights) trains a last-token head on the same task; it saves as
     transformers' LlamaForSequenceClassification."""

@@ -424,7 +424,8 @@ class Transformer(nn.Module):
                 last_only: bool = False, kv_len: int | None = None, hidden: bool = False,
                 mask: torch.Tensor | None = None, caches: Sequence[KVCache] | None = None,
                 rows: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_types: torch.Tensor | None = None, prune: "TokenPruning | None" = None) -> torch.Tensor:
+                token_types: torch.Tensor | None = None, prune: "TokenPruning | None" = None,
+                layers_out: list | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for token ids idx (B, T); (B, 1, vocab) for the last position with last_only.
         A classification head (config.head "classify") gives label logits (B, L) for each row's pooled token;
         no head ("none") gives the final hidden states (B, T, d_model).
@@ -445,6 +446,8 @@ class Transformer(nn.Module):
         token_types (B, T): segment ids for the token-type embeddings (default 0: BERT's first segment).
         prune: dynamic token pruning (slmkit.model.prune.TokenPruning): later layers run on the tokens earlier
         layers' attention ranked highest; hard pruning returns the kept positions only (prune.kept says which).
+        layers_out: a list that receives the hidden states (B, T, d_model) after the embeddings and after each
+        executed layer (hidden-state distillation); not with hard pruning, whose layers see different tokens.
         """
         c = self.config
         B, T = idx.shape
@@ -528,6 +531,10 @@ class Transformer(nn.Module):
             else:
                 self._check_prune(prune, caches, mask, bias, rows, last_only, hidden)
                 full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
+        if layers_out is not None:
+            if prune is not None and not prune.soft:
+                raise SlmError("layer outputs are for soft token pruning (hard pruning changes the tokens per layer)")
+            layers_out.append(x)
         i = 0
         mask_next = None  # soft restore: the mask decided before this layer, mixing its output with its input
         input_valid = key_valid
@@ -543,6 +550,8 @@ class Transformer(nn.Module):
                     x = mask_next * x + (1 - mask_next) * before
                     mask_next = None
                 i += 1
+                if layers_out is not None:
+                    layers_out.append(x)
                 if probs:
                     if prune.restore and not prune.soft:
                         prune.stash(x, key_valid)

@@ -50,6 +50,8 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
     if spec.init:
         if spec.overrides or spec.preset or spec.config:
             raise SlmError("model.init starts from a checkpoint's own architecture; drop model.preset/config/overrides")
+        if spec.layers is not None and recipe.lora is not None:
+            raise SlmError("model.layers cuts a student from model.init; it does not combine with lora")
         if recipe.lora is not None:
             if recipe.objective == "classify" and recipe.task.verbalizer is None:
                 raise SlmError("lora with a classification head is not supported (the new head would need training "
@@ -57,6 +59,8 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
                                "drop lora")
             return build_adapted(recipe, device)
         model = load(spec.init, dtype="float32", device=device).model
+        if spec.layers is not None:
+            model = take_layers(model, spec.layers)
         if recipe.objective == "classify" and recipe.task.verbalizer is None:
             model = with_classifier(model, len(recipe.task.labels), [str(v) for v in recipe.task.labels],
                                     recipe.seed, recipe.init_std)
@@ -80,6 +84,35 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
         model = Transformer(config)
     mup.init(model, recipe.mup.base_width, recipe.init_std)
     return model.float().train()
+
+
+def take_layers(model: Transformer, layers: list[int]) -> Transformer:
+    """The model with only the given layers (0-based, in order): a student cut from a teacher, as DistilBERT takes
+    every other layer of BERT."""
+    import dataclasses
+
+    c = model.config
+    if not layers or any(not 0 <= i < c.n_layer for i in layers) or sorted(set(layers)) != list(layers):
+        raise SlmError(f"model.layers must list distinct layers of {c.name}'s {c.n_layer} in order, got {layers}")
+    if c.layer_repeat != 1:
+        raise SlmError(f"model.layers cannot cut {c.name}, whose layers are shared (layer_repeat)")
+    config = dataclasses.replace(c, n_layer=len(layers), layer_types=[c.layer_types[i] for i in layers],
+                                 name=f"{c.name}-{len(layers)}L")
+    with torch.device("meta"):
+        new = Transformer(config)
+    keep = {f"blocks.{i}.": f"blocks.{j}." for j, i in enumerate(layers)}
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("blocks."):
+            prefix = ".".join(k.split(".")[:2]) + "."
+            if prefix not in keep:
+                continue
+            k = keep[prefix] + k[len(prefix):]
+        state[k] = v
+    new.load_state_dict(state, strict=True, assign=True)
+    new.tie_weights()
+    new.reset_buffers(model.device)
+    return new.float()
 
 
 def classifier_fields(config, n_labels: int) -> dict:
@@ -152,6 +185,20 @@ def load_teacher(spec: DistillSpec, tokenizer: Tokenizer, student: Transformer, 
     return lm.model
 
 
+def hidden_pairs(recipe: Recipe, student: Transformer, teacher: Transformer) -> list[tuple[int, int]]:
+    """Objective hidden's (student, teacher) layer outputs: recipe.hidden.pairs, or each student layer against the
+    teacher's at the same relative depth; the widths must agree (no projection is learned)."""
+    if student.config.d_model != teacher.config.d_model:
+        raise SlmError(f"objective hidden compares hidden states: the student's width {student.config.d_model} is "
+                       f"not the teacher's {teacher.config.d_model} (cut the student from the teacher: model.layers)")
+    ls, lt = student.n_exec_layers, teacher.n_exec_layers
+    pairs = recipe.hidden.pairs or [[i, round(i * lt / ls)] for i in range(1, ls + 1)]
+    for pair in pairs:
+        if len(pair) != 2 or not 0 <= pair[0] <= ls or not 0 <= pair[1] <= lt:
+            raise SlmError(f"hidden.pairs: {pair} is not [student layer 0..{ls}, teacher layer 0..{lt}]")
+    return [(int(i), int(j)) for i, j in pairs]
+
+
 # --- objective ---------------------------------------------------------------------------------------------------
 
 
@@ -159,14 +206,23 @@ class Objective:
     """Cross-entropy, or alpha * KD + (1 - alpha) * cross-entropy with a teacher; sums over target tokens."""
 
     def __init__(self, distill: DistillSpec | None = None, teacher: nn.Module | None = None,
-                 temperature: float = 2.0, prune=None):
+                 temperature: float = 2.0, prune=None, hidden_pairs: list[tuple[int, int]] | None = None):
         self.distill, self.teacher = distill, teacher
         self.temperature = temperature  # soft targets (a classify task's soft_labels): PET's T = 2
-        self.prune = prune  # a classification head's TokenPruning factory: () -> TokenPruning (recipe.prune)
+        self.prune = prune  # a TokenPruning factory: () -> TokenPruning (recipe.prune)
+        self.hidden_pairs = hidden_pairs  # objective hidden: (student layer, teacher layer) outputs to match
 
     def __call__(self, model: nn.Module, batch: Batch, autocast) -> dict[str, torch.Tensor]:
         x, y = batch.x, batch.y
         prune = self.prune() if self.prune is not None else None
+        if self.hidden_pairs is not None:  # general distillation: hidden states, per token, summed over the pairs
+            mine, theirs = [], []
+            with autocast():
+                model(x, hidden=True, prune=prune, layers_out=mine)
+            with torch.no_grad():
+                self.teacher(x, hidden=True, layers_out=theirs)
+            mse = sum(((mine[i].float() - theirs[j].float()) ** 2).mean(-1).sum() for i, j in self.hidden_pairs)
+            return {"loss": mse, "mse": mse}
         if batch.soft:  # a teacher's label logits (PET's ensemble): KL at its temperature
             with autocast():
                 logits = label_logits(model, batch, prune)
@@ -255,15 +311,16 @@ def validation_loss(model: nn.Module, windows: list[tuple[np.ndarray, np.ndarray
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[Batch], device: torch.device, autocast,
              ctx: dist.DistContext | None = None, shard: bool = True, temperature: float = 2.0,
-             prune=None) -> dict[str, float]:
+             prune=None, objective: "Objective | None" = None) -> dict[str, float]:
     """Mean loss over fixed validation Batches, the training objective's (without a teacher) over their targets
     (and, for labels, accuracy); with shard, the processes split the batches and sum. prune: a TokenPruning
-    factory for a classification head (hard pruning, as at inference)."""
+    factory for a classification head (hard pruning, as at inference); objective: the loss to take, in place of
+    the plain one (objective hidden's, which needs its teacher)."""
     ctx = ctx or dist.DistContext(device=device)
     mine = batches[ctx.rank::ctx.world] if shard else batches
     was_training = model.training
     model.eval()
-    objective = Objective(temperature=temperature, prune=prune)
+    objective = objective or Objective(temperature=temperature, prune=prune)
     total = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, targets, correct labels
     labels = bool(batches) and batches[0].labels
     for b in mine:
@@ -352,10 +409,12 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     teacher = load_teacher(recipe.distill, tokenizer, model, ctx.device) if recipe.distill else None
     n_exec = model.n_exec_layers
     train_prune = val_prune = None
-    if recipe.prune is not None:  # soft masks in training steps, hard pruning in validation
+    if recipe.prune is not None:  # soft masks in training steps, hard pruning in validation (a head's)
         train_prune = lambda: recipe.prune.pruner(n_exec, soft=True)  # noqa: E731
-        val_prune = lambda: recipe.prune.pruner(n_exec, soft=False)  # noqa: E731
-    objective = Objective(recipe.distill, teacher, recipe.task.temperature if recipe.task else 2.0, train_prune)
+        val_prune = lambda: recipe.prune.pruner(n_exec, soft=recipe.objective == "hidden")  # noqa: E731
+    pairs = hidden_pairs(recipe, model, teacher) if recipe.objective == "hidden" else None
+    objective = Objective(recipe.distill, teacher, recipe.task.temperature if recipe.task else 2.0, train_prune,
+                          pairs)
     autocast, precision = autocast_for(recipe.precision, ctx.device)
 
     state = None
@@ -399,7 +458,9 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
         if not val_batches:
             return None
         got = validate(forward, val_batches, ctx.device, autocast, ctx, shard=not recipe.dist.fsdp,
-                       temperature=objective.temperature, prune=val_prune)
+                       temperature=objective.temperature, prune=val_prune,
+                       objective=Objective(recipe.distill, teacher, prune=val_prune, hidden_pairs=pairs)
+                       if pairs is not None else None)
         loss = got["val_loss"]
         log.write(dict(event="eval", step=at_step, **got, val_ppl=math.exp(min(loss, 50))))
         if "val_acc" in got:

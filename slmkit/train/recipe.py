@@ -28,6 +28,7 @@ class ModelSpec:
     config: str | None = None
     init: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    layers: list[int] | None = None  # with init: keep these of its layers (0-based), a student cut from a teacher
 
 
 @dataclass
@@ -108,11 +109,23 @@ class PruneSpec:
     keep: float = 0.5  # the share of each row's tokens the last layer runs on
     start: int | None = None  # the first layer that runs on fewer tokens (default 15% of the layers, at least 1)
     temperature: float = 1e-3  # the soft mask's sigmoid((importance - threshold) / temperature)
+    restore: bool = False  # drop-and-restore: a dropped token keeps its state (objective hidden: reconstruct)
 
     def pruner(self, n_layer: int, soft: bool):
         from slmkit.model.prune import TokenPruning
 
-        return TokenPruning(n_layer, keep=self.keep, soft=soft, temperature=self.temperature, start=self.start)
+        return TokenPruning(n_layer, keep=self.keep, soft=soft, temperature=self.temperature, start=self.start,
+                            restore=self.restore)
+
+
+@dataclass
+class HiddenSpec:
+    """Objective hidden (general distillation, TinyBERT's and Length-Adaptive Distillation's first stage): the
+    student's layer outputs imitate the teacher's, mean squared error per token summed over the pairs."""
+
+    # [student layer, teacher layer] pairs, 1-based outputs (0: the embeddings); default: each student layer i
+    # against teacher layer round(i * teacher layers / student layers), the last against the last
+    pairs: list[list[int]] | None = None
 
 
 @dataclass
@@ -131,8 +144,9 @@ class Recipe:
     steps: int = 0  # or a number of optimizer steps (one stage; a classification task's natural budget)
     # what the loss is on: next tokens (causal), masked tokens of an encoder (mlm, with data), or the labels of
     # a classification head (classify, with task)
-    objective: Literal["causal", "mlm", "classify"] = "causal"
+    objective: Literal["causal", "mlm", "classify", "hidden"] = "causal"
     mlm: MaskSpec = field(default_factory=MaskSpec)
+    hidden: HiddenSpec = field(default_factory=HiddenSpec)  # objective hidden: which layers imitate which
     task: TaskSpec | None = None
     stages: list[Stage] = field(default_factory=list)  # or several stages (overrides data/tokens)
     batch: BatchSpec = field(default_factory=BatchSpec)
@@ -202,10 +216,14 @@ class Recipe:
                 raise SlmError("distill is for language-model objectives; drop it for objective classify")
         elif self.task is not None:
             raise SlmError("a task section is for objective classify; set objective: classify")
+        if self.objective == "hidden" and (self.distill is None or not self.distill.teacher):
+            raise SlmError("objective hidden distils a teacher's hidden states: set distill.teacher")
         if self.prune is not None:
-            if self.objective != "classify" or self.task.verbalizer is not None:
-                raise SlmError("prune trains a classification head with token pruning (objective classify, no "
-                               "task.verbalizer): pruning drops the positions other objectives score")
+            head = self.objective == "classify" and self.task.verbalizer is None
+            if not head and self.objective != "hidden":
+                raise SlmError("prune trains a classification head (objective classify, no task.verbalizer) or a "
+                               "student's hidden states (objective hidden) with token pruning: pruning drops the "
+                               "positions other objectives score")
             if not 0 < self.prune.keep <= 1 or self.prune.temperature <= 0:
                 raise SlmError(f"prune.keep must be in (0, 1] and prune.temperature positive, got "
                                f"{self.prune.keep}, {self.prune.temperature}")
