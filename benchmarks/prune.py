@@ -63,31 +63,37 @@ def main() -> None:
     n_layer = model.n_exec_layers
     d = model.config.d_model
 
-    def timed(prune=None) -> float:
-        times = []
-        with torch.inference_mode():
-            for i in range(a.reps + 2):
+    configs = [("unpruned (plain attention)", None)]
+    for keep in (float(k) for k in a.keep.split(",")):
+        if keep < 1:
+            configs.append((f"{keep:g}", lambda keep=keep: TokenPruning(n_layer, keep=keep)))
+        else:  # nothing dropped, through the scoring path: what choosing tokens costs
+            configs.append(("1.0 through the pruning path (explicit softmax, nothing dropped)",
+                            lambda: TokenPruning(n_layer, thresholds=[-1.0] * n_layer)))
+    times: dict[str, list[float]] = {name: [] for name, _ in configs}
+    lengths: dict[str, list[int]] = {}
+    with torch.inference_mode():
+        for r in range(a.reps + 2):  # round-robin, so a drift of the machine touches every row alike
+            for name, make in configs:
+                prune = make() if make else None
                 t0 = time.perf_counter()
                 model(x, prune=prune)
-                if i >= 2:
-                    times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    base = timed()
+                if r >= 2:
+                    times[name].append(time.perf_counter() - t0)
+                lengths[name] = prune.lengths if prune else [x.numel()] * n_layer
+    base = statistics.median(times[configs[0][0]])
     base_macs = macs([x.numel()] * n_layer, d, a.batch)
     print(f"{a.model}: {n_layer} layers, d_model {d}, batch {a.batch} x {a.tokens} tokens, "
-          f"{torch.get_num_threads()} threads, median of {a.reps}")
-    print("| keep ratio | tokens per layer (sum over the batch) | MACs vs unpruned | time ms | vs unpruned |")
-    print("|---|---|---|---|---|")
-    print(f"| unpruned (plain attention) | {x.numel()} each | 1.00 | {1000 * base:.1f} | 1.00x |")
-    for keep in (float(k) for k in a.keep.split(",")):
-        prune = TokenPruning(n_layer, keep=keep) if keep < 1 else TokenPruning(n_layer, thresholds=[-1.0] * n_layer)
-        t = timed(prune)
-        label = f"{keep:g}" if keep < 1 else "1.0 through the pruning path (explicit softmax, nothing dropped)"
-        print(f"| {label} | {', '.join(map(str, prune.lengths))} | {macs(prune.lengths, d, a.batch) / base_macs:.2f} "
-              f"| {1000 * t:.1f} | {base / t:.2f}x |")
-    again = timed()  # the reference once more: how far the machine drifted during the run
-    print(f"| unpruned again (drift control) | {x.numel()} each | 1.00 | {1000 * again:.1f} | {base / again:.2f}x |")
+          f"{torch.get_num_threads()} threads, median of {a.reps} rounds (round-robin)")
+    print("| keep ratio | tokens per layer (sum over the batch) | MACs vs unpruned | time ms (median) | spread (p10-p90) "
+          "| vs unpruned |")
+    print("|---|---|---|---|---|---|")
+    for name, _ in configs:
+        ts = sorted(times[name])
+        med = statistics.median(ts)
+        lo, hi = ts[len(ts) // 10], ts[min(len(ts) - 1, (9 * len(ts)) // 10)]
+        print(f"| {name} | {', '.join(map(str, lengths[name]))} | {macs(lengths[name], d, a.batch) / base_macs:.2f} "
+              f"| {1000 * med:.1f} | {1000 * lo:.0f}-{1000 * hi:.0f} | {base / med:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -251,12 +251,13 @@ class Attention(nn.Module):
         B, H, T, D = q.shape
         K = self.n_kv_head
         q = q.view(B, K, H // K, T, D)
-        scores = (q @ k[:, :, None].transpose(-2, -1)) * self.scale  # (B, K, G, T, S)
+        scores = (q @ k[:, :, None].transpose(-2, -1)).mul_(self.scale)  # (B, K, G, T, S); in place: no copies
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
         if bias is not None:
             scores = scores + bias.view(bias.shape[0], K, H // K, T, -1)
-        scores = scores.masked_fill(~mask[:, :, None], float("-inf"))
+        if torch.compiler.is_compiling() or not bool(mask.all()):  # nothing masked: skip a pass over the scores
+            scores = scores.masked_fill_(~mask[:, :, None], float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         y = (probs @ v[:, :, None]).view(B, H, T, D)
         return (y, probs.view(B, H, T, -1)) if with_probs else y
