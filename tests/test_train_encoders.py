@@ -297,7 +297,7 @@ def test_general_distillation_cuts_a_student_and_matches_the_teachers_hidden_sta
 def _first_layer_state(tmp_path, teacher) -> dict:
     """The block of a student cut at model.layers [0], before any training."""
     import slmkit
-    from slmkit.train.loop import take_layers
+    from slmkit.train.student import take_layers
 
     return take_layers(slmkit.load(teacher, dtype="float32").model, [0]).blocks[0].state_dict()
 

@@ -20,7 +20,7 @@ import torch
 
 from slmkit.engine.engine import Engine
 from slmkit.errors import SlmError
-from slmkit.model.model import KVCache
+from slmkit.model.cache import KVCache
 
 
 def _rows_of(caches, rows: slice) -> list:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from slmkit.errors import SlmError
+from slmkit.model.cache import KVCache
 from slmkit.model.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -134,39 +135,6 @@ def causal_mask(
     if key_valid is not None:
         mask = mask & key_valid[:, None, None, :].bool()
     return mask | (k_slots == q)
-
-
-# --- KV cache ----------------------------------------------------------------------------------------
-
-
-class KVCache(nn.Module):
-    """A static, preallocated key/value cache for one attention layer: (B, K, S, D) each."""
-
-    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | None = None):
-        super().__init__()
-        shape = (batch, n_kv_head, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-    def rows(self, rows: slice) -> "KVCache":
-        """A cache over rows `rows` of this one (views: writes land here)."""
-        view = KVCache.__new__(KVCache)
-        nn.Module.__init__(view)
-        view.register_buffer("k", self.k[rows], persistent=False)
-        view.register_buffer("v", self.v[rows], persistent=False)
-        return view
-
-    def update(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, K, T, D) at slots (T,), or per row at slots (B, T), and return the whole cache."""
-        if slots.dim() == 1:
-            self.k.index_copy_(2, slots, k.to(self.k.dtype))
-            self.v.index_copy_(2, slots, v.to(self.v.dtype))
-        else:  # rows at different lengths (a server's continuous batch)
-            index = slots[:, None, :, None].expand(k.shape)
-            self.k.scatter_(2, index, k.to(self.k.dtype))
-            self.v.scatter_(2, index, v.to(self.v.dtype))
-        return self.k, self.v
 
 
 # --- attention ---------------------------------------------------------------------------------------
@@ -485,10 +453,7 @@ class Transformer(nn.Module):
         if self.emb_norm is not None:
             x = self.emb_norm(x)
 
-        rope = rope_local = None
-        if c.pos_type == "rope":
-            rope = rope_cos_sin(self.inv_freq, positions)
-            rope_local = rope_cos_sin(self.inv_freq_local, positions) if c.rope_local_theta else rope
+        rope, rope_local = self._rope_at(positions)
         bias = None
         if c.pos_type == "alibi":  # slope * (key position - query position), (1 or B, H, T, S)
             if mask is None:
@@ -522,19 +487,14 @@ class Transformer(nn.Module):
 
         if prune is not None:
             key_valid = key_valid if key_valid is not None else torch.ones(B, T, dtype=torch.bool, device=idx.device)
-            if prune.n_layer != self.n_exec_layers:
-                raise SlmError(f"the pruning option is for {prune.n_layer} layers; this model runs "
-                               f"{self.n_exec_layers}")
-            prune.reset(key_valid)
-            if not any(prune.prunes_before(j) for j in range(self.n_exec_layers)):
-                prune.lengths *= self.n_exec_layers
+            if not prune.begin(self.n_exec_layers, key_valid):
                 prune = None  # keep ratio 1: the plain path, exactly
             else:
-                self._check_prune(prune, caches, mask, bias, rows, last_only, hidden)
-                full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
+                prune.check(c, caches is not None or mask is not None, bias is not None, rows is not None,
+                            last_only, hidden, layers_out is not None)
+                full_mask = prune.attention_mask(key_valid, positions, c.causal)
+                rope, rope_local = self._rope_at(positions)
         if layers_out is not None:
-            if prune is not None and not prune.soft:
-                raise SlmError("layer outputs are for soft token pruning (hard pruning changes the tokens per layer)")
             layers_out.append(x)
         i = 0
         mask_next = None  # soft restore: the mask decided before this layer, mixing its output with its input
@@ -554,12 +514,10 @@ class Transformer(nn.Module):
                 if layers_out is not None:
                     layers_out.append(x)
                 if probs:
-                    if prune.restore and not prune.soft:
-                        prune.stash(x, key_valid)
-                    x, key_valid, positions, mask_next = self._prune_tokens(prune, i, x, probs[0], key_valid,
-                                                                            positions)
-                    if not prune.soft:
-                        full_mask, rope, rope_local = self._pruned_masks(key_valid, positions)
+                    x, key_valid, positions, mask_next = prune.apply(i, x, probs[0], key_valid, positions, c.causal)
+                    if not prune.soft:  # fewer tokens: their mask and rotary tables
+                        full_mask = prune.attention_mask(key_valid, positions, c.causal)
+                        rope, rope_local = self._rope_at(positions)
                 if prune is not None and i < self.n_exec_layers:
                     prune.lengths.append(int(key_valid.sum()))
         if prune is not None and prune.restore and not prune.soft:  # drop-and-restore: every position again
@@ -575,57 +533,12 @@ class Transformer(nn.Module):
             x = x[rows]
         return x if hidden else self.head(x)
 
-    # --- token pruning (slmkit.model.prune) ------------------------------------------------------------
-
-    def _check_prune(self, prune, caches, mask, bias, rows, last_only, hidden) -> None:
-        c = self.config
-        if caches is not None or mask is not None:
-            raise SlmError("token pruning is for a whole forward (an encoder, or a decoder's prefill without a KV "
-                           "cache or an explicit mask)")
-        if bias is not None or c.sliding_window or c.attn_softcap is not None:
-            raise SlmError(f"token pruning does not support {c.name}'s attention (ALiBi, sliding windows or "
-                           f"soft-capping)")
-        if not prune.soft and not prune.restore and rows is not None:
-            raise SlmError("hard token pruning drops positions, so it cannot return chosen rows' logits (restore "
-                           "the dropped tokens: TokenPruning(..., restore=True))")
-        if not prune.soft and not prune.restore and c.head == "lm" and not (last_only and c.causal) and not hidden:
-            raise SlmError("hard token pruning drops positions: it serves a classification head, hidden states or "
-                           "a decoder's last-token logits (last_only), not every position's vocabulary logits "
-                           "(for those, restore the dropped tokens: TokenPruning(..., restore=True))")
-
-    def _pruned_masks(self, key_valid: torch.Tensor, positions: torch.Tensor):
-        """The attention mask (B, 1, T, T or 1) over the current tokens, and rotary tables at their positions."""
-        c = self.config
-        if c.causal:  # causality by position: the kept tokens keep their places
-            mask = (positions[:, None, :] <= positions[:, :, None]) & key_valid[:, None, :]
-            mask = (mask | torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device))[:, None]
-        else:  # as the plain path: padding queries see the real tokens
-            mask = (key_valid | ~key_valid.any(-1, keepdim=True))[:, None, None, :]
-        rope = rope_local = None
-        if c.pos_type == "rope":
-            rope = rope_cos_sin(self.inv_freq, positions)
-            rope_local = rope_cos_sin(self.inv_freq_local, positions) if c.rope_local_theta else rope
-        return mask, rope, rope_local
-
-    def _prune_tokens(self, prune, layer: int, x, probs, key_valid, positions):
-        """Before layer `layer`: soft, scale the tokens by their masks; hard, gather the kept ones (in order)."""
-        from slmkit.model.prune import importance
-
-        scores = importance(probs.float(), key_valid, self.config.causal)  # (B, T)
-        if prune.soft:
-            m = prune.soft_mask(layer, scores, key_valid, self.config.causal)
-            prune.masks.append(m)
-            if prune.restore:  # the next layer's output is mixed with its input by m
-                return x, key_valid, positions, m[..., None].to(x.dtype)
-            return x * m[..., None].to(x.dtype), key_valid, positions, None
-        keep = prune.select(layer, scores, key_valid, self.config.causal)
-        n = keep.sum(-1)
-        T = keep.shape[1]
-        order = torch.arange(T, device=x.device)
-        idx = torch.where(keep, order, order + T).sort(-1).indices[:, :int(n.max())]  # kept first, in order
-        x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
-        prune.kept = prune.kept.gather(1, idx)
-        return x, order[:idx.shape[1]] < n[:, None], positions.gather(1, idx), None
+    def _rope_at(self, positions: torch.Tensor):
+        """Rotary tables (global, local) at the given positions; None for models without rotary embeddings."""
+        if self.config.pos_type != "rope":
+            return None, None
+        rope = rope_cos_sin(self.inv_freq, positions)
+        return rope, rope_cos_sin(self.inv_freq_local, positions) if self.config.rope_local_theta else rope
 
     def classify(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Label logits (B, L) for the last hidden states (B, T, d_model): the final norm, then the first token

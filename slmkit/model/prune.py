@@ -76,6 +76,16 @@ class TokenPruning(nn.Module):
         """Whether tokens are chosen before layer `layer` runs (from the previous layer's attention)."""
         return self.start <= layer < self.n_layer and (self.threshold is not None or self.ratio(layer) < 1.0)
 
+    def begin(self, n_layer: int, key_valid: torch.Tensor) -> bool:
+        """A forward starts: reset the record; False when no layer prunes (keep ratio 1), the plain path then."""
+        if n_layer != self.n_layer:
+            raise SlmError(f"the pruning option is for {self.n_layer} layers; this model runs {n_layer}")
+        self.reset(key_valid)
+        if any(self.prunes_before(j) for j in range(n_layer)):
+            return True
+        self.lengths *= n_layer
+        return False
+
     def reset(self, key_valid: torch.Tensor) -> None:
         self.masks, self.lengths, self.full = [], [int(key_valid.sum())], None
         self.n_real = key_valid.sum(-1)  # (B,) each row's real tokens at the input: ratios are of these
@@ -118,6 +128,59 @@ class TokenPruning(nn.Module):
         """Restore: every input position's representation (B, T, D), the kept tokens' from x."""
         self.stash(x, key_valid)
         return self.full
+
+
+    # --- what Transformer.forward asks of it ---------------------------------------------------------------
+
+    def check(self, config, cached: bool, biased: bool, rows: bool, last_only: bool, hidden: bool,
+              layers_out: bool = False) -> None:
+        """One line when this forward cannot prune: a KV cache or explicit mask, attention it does not support,
+        per-layer outputs under hard pruning, or (hard, without restore) an output that needs every position."""
+        c = config
+        if layers_out and not self.soft:
+            raise SlmError("layer outputs are for soft token pruning (hard pruning changes the tokens per layer)")
+        if cached:
+            raise SlmError("token pruning is for a whole forward (an encoder, or a decoder's prefill without a KV "
+                           "cache or an explicit mask)")
+        if biased or c.sliding_window or c.attn_softcap is not None:
+            raise SlmError(f"token pruning does not support {c.name}'s attention (ALiBi, sliding windows or "
+                           f"soft-capping)")
+        every_position = rows or (c.head == "lm" and not (last_only and c.causal) and not hidden)
+        if not self.soft and not self.restore and every_position:
+            raise SlmError("hard token pruning drops positions: it serves a classification head, hidden states or "
+                           "a decoder's last-token logits (last_only), not every position's vocabulary logits "
+                           "(for those, restore the dropped tokens: TokenPruning(..., restore=True))")
+
+    @staticmethod
+    def attention_mask(key_valid: torch.Tensor, positions: torch.Tensor, causal: bool) -> torch.Tensor:
+        """The attention mask (B, 1, T, T or 1) over the current tokens."""
+        if causal:  # causality by position: the kept tokens keep their places
+            mask = (positions[:, None, :] <= positions[:, :, None]) & key_valid[:, None, :]
+            return (mask | torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device))[:, None]
+        return (key_valid | ~key_valid.any(-1, keepdim=True))[:, None, None, :]  # padding queries see real tokens
+
+    def apply(self, layer: int, x: torch.Tensor, probs: torch.Tensor, key_valid: torch.Tensor,
+              positions: torch.Tensor, causal: bool):
+        """Before layer `layer`, from the previous layer's attention probs (B, H, T, S): soft, scale the tokens by
+        their masks (or, restoring, return the mask that mixes the next layer's output with its input); hard,
+        gather the kept tokens in order. Returns (x, key_valid, positions, mask for the next layer or None)."""
+        scores = importance(probs.float(), key_valid, causal)  # (B, T)
+        if self.soft:
+            m = self.soft_mask(layer, scores, key_valid, causal)
+            self.masks.append(m)
+            if self.restore:
+                return x, key_valid, positions, m[..., None].to(x.dtype)
+            return x * m[..., None].to(x.dtype), key_valid, positions, None
+        if self.restore:
+            self.stash(x, key_valid)
+        keep = self.select(layer, scores, key_valid, causal)
+        n = keep.sum(-1)
+        T = keep.shape[1]
+        order = torch.arange(T, device=x.device)
+        idx = torch.where(keep, order, order + T).sort(-1).indices[:, :int(n.max())]  # kept first, in order
+        x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+        self.kept = self.kept.gather(1, idx)
+        return x, order[:idx.shape[1]] < n[:, None], positions.gather(1, idx), None
 
 
 def _protected(key_valid: torch.Tensor, causal: bool) -> torch.Tensor:

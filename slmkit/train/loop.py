@@ -60,6 +60,8 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
             return build_adapted(recipe, device)
         model = load(spec.init, dtype="float32", device=device).model
         if spec.layers is not None:
+            from slmkit.train.student import take_layers
+
             model = take_layers(model, spec.layers)
         if recipe.objective == "classify" and recipe.task.verbalizer is None:
             model = with_classifier(model, len(recipe.task.labels), [str(v) for v in recipe.task.labels],
@@ -84,35 +86,6 @@ def build_model(recipe: Recipe, tokenizer: Tokenizer, device: torch.device) -> T
         model = Transformer(config)
     mup.init(model, recipe.mup.base_width, recipe.init_std)
     return model.float().train()
-
-
-def take_layers(model: Transformer, layers: list[int]) -> Transformer:
-    """The model with only the given layers (0-based, in order): a student cut from a teacher, as DistilBERT takes
-    every other layer of BERT."""
-    import dataclasses
-
-    c = model.config
-    if not layers or any(not 0 <= i < c.n_layer for i in layers) or sorted(set(layers)) != list(layers):
-        raise SlmError(f"model.layers must list distinct layers of {c.name}'s {c.n_layer} in order, got {layers}")
-    if c.layer_repeat != 1:
-        raise SlmError(f"model.layers cannot cut {c.name}, whose layers are shared (layer_repeat)")
-    config = dataclasses.replace(c, n_layer=len(layers), layer_types=[c.layer_types[i] for i in layers],
-                                 name=f"{c.name}-{len(layers)}L")
-    with torch.device("meta"):
-        new = Transformer(config)
-    keep = {f"blocks.{i}.": f"blocks.{j}." for j, i in enumerate(layers)}
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("blocks."):
-            prefix = ".".join(k.split(".")[:2]) + "."
-            if prefix not in keep:
-                continue
-            k = keep[prefix] + k[len(prefix):]
-        state[k] = v
-    new.load_state_dict(state, strict=True, assign=True)
-    new.tie_weights()
-    new.reset_buffers(model.device)
-    return new.float()
 
 
 def classifier_fields(config, n_labels: int) -> dict:
@@ -183,20 +156,6 @@ def load_teacher(spec: DistillSpec, tokenizer: Tokenizer, student: Transformer, 
                        f" set model.overrides.vocab_size: {lm.config.vocab_size}")
     lm.model.eval().requires_grad_(False)
     return lm.model
-
-
-def hidden_pairs(recipe: Recipe, student: Transformer, teacher: Transformer) -> list[tuple[int, int]]:
-    """Objective hidden's (student, teacher) layer outputs: recipe.hidden.pairs, or each student layer against the
-    teacher's at the same relative depth; the widths must agree (no projection is learned)."""
-    if student.config.d_model != teacher.config.d_model:
-        raise SlmError(f"objective hidden compares hidden states: the student's width {student.config.d_model} is "
-                       f"not the teacher's {teacher.config.d_model} (cut the student from the teacher: model.layers)")
-    ls, lt = student.n_exec_layers, teacher.n_exec_layers
-    pairs = recipe.hidden.pairs or [[i, round(i * lt / ls)] for i in range(1, ls + 1)]
-    for pair in pairs:
-        if len(pair) != 2 or not 0 <= pair[0] <= ls or not 0 <= pair[1] <= lt:
-            raise SlmError(f"hidden.pairs: {pair} is not [student layer 0..{ls}, teacher layer 0..{lt}]")
-    return [(int(i), int(j)) for i, j in pairs]
 
 
 # --- objective ---------------------------------------------------------------------------------------------------
@@ -412,7 +371,11 @@ def _train(recipe: Recipe, resume: bool, progress: bool, echo, ctx: dist.DistCon
     if recipe.prune is not None:  # soft masks in training steps, hard pruning in validation (a head's)
         train_prune = lambda: recipe.prune.pruner(n_exec, soft=True)  # noqa: E731
         val_prune = lambda: recipe.prune.pruner(n_exec, soft=recipe.objective == "hidden")  # noqa: E731
-    pairs = hidden_pairs(recipe, model, teacher) if recipe.objective == "hidden" else None
+    pairs = None
+    if recipe.objective == "hidden":
+        from slmkit.train.student import hidden_pairs
+
+        pairs = hidden_pairs(recipe.hidden.pairs, model, teacher)
     objective = Objective(recipe.distill, teacher, recipe.task.temperature if recipe.task else 2.0, train_prune,
                           pairs)
     autocast, precision = autocast_for(recipe.precision, ctx.device)
