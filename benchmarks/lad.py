@@ -99,6 +99,8 @@ def corpus_shards(work: Path, minilm: str, max_chars: int) -> Path:
 
 def soft_labels(work: Path, teacher: Path, train: Path) -> Path:
     """The training half with the teacher's label logits beside each label (task.soft_labels)."""
+    import torch
+
     import slmkit
     from slmkit.eval.classify import predict
 
@@ -106,7 +108,7 @@ def soft_labels(work: Path, teacher: Path, train: Path) -> Path:
     if not out.is_file():
         rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
         lm = slmkit.load(teacher, dtype="float32")
-        with __import__("torch").inference_mode():
+        with torch.inference_mode():
             probs = predict(lm.model, lm.tokenizer, [(r["sentence"], None) for r in rows], max_len=128)
         out.write_text("".join(json.dumps({**r, "logits": p.clamp_min(1e-12).log().tolist()}) + "\n"
                                for r, p in zip(rows, probs)), encoding="utf-8")
