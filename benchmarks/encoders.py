@@ -82,12 +82,13 @@ def pretrain(steps: int) -> dict:
                 train=[(e["step"], e["loss"]) for e in log if e["event"] == "train"])
 
 
-def sst2_halves() -> tuple[Path, Path]:
+def sst2_halves(out: Path = WORK / "sst2", limit: int | None = None) -> tuple[Path, Path]:
+    """SST-2's 872 validation sentences halved by a fixed shuffle (seed 25): train.jsonl, test.jsonl (its first
+    `limit` sentences when given). benchmarks/lad.py uses the same halves."""
     import random
 
     from slmkit.eval.data import load_task_data
 
-    out = WORK / "sst2"
     train, test = out / "train.jsonl", out / "test.jsonl"
     if not test.is_file():
         docs = load_task_data("sst2").docs["validation"]
@@ -95,7 +96,7 @@ def sst2_halves() -> tuple[Path, Path]:
         random.Random(25).shuffle(order)
         half = len(docs) // 2
         out.mkdir(parents=True, exist_ok=True)
-        for path, idx in ((train, order[:half]), (test, order[half:])):
+        for path, idx in ((train, order[:half]), (test, order[half:half + limit] if limit else order[half:])):
             path.write_text("".join(json.dumps({"sentence": docs[i]["sentence"], "label": docs[i]["label"]}) + "\n"
                                     for i in idx), encoding="utf-8")
     return train, test

@@ -54,25 +54,6 @@ def run(out: Path, **kw) -> Path:
     return out / "model"
 
 
-def halves(work: Path, limit: int | None) -> tuple[Path, Path]:
-    import random
-
-    from slmkit.eval.data import load_task_data
-
-    train, test = work / "sst2-train.jsonl", work / "sst2-test.jsonl"
-    if not test.is_file():
-        docs = load_task_data("sst2").docs["validation"]
-        order = list(range(len(docs)))
-        random.Random(25).shuffle(order)
-        half = len(docs) // 2
-        parts = (order[:half], order[half:half + limit] if limit else order[half:])
-        work.mkdir(parents=True, exist_ok=True)
-        for path, idx in zip((train, test), parts):
-            path.write_text("".join(json.dumps({"sentence": docs[i]["sentence"], "label": docs[i]["label"]}) + "\n"
-                                    for i in idx), encoding="utf-8")
-    return train, test
-
-
 def corpus_shards(work: Path, minilm: str, max_chars: int) -> Path:
     from slmkit.checkpoint import load_tokenizer
     from slmkit.eval.data import shared_data_dir
@@ -160,7 +141,9 @@ def main() -> None:
     if not a.table:
         minilm = str(minilm_path())
         layers = [int(x) for x in a.layers.split(",")]
-        train, test = halves(work, a.limit)
+        from encoders import sst2_halves  # benchmarks/ is on the path of a script run from it
+
+        train, test = sst2_halves(work / "sst2", a.limit)
         task = dict(train=str(train), text="{sentence}", labels=[0, 1], max_len=128)
         teacher = run(work / "teacher", objective="classify", model=dict(init=minilm), task=task,
                       steps=a.teacher_steps)

@@ -118,11 +118,7 @@ def encode_choices(tokenizer: Tokenizer, template: str, record: dict, words: lis
     positions. A masked LM: the mask becomes as many mask tokens as the word has, all predicted in one pass (PET's
     parallel decoding). A decoder: the text before the mask, then " word" (split from it as lm-eval splits a
     request); each word token is predicted from the position before it. Too long, the longest field is cut."""
-    if causal and not mask_final(template):
-        raise SlmError(f"{where}: a decoder reads the label as the next token after the pattern, so the pattern "
-                       f"must end with {{mask}}; {template!r} has text after it (that order is for masked LMs)")
-    if not causal and tokenizer.mask_id is None:
-        raise SlmError("a cloze task needs a masked-LM tokenizer (a mask token such as <mask> or [MASK])")
+    _check_cloze(tokenizer, template, where, causal)
     out = []
     for word in words:
         word = fill_word(word, record, where).strip()
@@ -140,19 +136,33 @@ def encode_choices(tokenizer: Tokenizer, template: str, record: dict, words: lis
                 ids = tokenizer.encode(_fill(template, {**rec, "mask": masks}, where, "text"))
                 pos = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
                 tgt = target
-            if len(ids) <= max_len:
+            if len(ids) <= max_len or not _shorten(tokenizer, rec, template, len(ids) - max_len):
                 break
-            longest = max((k for k in rec if isinstance(rec[k], str) and f"{{{k}}}" in template),
-                          key=lambda k: len(rec[k]), default=None)
-            if longest is None:
-                break
-            part = tokenizer.encode(rec[longest], add_special_tokens=False)
-            rec[longest] = tokenizer.decode(part[:max(0, len(part) - (len(ids) - max_len) - 2)])
         if len(ids) > max_len or not tgt or len(pos) != len(tgt) or (pos and pos[0] < 0):
             raise SlmError(f"{where}: the pattern filled with {word!r} does not fit task.max_len {max_len}"
                            + ("" if causal else f" with its {len(target)} mask tokens"))
         out.append((ids, pos, tgt))
     return out
+
+
+def _check_cloze(tokenizer: Tokenizer, template: str, where: str, causal: bool) -> None:
+    if causal and not mask_final(template):
+        raise SlmError(f"{where}: a decoder reads the label as the next token after the pattern, so the pattern "
+                       f"must end with {{mask}}; {template!r} has text after it (that order is for masked LMs)")
+    if not causal and tokenizer.mask_id is None:
+        raise SlmError("a cloze task needs a masked-LM tokenizer (a mask token such as <mask> or [MASK])")
+
+
+def _shorten(tokenizer: Tokenizer, record: dict, template: str, over: int) -> bool:
+    """Cut the longest field the template uses by `over` tokens (and 2 for the seam), as PET shortens its segments;
+    False when no field is left to cut."""
+    longest = max((k for k in record if isinstance(record[k], str) and f"{{{k}}}" in template),
+                  key=lambda k: len(record[k]), default=None)
+    if longest is None:
+        return False
+    part = tokenizer.encode(record[longest], add_special_tokens=False)
+    record[longest] = tokenizer.decode(part[:max(0, len(part) - over - 2)])
+    return True
 
 
 def mask_final(template: str) -> bool:
@@ -169,24 +179,14 @@ def encode_cloze(tokenizer: Tokenizer, template: str, record: dict, max_len: int
     (causal): the text before the mask (the pattern must end with it, punctuation aside); the position is its last
     token, whose next-token logits score " word" as lm-eval scores a one-token choice. Too long, the longest field
     is cut (token by token, as PET shortens its segments) until the whole fits."""
-    if causal and not mask_final(template):
-        raise SlmError(f"{where}: a decoder reads the label as the next token after the pattern, so the pattern "
-                       f"must end with {{mask}}; {template!r} has text after it (that order is for masked LMs)")
-    if not causal and tokenizer.mask_id is None:
-        raise SlmError("a cloze task needs a masked-LM tokenizer (a mask token such as <mask> or [MASK])")
+    _check_cloze(tokenizer, template, where, causal)
     record = dict(record)
     text = template.split("{mask}", 1)[0] if causal else template
     for _ in range(8):
         filled = _fill(text, record if causal else {**record, "mask": tokenizer.mask_token}, where, "text")
         ids = tokenizer.encode(filled.rstrip() if causal else filled)
-        if len(ids) <= max_len:
+        if len(ids) <= max_len or not _shorten(tokenizer, record, text, len(ids) - max_len):
             break
-        longest = max((k for k in record if isinstance(record[k], str) and f"{{{k}}}" in text),
-                      key=lambda k: len(record[k]), default=None)
-        if longest is None:
-            break
-        part = tokenizer.encode(record[longest], add_special_tokens=False)
-        record[longest] = tokenizer.decode(part[:max(0, len(part) - (len(ids) - max_len) - 2)])
     if causal:
         if len(ids) > max_len or not ids:
             raise SlmError(f"{where}: the filled pattern does not fit task.max_len {max_len}")
