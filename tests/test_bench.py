@@ -134,3 +134,59 @@ def test_predict_has_a_row_per_precision_for_a_config():
         assert pred.decode_s[0] > 0 and pred.weights_mb > 0
     with pytest.raises(Exception, match="no int4 kernel measurement"):
         predict(config, cal, "int4")
+
+
+def _tiny_dir(tmp_path, name: str, **kw) -> str:
+    import slmkit
+    from slmkit.checkpoint import save
+
+    model = slmkit.init_model(slmkit.from_name(name, **kw), device="cpu", seed=0)
+    path = tmp_path / name
+    save(model, path)
+    return str(path)
+
+
+def test_bench_times_pruned_forwards_beside_the_unpruned_one(tiny_eval_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["bench", tiny_eval_dir, "--backends", "slmkit", "--precisions", "fp32", "--no-compile",
+               "--prompts", "24", "--depths", "0", "--n-gen", "2", "--repeats", "2", "--warmup", "0",
+               "--threads", "1", "--prune-keep", "0.5,0.3", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = {r["test"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    assert set(rows) == {"pp24", "tg2@d0", "pp24@keep1", "pp24@keep0.5", "pp24@keep0.3"}
+    assert rows["pp24@keep1"]["token_layers"] == 1.0
+    # a 2-layer decoder prunes before its last layer only: 1 + 0.5 of 2 layers, 1 + 0.3 (rounded up)
+    assert rows["pp24@keep0.5"]["token_layers"] == pytest.approx((24 + 12) / 48, abs=0.03)
+    assert rows["pp24@keep0.3"]["token_layers"] < rows["pp24@keep0.5"]["token_layers"]
+    assert all(len(r["samples_ts"]) == 2 and r["avg_ts"] > 0 for r in rows.values())
+    md = (out / "bench.md").read_text()
+    assert "Token pruning" in md and "| slmkit | fp32 | 24 | 0.3 |" in md and "pp24 tok/s" in md
+    assert "pp24@keep" not in md.split("Token pruning")[0]  # the pruned tests have their own table
+
+
+def test_bench_times_an_encoder_forward_and_skips_what_it_cannot(tmp_path, capsys):
+    encoder = _tiny_dir(tmp_path, "RoBERTa-base", n_layer=4, d_model=64, n_head=4, intermediate_size=128,
+                        vocab_size=300, context_length=64, head="classify", n_labels=2, pool_dense=True,
+                        score_bias=True)
+    rc = main(["bench", encoder, "--prompts", "32", "--repeats", "1", "--warmup", "0", "--threads", "1",
+               "--prune-keep", "0.5", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "int8+head: weight quantisation is for causal language models" in captured.out
+    assert "transformers: an encoder's or classifier's forward is timed on slmkit only" in captured.out
+    rows = json.loads(captured.out[captured.out.index("\n["):])
+    assert [r["test"] for r in rows] == ["pp32@keep1", "pp32@keep0.5"]
+    assert rows[1]["token_layers"] < 1.0 and rows[0]["kv_cache_mb"] == 0
+    rc, err = run_cli(capsys, "bench", encoder, "--prompts", "100", "--backends", "slmkit")
+    assert_one_line(rc, err, "learned positions for 64 tokens; give --prompts up to 64")
+
+
+def test_bench_pruning_bad_input_is_one_line(tmp_path, capsys):
+    gemma = _tiny_dir(tmp_path, "Gemma-3-270M", n_layer=2, d_model=64, n_head=2, n_kv_head=1, head_dim=32,
+                      intermediate_size=128, vocab_size=300)
+    rc, err = run_cli(capsys, "bench", gemma, "--backends", "slmkit", "--prune-keep", "0.5")
+    assert_one_line(rc, err, "--prune-keep: token pruning does not support")
+    for bad in ("0", "1.5", "x", "nan"):
+        rc, err = run_cli(capsys, "bench", gemma, "--prune-keep", bad)
+        assert_one_line(rc, err, "--prune-keep: ")

@@ -242,8 +242,8 @@ def test_a_head_trains_with_token_pruning_and_validates_pruned(pretrained, senti
     out = tmp_path / "cls-pruned"
     task = dict(train=str(sentiment[0]), val=str(sentiment[1]), text="{sentence}", labels=[0, 1], max_len=32)
     result = train(_recipe(out, objective="classify", model=dict(init=str(pretrained / "model")), task=task,
-                           steps=60, eval_every=60, prune=dict(keep=0.4, start=1),
-                           optim=dict(lr=3e-3, warmup_steps=3, weight_decay=0.0)),
+                           steps=150, eval_every=150, prune=dict(keep=0.4, start=1),
+                           optim=dict(lr=1e-3, warmup_steps=3, weight_decay=0.0)),
                    progress=False, echo=lambda *a: None)
     evals = [e for e in _log(out) if e["event"] == "eval"]
     assert evals[-1]["val_acc"] >= 0.85, evals

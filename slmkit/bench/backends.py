@@ -58,18 +58,38 @@ class SlmkitBackend(Backend):
         from slmkit.runtime import SlmkitRuntime
 
         rt = SlmkitRuntime.load(self.model_name, self.precision, self.device, self.group_size, self.symmetric,
-                                adapter=self.adapter)
+                                adapter=self.adapter, encoders=True)
         self.label = rt.label
         with torch.inference_mode():  # build the kernels' packed layouts now, not inside the first timed call
             for m in rt.model.modules():
                 if hasattr(m, "_cpu_matmul"):
                     m(torch.zeros(1, m.in_features, device=rt.device))
         self.runtime, self.dev = rt, rt.device
+        self.weight_bytes = rt.weight_bytes
+        c = rt.model.config
+        self.decodes = c.causal and c.head == "lm"
+        if not self.decodes:  # an encoder or a classifier: its forward alone, no KV cache
+            self.engine = None
+            return
         self.engine = Engine(rt.model, compile=self.compile)
         self.engine.setup_caches(1, max_len)  # compiles the decode step here
         self.compile_s = self.engine.compile_s
-        self.weight_bytes = rt.weight_bytes
         self.kv_bytes = sum(t.numel() * t.element_size() for c in self.engine.caches for t in (c.k, c.v))
+
+    def forward(self, ids: list[int], keep: float) -> float:
+        """One uncached forward of ids with dynamic token pruning at keep ratio `keep` (1.0: the plain forward):
+        a decoder's prefill up to its last-token logits, an encoder's final hidden states, a classifier's label
+        logits. Returns the share of token-layers that ran."""
+        import torch
+
+        from slmkit.model.prune import TokenPruning
+
+        model = self.runtime.model
+        prune = TokenPruning(model.n_exec_layers, keep=keep) if keep < 1 else None
+        x = torch.tensor([ids], device=self.dev)
+        with torch.inference_mode():
+            model(x, last_only=self.decodes, hidden=model.config.head == "lm" and not self.decodes, prune=prune)
+        return sum(prune.lengths) / (prune.lengths[0] * len(prune.lengths)) if prune is not None else 1.0
 
     def prefill(self, ids: list[int]) -> int:
         import torch

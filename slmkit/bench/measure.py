@@ -36,8 +36,10 @@ def _record(test: str, n_prompt: int, n_gen: int, n_depth: int, rates: list[floa
 
 
 def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_gen: int, repeats: int,
-            warmup: int, progress=None) -> dict:
-    """Load `backend` and run every test on prefixes of `ids`; the records and the memory readings."""
+            warmup: int, progress=None, prune_keeps: list[float] = ()) -> dict:
+    """Load `backend` and run every test on prefixes of `ids`; the records and the memory readings. prune_keeps:
+    also pp{n}@keep{r}, one uncached forward with token pruning at keep ratio r, and pp{n}@keep1.0, the same
+    forward unpruned (slmkit's backend; the only tests of a model without decode)."""
     import torch
 
     from slmkit.bench.hardware import peak_rss_mb, reset_peak_rss, rss_mb
@@ -60,13 +62,36 @@ def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_ge
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         cuda_before = torch.cuda.memory_allocated()
-    backend.prefill(ids[: max(prompts or [1])])
+    decodes = getattr(backend, "decodes", True)
+    if decodes:
+        backend.prefill(ids[: max(prompts or [1])])
+    else:
+        backend.forward(ids[: max(prompts or [1])], 1.0)
     activation_mb = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20 if cuda else peak_rss_mb() - before
-    for _ in range(warmup):
+    for _ in range(warmup if decodes else 0):
         backend.prefill(ids[: min(prompts or [8])])
         backend.step(0)
 
+    keeps = list(dict.fromkeys([1.0, *sorted(prune_keeps, reverse=True)])) if prune_keeps or not decodes else []
     for n in prompts:
+        if keeps:  # the pruned forwards beside the same forward unpruned, interleaved repeat by repeat
+            times = {k: [] for k in keeps}
+            share = {}
+            for r in range(warmup + repeats):
+                for k in keeps:
+                    sync()
+                    t = time.perf_counter()
+                    share[k] = backend.forward(ids[:n], k)
+                    sync()
+                    if r >= warmup:
+                        times[k].append(time.perf_counter() - t)
+            for k in keeps:
+                records.append(_record(f"pp{n}@keep{k:g}", n, 0, 0, [n / t for t in times[k]], keep=k,
+                                       token_layers=share[k], ttft_ms=statistics.median(times[k]) * 1e3))
+                if progress:
+                    progress(records[-1])
+        if not decodes:
+            continue
         times = []
         for r in range(warmup + repeats):
             sync()
@@ -80,7 +105,7 @@ def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_ge
         if progress:
             progress(records[-1])
 
-    for d in depths:
+    for d in depths if decodes else []:
         rates, latencies = [], []
         for r in range(warmup + repeats):
             token = backend.prefill(ids[: max(d, 1)])
@@ -135,7 +160,7 @@ def main() -> None:
         result = measure(make_backend(spec), spec["ids"], spec["prompts"], spec["depths"], spec["n_gen"],
                          spec["repeats"], spec["warmup"],
                          progress=lambda r: print(f"  {r['test']}: {r['avg_ts']:.1f} tok/s", file=sys.stderr,
-                                                  flush=True))
+                                                  flush=True), prune_keeps=spec.get("prune_keeps", []))
     except SlmError as e:
         print(json.dumps({"error": str(e)}))
         return

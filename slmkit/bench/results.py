@@ -13,7 +13,7 @@ from slmkit.paths import write_atomic
 from slmkit.results import Result
 
 CSV_FIELDS = ["model_filename", "backend", "precision", "type", "n_threads", "test", "n_prompt", "n_gen", "n_depth",
-              "avg_ts", "stddev_ts", "avg_ns", "stddev_ns", "ttft_ms", "p50_ms", "p90_ms", "p99_ms", "load_s",
+              "avg_ts", "stddev_ts", "avg_ns", "stddev_ns", "keep", "token_layers", "ttft_ms", "p50_ms", "p90_ms", "p99_ms", "load_s",
               "compile_s", "peak_rss_mb", "peak_cuda_mb", "weights_mb", "kv_cache_mb", "activations_mb",
               "pred_ms", "pred_weights_mb", "pred_kv_cache_mb", "pred_activations_mb"]
 
@@ -70,7 +70,7 @@ class BenchRun(Result):
 def table(result: BenchRun) -> str:
     """Markdown: one row per backend x precision with every test's tok/s, then the memory breakdown."""
     rows = result.rows
-    tests = list(dict.fromkeys(r["test"] for r in rows))
+    tests = list(dict.fromkeys(r["test"] for r in rows if "keep" not in r))
     runs = list(dict.fromkeys((r["backend"], r["precision"]) for r in rows))
     by = {(r["backend"], r["precision"], r["test"]): r for r in rows}
     head = ["backend", "precision", "load s"] + [f"{t} tok/s" for t in tests]
@@ -79,7 +79,7 @@ def table(result: BenchRun) -> str:
     head += ([f"TTFT {first_pp[2:]} ms"] if first_pp else []) + (["p50/p90/p99 ms"] if first_tg else [])
     head += ["peak RSS MB" if result.machine["device"] == "cpu" else "peak GPU MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for backend, precision in runs:
+    for backend, precision in runs if tests else []:
         any_row = next(r for r in rows if (r["backend"], r["precision"]) == (backend, precision))
         cells = [backend, any_row["type"], f"{any_row['load_s']:.1f}" + (
             f" (+{any_row['compile_s']:.0f} compile)" if any_row.get("compile_s") else "")]
@@ -95,6 +95,19 @@ def table(result: BenchRun) -> str:
         peak = any_row["peak_cuda_mb"] if result.machine["device"] != "cpu" else any_row["peak_rss_mb"]
         cells.append(f"{peak:.0f}" if peak is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    if not tests:
+        lines = []
+    pruned = [r for r in rows if "keep" in r]
+    if pruned:
+        lines += ["", "Token pruning: one uncached forward (a decoder's prefill to its last-token logits, an encoder's "
+                  "whole forward) at each keep ratio, beside the same forward unpruned, interleaved", "",
+                  "| backend | precision | tokens | keep | token-layers run | ms (median) | tok/s | time vs keep 1 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in pruned:
+            base = by.get((r["backend"], r["precision"], f"pp{r['n_prompt']}@keep1"))
+            ratio = f"{r['ttft_ms'] / base['ttft_ms']:.2f}" if base else "-"
+            lines.append(f"| {r['backend']} | {r['type']} | {r['n_prompt']} | {r['keep']:g} | {r['token_layers']:.2f} "
+                         f"| {r['ttft_ms']:.1f} | {r['avg_ts']:.0f} ± {r['stddev_ts']:.0f} | {ratio} |")
     lines += ["", "Memory (MB): measured, and predicted by the cost model for slmkit (after slm bench --calibrate)", "",
               "| backend | precision | weights | KV cache (tokens) | activations (largest prefill) | peak RSS |",
               "|---|---|---|---|---|---|"]
@@ -115,7 +128,7 @@ def table(result: BenchRun) -> str:
                 measured = r["avg_ns"] / 1e6 / (r["n_gen"] or 1)
                 lines.append(f"| {r['type']} | {r['test']} | {measured:.2f} | {r['pred_ms']:.2f} | "
                              f"{r['pred_ms'] / measured:.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines).strip("\n")
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -38,6 +38,7 @@ class BenchSpec:
     group_size: int = 32
     symmetric: bool = True
     adapter: str | None = None  # a LoRA adapter on the slmkit backend
+    prune_keeps: list[float] = field(default_factory=list)  # token pruning's keep ratios (pp{n}@keep{r} tests)
 
     def check(self) -> None:
         for name, values, allowed in (("backend", self.backends, BACKENDS), ("precision", self.precisions, PRECISIONS)):
@@ -53,10 +54,13 @@ class BenchSpec:
             raise SlmError("prompt lengths must be >= 1 and KV depths >= 0")
         if self.n_gen < 1 or self.repeats < 1 or self.warmup < 0 or self.threads < 1:
             raise SlmError("--n-gen, --repeats and --threads must be >= 1 and --warmup >= 0")
+        if not all(0 < r <= 1 for r in self.prune_keeps):
+            raise SlmError(f"--prune-keep ratios must be in (0, 1], got {','.join(map(str, self.prune_keeps))}")
 
 
-def plan(spec: BenchSpec) -> tuple[list[dict], list[str]]:
-    """The worker runs (backend, precision) to do and the ones skipped, each with its reason."""
+def plan(spec: BenchSpec, encoder: bool = False) -> tuple[list[dict], list[str]]:
+    """The worker runs (backend, precision) to do and the ones skipped, each with its reason. encoder: a model
+    without decode (an encoder or a classifier), whose forward slmkit alone times."""
     import torch
 
     from slmkit.device import default_device, supports_bf16
@@ -64,6 +68,9 @@ def plan(spec: BenchSpec) -> tuple[list[dict], list[str]]:
     device = torch.device(spec.device) if spec.device else default_device()
     runs, skipped = [], []
     for backend in spec.backends:
+        if encoder and backend != "slmkit":
+            skipped.append(f"{backend}: an encoder's or classifier's forward is timed on slmkit only")
+            continue
         if backend == "transformers" and importlib.util.find_spec("transformers") is None:
             skipped.append("transformers: not installed (pip install transformers)")
             continue
@@ -76,6 +83,10 @@ def plan(spec: BenchSpec) -> tuple[list[dict], list[str]]:
                 skipped.append(f"{backend} bf16: no native bfloat16 on {device}")
                 continue
             kinds = LLAMACPP_TYPES[p] if backend == "llamacpp" else [p]
+            if encoder and p not in FLOAT_PRECISIONS:
+                skipped.append(f"{backend} {p}: weight quantisation is for causal language models, not an encoder's "
+                               f"or classifier's forward")
+                continue
             for kind in kinds:
                 if backend == "transformers" and kind not in FLOAT_PRECISIONS:
                     skipped.append(f"transformers {kind}: weight-only quantisation is slmkit's and llama.cpp's")
@@ -109,7 +120,7 @@ def run_worker(spec: BenchSpec, run: dict, ids: list[int], device: str, echo=pri
                    prompts=spec.prompts, depths=spec.depths, n_gen=spec.n_gen, repeats=spec.repeats,
                    warmup=spec.warmup, threads=spec.threads, device=spec.device, compile=spec.compile,
                    group_size=spec.group_size, symmetric=spec.symmetric, adapter=spec.adapter,
-                   gpu=device.startswith("cuda"))
+                   gpu=device.startswith("cuda"), prune_keeps=spec.prune_keeps if run["backend"] == "slmkit" else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads)}
     proc = subprocess.Popen([sys.executable, "-m", "slmkit.bench.measure", json.dumps(payload)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -136,12 +147,23 @@ def bench(spec: BenchSpec, echo=print) -> BenchRun:
     from slmkit.bench.costmodel import load_calibration, predict
     from slmkit.checkpoint import load_config
 
+    from slmkit.model.prune import unsupported
+
     spec.check()
     config, source = load_config(spec.model)
-    if not config.causal or config.head != "lm":
-        raise SlmError(f"{source} is {'an encoder' if not config.causal else 'a model without a vocabulary head'} "
-                       f"(head {config.head!r}); slm bench measures prefill and decode of a causal language model")
-    runs, skipped = plan(spec)
+    encoder = not config.causal or config.head != "lm"
+    if encoder:
+        spec.depths = []  # no decode: the forward alone, at keep 1.0 and each --prune-keep
+        if "slmkit" not in spec.backends:
+            raise SlmError(f"{source} is {'an encoder' if not config.causal else 'a classifier'} (head "
+                           f"{config.head!r}): slm bench times its forward on the slmkit backend; add slmkit to "
+                           f"--backends")
+    if config.pos_type == "learned" and max(spec.prompts) > config.context_length:
+        raise SlmError(f"{source} has learned positions for {config.context_length} tokens; give --prompts up to "
+                       f"{config.context_length}")
+    if spec.prune_keeps and (why := unsupported(config)):
+        raise SlmError(f"--prune-keep: {why}")
+    runs, skipped = plan(spec, encoder)
     ids, id_source = prompt_ids(spec.model, max(spec.prompts + [d for d in spec.depths]) + 1)
     device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cal = load_calibration(device)

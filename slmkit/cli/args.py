@@ -64,6 +64,19 @@ def int_list(low: int = 0) -> Callable[[str], list[int]]:
     return parse
 
 
+def ratio_list(text: str) -> list[float]:
+    """An argument type: comma-separated ratios in (0, 1], like 1,0.5,0.3."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers in (0, 1], got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("is empty; give one or more comma-separated ratios in (0, 1]")
+    if not all(0 < v <= 1 for v in values):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"ratios must be in (0, 1], got {text!r}")
+    return values
+
+
 def name_list(text: str) -> list[str]:
     """An argument type: comma-separated names (checked against their registry by the library)."""
     return [x.strip() for x in text.split(",") if x.strip()]

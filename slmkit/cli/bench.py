@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from slmkit.cli.args import MODEL_HELP, adapter_arg, at_least, int_list, name_list, overwrite_arg, verb
+from slmkit.cli.args import MODEL_HELP, adapter_arg, at_least, int_list, name_list, overwrite_arg, ratio_list, verb
 
 DEFAULT_PRECISIONS = "fp32,int8+head,int4+head"
 
@@ -16,11 +16,13 @@ def bench(model: str = "default", model_option: str | None = None,
           warmup: int = 1, threads: int | None = None, device: str | None = None, no_compile: bool = False,
           group: int = 32, asym: bool = False, output: str | None = None, json: bool = False,
           calibrate: bool = False, predict: str | None = None, adapter: str | None = None,
-          overwrite: bool = False) -> None:
+          prune_keep: list[float] | None = None, overwrite: bool = False) -> None:
     """Prefill and decode speed, TTFT, per-token latency percentiles and memory, for slmkit at each precision
     beside transformers and llama.cpp (each in its own process); a table, plus bench.json (llama-bench's fields),
     bench.csv and bench.md with -o. --calibrate measures the machine's ceilings; --predict estimates a config's
-    latency and memory from them without running it."""
+    latency and memory from them without running it. --prune-keep times slmkit's forward with dynamic token
+    pruning at those keep ratios beside the same forward unpruned (a decoder's prefill, or an encoder's or
+    classifier's whole forward)."""
     import json as json_lib
     import os
 
@@ -49,7 +51,7 @@ def bench(model: str = "default", model_option: str | None = None,
     spec = BenchSpec(model=model, backends=list(backends), precisions=list(precisions), prompts=list(prompts),
                      depths=list(depths), n_gen=n_gen, repeats=repeats, warmup=warmup,
                      threads=threads or os.cpu_count() or 1, device=device, compile=not no_compile, group_size=group,
-                     symmetric=not asym, adapter=adapter)
+                     symmetric=not asym, adapter=adapter, prune_keeps=list(prune_keep or []))
     run = run_bench(spec, echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"\n{run.header()}\n")
     print(run.table())
@@ -100,4 +102,8 @@ def register(sub) -> None:
     s.add_argument("--predict", metavar="CONFIG_OR_PRESET",
                    help="estimate prefill/decode latency and memory of a preset, config folder or GGUF without "
                         "running it (calibrates first if needed)")
+    s.add_argument("--prune-keep", type=ratio_list, metavar="R[,R...]",
+                   help="also time slmkit's forward with dynamic token pruning at these keep ratios in (0, 1] beside "
+                        "the same forward unpruned (pp{n}@keepR tests; docs/prune.md); the way to bench an encoder "
+                        "or a classifier, which have no decode")
     overwrite_arg(s)

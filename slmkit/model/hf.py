@@ -24,6 +24,12 @@ def config_to_hf(c: ModelConfig) -> dict[str, Any]:
     d.update(model_type=c.family, architectures=[hf_class(f, c.head)], torch_dtype="float32",
              bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id)
     if c.head == "classify":
+        shape = dict(pooling="first", pool_dense=True, score_bias=True) if not c.causal else dict(
+            pooling="last", pool_dense=False, score_bias=False)
+        if any(getattr(c, k) != v for k, v in shape.items()):
+            raise SlmError(f"this classification head is not the one transformers' {hf_class(f, c.head)} has; give "
+                           f"the config {', '.join(f'{k}={v!r}' for k, v in shape.items())} to save it as a "
+                           f"transformers folder")
         names = list(c.extra.get("id2label") or [f"LABEL_{i}" for i in range(c.n_labels)])
         d.update(num_labels=c.n_labels, id2label={str(i): n for i, n in enumerate(names)},
                  label2id={n: i for i, n in enumerate(names)})

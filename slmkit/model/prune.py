@@ -36,6 +36,15 @@ from torch import nn
 from slmkit.errors import SlmError
 
 
+def unsupported(config) -> str | None:
+    """One line saying why token pruning cannot run on this architecture, or None when it can."""
+    c = config
+    if c.pos_type == "alibi" or c.sliding_window or c.attn_softcap is not None:
+        return (f"token pruning does not support {c.name}'s attention (ALiBi, sliding windows or soft-capping); "
+                f"prune a model with full attention (Llama, Qwen, BERT, RoBERTa, MiniLM)")
+    return None
+
+
 class TokenPruning(nn.Module):
     def __init__(self, n_layer: int, keep: float | None = None, thresholds: Sequence[float] | None = None,
                  soft: bool = False, temperature: float = 1e-3, start: int | None = None, restore: bool = False):
@@ -142,9 +151,8 @@ class TokenPruning(nn.Module):
         if cached:
             raise SlmError("token pruning is for a whole forward (an encoder, or a decoder's prefill without a KV "
                            "cache or an explicit mask)")
-        if biased or c.sliding_window or c.attn_softcap is not None:
-            raise SlmError(f"token pruning does not support {c.name}'s attention (ALiBi, sliding windows or "
-                           f"soft-capping)")
+        if biased or (why := unsupported(c)):
+            raise SlmError(why or f"token pruning does not support {c.name}'s attention (ALiBi)")
         every_position = rows or (c.head == "lm" and not (last_only and c.causal) and not hidden)
         if not self.soft and not self.restore and every_position:
             raise SlmError("hard token pruning drops positions: it serves a classification head, hidden states or "

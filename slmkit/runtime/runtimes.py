@@ -47,9 +47,10 @@ class SlmkitRuntime(Runtime):
 
     backend = "slmkit"
 
-    def __init__(self, model, tokenizer, source: str, adapter: str | None = None):
+    def __init__(self, model, tokenizer, source: str, adapter: str | None = None, encoders: bool = False):
+        """encoders: admit an encoder or a classifier (for timing its forward: slm bench); otherwise one line."""
         c = model.config
-        if not getattr(c, "causal", True) or getattr(c, "head", "lm") != "lm":
+        if not encoders and (not getattr(c, "causal", True) or getattr(c, "head", "lm") != "lm"):
             from slmkit.errors import SlmError
 
             raise SlmError(f"{source} is {'an encoder' if not c.causal else 'a model without a vocabulary head'} "
@@ -69,7 +70,8 @@ class SlmkitRuntime(Runtime):
 
     @classmethod
     def load(cls, model: str, precision: str = "fp32", device: str | None = None, group_size: int = 32,
-             symmetric: bool = True, progress: bool = False, adapter: str | None = None) -> "SlmkitRuntime":
+             symmetric: bool = True, progress: bool = False, adapter: str | None = None,
+             encoders: bool = False) -> "SlmkitRuntime":
         """Load `model` at a named precision: its compute dtype, then quantised as the precision says. A checkpoint
         that is already quantised runs as it was saved, and only under its own precision's name. With `adapter`,
         a LoRA adapter is attached first; quantising then leaves it in float around the int base (QLoRA)."""
@@ -86,7 +88,7 @@ class SlmkitRuntime(Runtime):
                                f"{have}")
         elif p.quantised:
             quantize(lm.model, p.quant_spec(group_size, symmetric))
-        return cls(lm.model, lm.tokenizer, lm.source, adapter)
+        return cls(lm.model, lm.tokenizer, lm.source, adapter, encoders)
 
     @property
     def device(self):
