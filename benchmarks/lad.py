@@ -18,11 +18,13 @@ the tasks): windows of ../shared/data/corpus in MiniLM's tokenizer. Tasks:
 Training keep ratio: --train-keep (0.5). The table gives each arm's accuracy ± its standard error, time relative
 to the unpruned teacher, and LAD minus distill-prune on the same test items with the paired standard error.
 
-    python benchmarks/lad.py                                  # both tasks, every step, then the tables + plot
+    python benchmarks/lad.py --seeds 0,1,2                   # both tasks, every step, then the tables + plots
     python benchmarks/lad.py --tasks sst2 --gd-steps 20 --task-steps 20 --limit 64 --name smoke   # a quick pass
-    python benchmarks/lad.py --table
+    python benchmarks/lad.py --seeds 0,1,2 --table
 
-Results: runs/lad-bench/NAME/TASK/results.json; finished steps are not rerun. Plot: docs/img/lad-TASK.png.
+The seeds are the task stage's (the three students; the teacher and the general-distillation students are
+trained once). Results: runs/lad-bench/NAME/TASK/results[-sSEED].json; finished steps are not rerun. Plots:
+docs/img/lad-TASK.png.
 """
 
 from __future__ import annotations
@@ -190,40 +192,65 @@ def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
 
 
-def table(task: str, results: dict) -> str:
-    base = results["teacher"]["1.0"]["seconds"]
-    lines = ["| " + task + " | " + " | ".join(f"keep {k}" for k in KEEPS) + " |", "|---|" + "---|" * len(KEEPS)]
+def summary(runs: list[dict]) -> dict:
+    """Over the seeds' runs: per arm and keep, the mean accuracy, its SE (over seeds with two or more, else the
+    item SE of the one run), the mean time against the unpruned teacher of the same run, and the token-layers
+    share; per keep, LAD minus distill-prune (paired on the test items within a seed; SE over seeds, or the
+    paired item SE of one run)."""
+    out: dict = {"seeds": len(runs), "n": runs[0]["teacher"]["1.0"]["n"],
+                 "teacher_s": statistics.median(r["teacher"]["1.0"]["seconds"] for r in runs)}
+
+    def spread(values: list[float], one_run_se: float) -> float:
+        return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else one_run_se
+
     for arm in ("teacher", *ARMS):
-        cells = [f"{100 * r['acc']:.1f} ± {100 * r['stderr']:.1f} ({r['seconds'] / base:.2f}x time)"
-                 for r in (results[arm][str(k)] for k in KEEPS)]
+        out[arm] = {}
+        for k in map(str, KEEPS):
+            accs = [r[arm][k]["acc"] for r in runs]
+            out[arm][k] = {"acc": statistics.mean(accs), "se": spread(accs, runs[0][arm][k]["stderr"]),
+                           "per_seed": accs, "token_layers": runs[0][arm][k]["token_layers"],
+                           "time": statistics.mean(r[arm][k]["seconds"] / r["teacher"]["1.0"]["seconds"]
+                                                   for r in runs)}
+    out["diff"] = {}
+    for k in map(str, KEEPS):
+        per = [paired(r["lad"][k]["correct"], r["distill-prune"][k]["correct"]) for r in runs]
+        out["diff"][k] = (statistics.mean(m for m, _ in per), spread([m for m, _ in per], per[0][1]))
+    return out
+
+
+def table(task: str, runs: list[dict]) -> str:
+    s = summary(runs)
+    se_kind = f"SE over {s['seeds']} seeds" if s["seeds"] > 1 else "item SE of one run"
+    lines = [f"| {task}: acc % ± {se_kind} (time vs unpruned teacher) | "
+             + " | ".join(f"keep {k}" for k in KEEPS) + " |", "|---|" + "---|" * len(KEEPS)]
+    for arm in ("teacher", *ARMS):
+        cells = [f"{100 * r['acc']:.1f} ± {100 * r['se']:.1f} ({r['time']:.2f}x)"
+                 for r in (s[arm][str(k)] for k in KEEPS)]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    cells = []
-    for k in KEEPS:
-        m, se = paired(results["lad"][str(k)]["correct"], results["distill-prune"][str(k)]["correct"])
-        cells.append(f"{100 * m:+.1f} ± {100 * se:.1f}")
+    cells = [f"{100 * m:+.1f} ± {100 * se:.1f}" for m, se in (s["diff"][str(k)] for k in KEEPS)]
     lines.append("| lad − distill-prune (paired) | " + " | ".join(cells) + " |")
-    share = " / ".join(f"{results['lad'][str(k)]['token_layers']:.2f}" for k in KEEPS)
-    lines.append(f"\nshare of token-layers run (student, keep {' / '.join(map(str, KEEPS))}): {share}; "
-                 f"teacher at keep 1.0: {base:.1f} s per pass over {results['teacher']['1.0']['n']} items")
+    share = " / ".join(f"{s['lad'][str(k)]['token_layers']:.2f}" for k in KEEPS)
+    lines.append(f"\nshare of token-layers run (student, keep {' / '.join(map(str, KEEPS))}): {share}; unpruned "
+                 f"teacher: {s['teacher_s']:.1f} s per pass over {s['n']} items (median over the runs)")
     return "\n".join(lines)
 
 
-def plot(task: str, results: dict) -> Path:
+def plot(task: str, runs: list[dict]) -> Path:
     from slmkit.plots import COLORS, figure, png
 
-    base = results["teacher"]["1.0"]["seconds"]
+    s = summary(runs)
     fig, ax = figure(6.0, 3.8)
     for i, arm in enumerate(("teacher", *ARMS)):
-        rs = [results[arm][str(k)] for k in KEEPS]
-        xs, ys = [r["seconds"] / base for r in rs], [100 * r["acc"] for r in rs]
-        ax.errorbar(xs, ys, yerr=[100 * r["stderr"] for r in rs], marker="o", capsize=2, color=COLORS[i],
+        rs = [s[arm][str(k)] for k in KEEPS]
+        xs, ys = [r["time"] for r in rs], [100 * r["acc"] for r in rs]
+        ax.errorbar(xs, ys, yerr=[100 * r["se"] for r in rs], marker="o", capsize=2, color=COLORS[i],
                     label=arm, linestyle="--" if arm == "teacher" else "-")
         for x, y, k in zip(xs, ys, KEEPS):
             ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xlabel("time to score the test split (unpruned teacher = 1)")
     ax.set_ylabel("accuracy %")
-    ax.set_title(f"Length-Adaptive Distillation on {task}: accuracy vs measured latency (keep ratio at each point)",
-                 fontsize=8)
+    ax.set_title(f"Length-Adaptive Distillation on {task}, {s['seeds']} seed(s): accuracy vs measured latency "
+                 f"(keep ratio at each point)", fontsize=8)
     ax.legend(fontsize=8)
     out = ROOT / "docs/img" / f"lad-{task}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +258,11 @@ def plot(task: str, results: dict) -> Path:
     return out
 
 
-def experiment(task: str, a, work: Path, minilm: str, shards: Path, gd: dict[str, Path]) -> dict:
+def experiment(task: str, a, work: Path, minilm: str, gd: dict[str, Path], seed: int) -> dict:
+    """One seed of the task stage: the three students (seed 0's folders are unsuffixed) and the teacher, scored."""
     fields, max_len, teacher_steps, task_steps = TASKS[task]
     tw = work / task
-    path = tw / "results.json"
+    path = tw / ("results.json" if seed == 0 else f"results-s{seed}.json")
     if path.is_file():
         return json.loads(path.read_text())
     train, test = splits(task, tw / "data", a.limit)
@@ -245,16 +273,17 @@ def experiment(task: str, a, work: Path, minilm: str, shards: Path, gd: dict[str
     soft = dict(spec, train=str(soft_labels(task, tw, teacher, train, max_len)), soft_labels="logits",
                 temperature=2.0)
     prune = dict(keep=a.train_keep, temperature=1e-3)
-    n = a.task_steps or task_steps
+    steps.update(steps=a.task_steps or task_steps, seed=seed)
+    at = (lambda arm: tw / arm) if seed == 0 else (lambda arm: tw / f"{arm}-s{seed}")
     students = {
-        "lad": run(tw / "lad", objective="classify", model=dict(init=str(gd["prune"])), task=soft, steps=n,
-                   prune=prune, **steps),
-        "distill-prune": run(tw / "distill-prune", objective="classify", model=dict(init=str(gd["plain"])),
-                             task=soft, steps=n, **steps),
-        "prune-only": run(tw / "prune-only", objective="classify", model=dict(init=minilm, layers=a.layers),
-                          task=spec, steps=n, prune=prune, **steps),
+        "lad": run(at("lad"), objective="classify", model=dict(init=str(gd["prune"])), task=soft, prune=prune,
+                   **steps),
+        "distill-prune": run(at("distill-prune"), objective="classify", model=dict(init=str(gd["plain"])),
+                             task=soft, **steps),
+        "prune-only": run(at("prune-only"), objective="classify", model=dict(init=minilm, layers=a.layers),
+                          task=spec, prune=prune, **steps),
     }
-    results = {"config": {**vars(a), "task": task, "max_len": max_len},
+    results = {"config": {**vars(a), "task": task, "max_len": max_len, "seed": seed},
                **score(task, {"teacher": teacher, **students}, test, max_len, a.reps)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1))
@@ -276,19 +305,21 @@ def main() -> None:
     p.add_argument("--corpus-chars", type=int, default=3_000_000)
     p.add_argument("--limit", type=int, help="score only the first N test items")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--seeds", default="0", help="seeds of the task stage (students), e.g. 0,1,2")
     p.add_argument("--table", action="store_true")
     a = p.parse_args()
     a.layers = [int(x) for x in a.layers.split(",")]
+    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     tasks = [t for t in a.tasks.split(",") if t]
     if unknown := [t for t in tasks if t not in TASKS]:
         sys.exit(f"lad.py: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
     work = ROOT / "runs/lad-bench" / a.name
     for task in tasks:
         if a.table:
-            path = work / task / "results.json"
-            if not path.is_file():
-                sys.exit(f"lad.py: no results for {task} in {work}; run without --table first")
-            results = json.loads(path.read_text())
+            paths = [work / task / ("results.json" if s == 0 else f"results-s{s}.json") for s in seeds]
+            if missing := [p for p in paths if not p.is_file()]:
+                sys.exit(f"lad.py: no results at {missing[0]}; run without --table first")
+            runs = [json.loads(p.read_text()) for p in paths]
         else:
             minilm = str(minilm_path())
             shards = corpus_shards(work, minilm, a.corpus_chars)
@@ -297,9 +328,9 @@ def main() -> None:
             students = {"prune": run(work / "gd-prune", **gd,
                                      prune=dict(keep=a.train_keep, restore=True, temperature=0.01)),
                         "plain": run(work / "gd-plain", **gd)}
-            results = experiment(task, a, work, minilm, shards, students)
-        print(table(task, results) + "\n")
-        print(f"plot: {plot(task, results)}\n", flush=True)
+            runs = [experiment(task, a, work, minilm, students, seed) for seed in seeds]
+        print(table(task, runs) + "\n")
+        print(f"plot: {plot(task, runs)}\n", flush=True)
 
 
 if __name__ == "__main__":
