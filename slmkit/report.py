@@ -8,7 +8,9 @@ slmkit.runtime.precision: fp32, int8, int8+head, ...; llama.cpp's file types as 
 are read as typed results (load_result below). Accuracy is the mean of the survey's group scores at 0 shots
 (commonsense reasoning, problem solving, math) over the groups every evaluated row has, so rows compare on the
 same tasks; the ICL gain is the mean of the groups' gains at the largest shot count. Decode is the bench's tg test at
-depth 0, prefill its longest pp test; memory is peak resident memory. The survey's on-phone measurements (INT4,
+depth 0, prefill its longest pp test; memory is peak resident memory. A pruned forward (slm bench --prune-keep R) is
+the row of backend slmkit+pruneR (a decoder's prefill) or slmkit-classifier+pruneR (a classifier: the row slm eval
+--prune-keep R scores), so pruning's speed and accuracy meet in one row. The survey's on-phone measurements (INT4,
 llama.cpp, four phones) appear beside any model the survey measured.
 """
 
@@ -140,7 +142,13 @@ def merge(evals: Sequence[EvalRun], benches: Sequence[BenchRun]) -> list[Row]:
         r.data_source = ", ".join(sorted(sources.get(key, ()))) or None
     for bench in benches:
         for b in bench.rows:
-            r = row(bench.source or b.get("model_filename", "?"), b["backend"], b["precision"])
+            backend = b["backend"]
+            if "keep" in b:  # a pruned forward (slm bench --prune-keep): the row slm eval --prune-keep names alike
+                if b.get("forward") == "prefill" and b["keep"] >= 1:
+                    continue  # the uncached peer of a decoder's pruned prefill; its own row is the engine's
+                backend = ("slmkit-classifier" if b.get("forward") == "classifier" else backend) + (
+                    f"+prune{b['keep']:g}" if b["keep"] < 1 else "")
+            r = row(bench.source or b.get("model_filename", "?"), backend, b["precision"])
             if b.get("avg_ts") is None:
                 continue
             if b.get("n_gen", 0) == 0 and b.get("n_prompt", 0) > 0:  # a prefill test: keep the longest prompt

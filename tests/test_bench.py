@@ -178,6 +178,7 @@ def test_bench_times_an_encoder_forward_and_skips_what_it_cannot(tmp_path, capsy
     rows = json.loads(captured.out[captured.out.index("\n["):])
     assert [r["test"] for r in rows] == ["pp32@keep1", "pp32@keep0.5"]
     assert rows[1]["token_layers"] < 1.0 and rows[0]["kv_cache_mb"] == 0
+    assert {r["forward"] for r in rows} == {"classifier"}  # slm report joins them with slm eval's classifier rows
     rc, err = run_cli(capsys, "bench", encoder, "--prompts", "100", "--backends", "slmkit")
     assert_one_line(rc, err, "learned positions for 64 tokens; give --prompts up to 64")
 

@@ -84,3 +84,32 @@ def test_a_report_keeps_a_model_and_its_adapter_apart():
     assert set(rows) == {"m", "m+run-flan"}
     assert rows["m"].tasks["arc_easy"] == 0.5 and rows["m+run-flan"].tasks["arc_easy"] == 0.75
     assert rows["m+run-flan"].adapter == "runs/x/run-flan/adapter" and rows["m"].adapter is None
+
+
+def test_a_report_puts_pruned_speed_and_pruned_accuracy_in_one_row():
+    """slm eval --prune-keep R names its backend slmkit-classifier+pruneR; slm bench --prune-keep R's rows of the same
+    classifier land in that row, its keep-1 rows in the unpruned classifier's, and a decoder's pruned prefill in
+    slmkit+pruneR (its uncached keep-1 peer is left out: the engine's prefill is the row's)."""
+    from slmkit.report import merge
+
+    pruned = dataclasses.replace(_eval_run(), backend="slmkit-classifier+prune0.5", precision="fp32",
+                                 results={"0": {"sst2": {"acc": 0.8, "acc_stderr": 0.02}}})
+
+    def rec(keep, forward, ts):
+        return dict(backend="slmkit", precision="fp32", test=f"pp64@keep{keep:g}", n_prompt=64, n_gen=0, n_depth=0,
+                    avg_ts=ts, ttft_ms=64e3 / ts, keep=keep, token_layers=1.0 if keep == 1 else 0.7,
+                    forward=forward, peak_rss_mb=100.0, weights_mb=10.0)
+
+    classifier = BenchRun(model="m", source="m", config_name="c", machine={"device": "cpu"},
+                          rows=[rec(1.0, "classifier", 1000.0), rec(0.5, "classifier", 1300.0)])
+    decoder = BenchRun(model="d", source="d", config_name="c", machine={"device": "cpu"},
+                       rows=[dict(rec(1.0, "prefill", 500.0), test="pp64", forward=None),
+                             rec(1.0, "prefill", 400.0), rec(0.5, "prefill", 450.0)])
+    decoder.rows[0].pop("keep")
+    rows = {(r.model, r.backend): r for r in merge([pruned], [classifier, decoder])}
+    assert set(rows) == {("m", "slmkit-classifier"), ("m", "slmkit-classifier+prune0.5"), ("d", "slmkit"),
+                         ("d", "slmkit+prune0.5")}
+    both = rows["m", "slmkit-classifier+prune0.5"]
+    assert both.tasks["sst2"] == 0.8 and both.prefill_tok_s == 1300.0
+    assert rows["m", "slmkit-classifier"].prefill_tok_s == 1000.0
+    assert rows["d", "slmkit"].prefill_tok_s == 500.0 and rows["d", "slmkit+prune0.5"].prefill_tok_s == 450.0

@@ -68,6 +68,8 @@ class SlmkitBackend(Backend):
         self.weight_bytes = rt.weight_bytes
         c = rt.model.config
         self.decodes = c.causal and c.head == "lm"
+        # what forward() runs, as the report names its rows: a decoder's prefill, a classifier, a bare encoder
+        self.forward_kind = "prefill" if self.decodes else ("classifier" if c.head == "classify" else "encoder")
         if not self.decodes:  # an encoder or a classifier: its forward alone, no KV cache
             self.engine = None
             return

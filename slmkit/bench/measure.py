@@ -87,7 +87,8 @@ def measure(backend, ids: list[int], prompts: list[int], depths: list[int], n_ge
                         times[k].append(time.perf_counter() - t)
             for k in keeps:
                 records.append(_record(f"pp{n}@keep{k:g}", n, 0, 0, [n / t for t in times[k]], keep=k,
-                                       token_layers=share[k], ttft_ms=statistics.median(times[k]) * 1e3))
+                                       token_layers=share[k], ttft_ms=statistics.median(times[k]) * 1e3,
+                                       forward=backend.forward_kind))
                 if progress:
                     progress(records[-1])
         if not decodes:
