@@ -162,7 +162,7 @@ def merge(evals: Sequence[EvalRun], benches: Sequence[BenchRun]) -> list[Row]:
             if b.get("weights_mb"):
                 r.weights_mb = b["weights_mb"]
                 r.model_mb = b["weights_mb"] + (b.get("kv_cache_mb") or 0) + (b.get("activations_mb") or 0)
-            r.eager = r.eager or (b["backend"] == "slmkit" and b.get("compile_s") is None)
+            r.eager = r.eager or (b["backend"] == "slmkit" and b.get("n_gen", 0) > 0 and b.get("compile_s") is None)
     out = sorted(rows.values(), key=lambda r: (r.model, r.backend, r.precision))
     groups = common_groups(out)
     for r in out:
