@@ -194,7 +194,7 @@ def test_decoder_verbs_refuse_an_encoder_in_one_line(tmp_path):
     from slmkit.tokenizer.train import train_bpe
     from tests.conftest import ROOT
 
-    tok = train_bpe([str(ROOT / "README.md")], vocab_size=300, style="roberta")
+    tok = train_bpe([str(ROOT / "tests/data/readme-frozen.txt")], vocab_size=300, style="roberta")
     cfg = _cfg("RoBERTa-base", dict(vocab_size=tok.max_id + 1))
     slmkit.save(slmkit.init_model(cfg, device="cpu", seed=0), tmp_path / "enc", tokenizer=tok)
     enc = str(tmp_path / "enc")
