@@ -13,9 +13,9 @@ from slmkit.paths import write_atomic
 from slmkit.results import Result
 
 CSV_FIELDS = ["model_filename", "backend", "precision", "type", "n_threads", "test", "n_prompt", "n_gen", "n_depth",
-              "avg_ts", "stddev_ts", "avg_ns", "stddev_ns", "keep", "token_layers", "ttft_ms", "p50_ms", "p90_ms", "p99_ms", "load_s",
-              "compile_s", "peak_rss_mb", "peak_cuda_mb", "weights_mb", "kv_cache_mb", "activations_mb",
-              "pred_ms", "pred_weights_mb", "pred_kv_cache_mb", "pred_activations_mb"]
+              "avg_ts", "stddev_ts", "avg_ns", "stddev_ns", "keep", "token_layers", "ttft_ms", "p50_ms", "p90_ms",
+              "p99_ms", "load_s", "compile_s", "peak_rss_mb", "peak_cuda_mb", "weights_mb", "kv_cache_mb",
+              "activations_mb", "pred_ms", "pred_weights_mb", "pred_kv_cache_mb", "pred_activations_mb"]
 
 
 @dataclass

@@ -146,7 +146,6 @@ def bench(spec: BenchSpec, echo=print) -> BenchRun:
 
     from slmkit.bench.costmodel import load_calibration, predict
     from slmkit.checkpoint import load_config
-
     from slmkit.model.prune import unsupported
 
     spec.check()
