@@ -46,16 +46,22 @@ def positive(text: str) -> float:
     return value
 
 
+def _number_list(text: str, kind: type, what: str) -> list:
+    """Comma-separated numbers of `kind`, at least one; `what` names them in the error lines."""
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"is empty; give one or more comma-separated {what}")
+    return values
+
+
 def int_list(low: int = 0) -> Callable[[str], list[int]]:
     """An argument type: comma-separated whole numbers, each at least `low`, like 0,1,5."""
 
     def parse(text: str) -> list[int]:
-        try:
-            values = [int(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers, got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError("is empty; give one or more comma-separated whole numbers")
+        values = _number_list(text, int, "whole numbers")
         if min(values) < low:
             raise argparse.ArgumentTypeError(f"values must be >= {low}, got {text!r}")
         return values
@@ -66,12 +72,7 @@ def int_list(low: int = 0) -> Callable[[str], list[int]]:
 
 def ratio_list(text: str) -> list[float]:
     """An argument type: comma-separated ratios in (0, 1], like 1,0.5,0.3."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated numbers in (0, 1], got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("is empty; give one or more comma-separated ratios in (0, 1]")
+    values = _number_list(text, float, "ratios in (0, 1]")
     if not all(0 < v <= 1 for v in values):  # NaN fails too
         raise argparse.ArgumentTypeError(f"ratios must be in (0, 1], got {text!r}")
     return values
