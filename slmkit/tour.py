@@ -11,7 +11,8 @@ interrupted tour resumes where it stopped; --fresh starts over):
   eval-int4
   bench        prefill and decode speed, TTFT and memory at fp32, int8 and int4, and llama.cpp when installed
   export       a GGUF file, then llama.cpp runs it: its greedy tokens against slmkit's on the same file
-  speculative  speculative decoding with the distilled draft (default-draft) when it is there
+  speculative  speculative decoding: prompt lookup (no second model), and the distilled draft
+               (default-draft) when it is there
   report       report.html and report.md (`slm report`) with the steps' results
 
 Every step is the library call its own verb makes (evaluate_model, bench, export_gguf, ...), and writes the same
@@ -155,7 +156,7 @@ def steps(model: str, limit: int, compile: bool, draft: str | None, echo=print) 
             Step("eval-int4", "accuracy at int4+head, 0 shots", evaluation("int4+head")),
             Step("bench", "speed and memory" + (" (compiled decode)" if compile else ""), bench),
             Step("export", "GGUF export, run by llama.cpp", export),
-            Step("speculative", "speculative decoding with the draft", speculative)]
+            Step("speculative", "speculative decoding: prompt lookup, and the draft model", speculative)]
 
 
 def _greedy_both(gguf: Path, n: int) -> tuple[list[int], list[int]]:
@@ -179,41 +180,70 @@ def _greedy_both(gguf: Path, n: int) -> tuple[list[int], list[int]]:
     return ours, theirs
 
 
+# Speculative step prompts: replies that copy from their prompts (where prompt lookup pays) and open ones.
+GROUNDED = ["Repeat this sentence exactly: The lighthouse keeper counted forty-two ships, painted the railing "
+            "green, and wrote a long letter to his sister in the city.",
+            "Fix the spelling in this sentence and write it out again: The comittee will recieve the anual "
+            "report on wensday, after the meeting in the libary."]
+OPEN = [PROMPT, "Write a short poem about the sea."]
+
+
 def _speculative(model: str, draft: str | None, d: Path) -> dict:
+    """Prompt-lookup decoding (no second model: always runs) and, when there is one, a draft model, against the
+    target alone on the same prompts, greedy, eager engines: speed-up, acceptance, identical output."""
     import slmkit
     from slmkit.checkpoint import resolve
     from slmkit.engine import Engine, GenerationStats, SamplingParams
-    from slmkit.engine.speculative import SpeculativeEngine, SpeculativeStats
+    from slmkit.engine.speculative import LookupDraft, SpeculativeEngine, SpeculativeStats
+    from slmkit.engine.text import stop_ids_for
 
-    name = draft or "default-draft"
+    target = slmkit.load(model, dtype="float32", device="cpu")
+    tok = target.tokenizer
+    if tok.chat_template:
+        encoded = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=True) for p in GROUNDED + OPEN]
+    else:
+        encoded = [tok.encode(p) for p in GROUNDED + OPEN]
+    kinds = ["grounded"] * len(GROUNDED) + ["open"] * len(OPEN)
+    greedy, stop = SamplingParams(temperature=0), stop_ids_for(tok)
+    alone = Engine(target.model)
+    alone.generate([encoded[0]], 4, greedy)  # warm-up
+    base, t_alone = [], []
+    for ids in encoded:
+        t0 = time.perf_counter()
+        base.append(alone.generate([ids], 64, greedy, stop, stats=GenerationStats())[0])
+        t_alone.append(time.perf_counter() - t0)
+    drafts: dict[str, object] = {"lookup": LookupDraft(4)}
+    name = draft if draft not in (None, "lookup") else "default-draft"
+    skipped = None
     try:
         resolve(name) if draft else _local_only(name)
+        drafts[name] = Engine(slmkit.load(name, dtype="float32", device="cpu").model)
     except SlmError:
-        return {"skipped": f"no draft model {name!r} here: train one with scripts/distill-default-draft.sh "
-                           "(about an hour on 2 cores), or pass --draft MODEL"}
-    target = slmkit.load(model, dtype="float32", device="cpu")
-    small = slmkit.load(name, dtype="float32", device="cpu")
-    prompts = [PROMPT, "Write a short poem about the sea.", "List three uses of a small language model."]
-    greedy = SamplingParams(temperature=0)
-    alone, spec = Engine(target.model), None
-    encoded = [target.tokenizer.encode(p) for p in prompts]
-    alone.generate([encoded[0]], 4, greedy)  # warm-up
-    s_alone = GenerationStats()
-    t0 = time.perf_counter()
-    base = [alone.generate([ids], 64, greedy, stats=s_alone)[0] for ids in encoded]
-    t_alone = time.perf_counter() - t0
-    spec = SpeculativeEngine(Engine(target.model), Engine(small.model), k=4)
-    spec.generate([encoded[0]], 4, greedy)
-    s_spec = SpeculativeStats()
-    t0 = time.perf_counter()
-    fast = spec.generate(encoded, 64, greedy, stats=s_spec)
-    t_spec = time.perf_counter() - t0
-    tokens = sum(map(len, base))
-    result = {"draft": name, "k": 4, "prompts": len(prompts), "tokens": tokens,
-              "identical": sum(a == b for a, b in zip(base, fast)),
-              "target_tok_s": round(tokens / t_alone, 1), "speculative_tok_s": round(sum(map(len, fast)) / t_spec, 1),
-              "acceptance_rate": round(s_spec.acceptance_rate, 3), "engine": "eager"}
-    result["speedup"] = round(result["speculative_tok_s"] / result["target_tok_s"], 2)
+        if draft in (None, "lookup"):
+            skipped = (f"no draft model {name!r} here: train one with scripts/distill-default-draft.sh (about an "
+                       "hour on 2 cores), or pass --draft MODEL")
+        else:
+            raise
+    runs = []
+    for label, drafter in drafts.items():
+        spec = SpeculativeEngine(Engine(target.model), drafter, k=4)
+        spec.generate([encoded[0]], 4, greedy)
+        per_kind: dict[str, list[float]] = {"grounded": [0.0, 0.0], "open": [0.0, 0.0]}  # [spec s, alone s]
+        stats, identical = SpeculativeStats(), 0
+        for ids, want, t, kind in zip(encoded, base, t_alone, kinds):
+            t0 = time.perf_counter()
+            got = spec.generate([ids], 64, greedy, stop, stats=stats)[0]
+            per_kind[kind][0] += time.perf_counter() - t0
+            per_kind[kind][1] += t
+            identical += got == want
+        runs.append({"draft": label, "k": 4, "prompts": len(encoded), "identical": identical,
+                     "acceptance_rate": round(stats.acceptance_rate, 3),
+                     "tokens_per_forward": round(stats.tokens_per_cycle, 2),
+                     **{f"speedup_{kind}": round(a / s, 2) for kind, (s, a) in per_kind.items()}})
+    result = {"engine": "eager", "tokens": sum(map(len, base)), "runs": runs,
+              "target_tok_s": round(sum(map(len, base)) / sum(t_alone), 1)}
+    if skipped:
+        result["skipped"] = skipped
     write_atomic(d / "speculative.json", json.dumps(result, indent=1) + "\n")
     return result
 
@@ -243,10 +273,13 @@ def _extra_html(results: dict[str, dict]) -> str:
                 f"llama.cpp's greedy tokens equal slmkit's for {r['identical_prefix']}/{r['tokens']} tokens"
                 if "tokens" in r else r["llamacpp"]))
         elif name == "speculative":
-            text = r.get("skipped") or (
-                f"draft {r['draft']}, k={r['k']}: {r['speculative_tok_s']} tok/s against {r['target_tok_s']} for the "
-                f"target alone ({r['speedup']}x, eager engines), acceptance {100 * r['acceptance_rate']:.0f}%, "
-                f"output identical on {r['identical']}/{r['prompts']} prompts")
+            text = "; ".join(
+                f"draft {x['draft']}, k={x['k']}: {x['speedup_grounded']}x the target alone on prompts that copy "
+                f"from their input, {x['speedup_open']}x on open prompts (eager engines, target "
+                f"{r['target_tok_s']} tok/s), acceptance {100 * x['acceptance_rate']:.0f}%, "
+                f"{x['tokens_per_forward']} tokens per target forward, output identical on "
+                f"{x['identical']}/{x['prompts']} prompts" for x in r["runs"]) + (
+                f" ({r['skipped']})" if r.get("skipped") else "")
         elif name == "info":
             parts.append(f"<li><b>info</b><pre>{esc(r.get('text', ''))}</pre></li>")
             continue

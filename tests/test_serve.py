@@ -395,3 +395,118 @@ def test_hostile_requests_are_refused_fast_and_cheaply(tiny_eval_dir):
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+# --- drafting: prompt lookup per row ----------------------------------------------------------------------
+
+
+def _batcher_tokens(batcher, requests: list[tuple[list[int], int, SamplingParams]]) -> list[list[int]]:
+    """Submit every request at once to a started Batcher; each one's tokens once all have finished."""
+    from slmkit.serve.batcher import Request
+
+    out: list[list[int]] = [[] for _ in requests]
+    done = [threading.Event() for _ in requests]
+
+    def emit(i):
+        def on(event):
+            if event.token is not None:
+                out[i].append(event.token)
+            if event.finish is not None:
+                assert event.finish in ("stop", "length"), event
+                done[i].set()
+        return on
+
+    for i, (ids, n, sampling) in enumerate(requests):
+        batcher.submit(Request(ids, n, sampling, frozenset(), emit(i)))
+    for d in done:
+        assert d.wait(120), "a request did not finish"
+    return out
+
+
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
+def test_lookup_drafting_batcher_equals_the_engine_alone(lm, compile):
+    """Five greedy requests on three rows with lookup drafts of single-token matches (so rows draft and are
+    rejected at different steps, next to rows without a match): each row's tokens equal the engine's alone,
+    and a request with a repetition penalty (which does not draft) is served exactly too."""
+    from slmkit.serve.batcher import Batcher
+
+    loop = [1, 40, 41, 42, 43, 44, 40, 41, 42, 43, 44, 40, 41]
+    prompts = [loop, [1, 17, 33, 90, 4], loop[:9] + [7, 8], [1, 200, 201, 200, 201, 200], [1, 5, 6, 7, 8]]
+    lengths = [40, 30, 25, 3, 40]
+    greedy = SamplingParams(temperature=0)
+    penalised = SamplingParams(temperature=0, repetition_penalty=1.3)
+    samplings = [greedy, greedy, greedy, greedy, penalised]
+    batcher = Batcher(lm.model, slots=3, max_len=128, compile=compile, draft="lookup", draft_k=3,
+                      lookup_ngram=1).start()
+    try:
+        got = _batcher_tokens(batcher, list(zip(prompts, lengths, samplings)))
+    finally:
+        batcher.stop()
+    want = [Engine(lm.model).generate([p], n, s)[0] for p, n, s in zip(prompts, lengths, samplings)]
+    assert got == want
+    assert 0 < batcher.verify_steps < batcher.steps and batcher.drafted > 0, vars(batcher)
+    if compile and batcher.engine.compile_s:
+        assert set(batcher.engine._blocks) == {4}
+
+
+def test_lookup_drafting_batcher_on_the_default_model_accepts_copies(default_gguf):
+    """The real default model serving three requests on two rows, two of which ask it to repeat a sentence:
+    most proposals are accepted (rows advance several slots a step), and every reply is the model's own alone."""
+    from slmkit.checkpoint import load as load_model
+    from slmkit.engine.text import stop_ids_for
+    from slmkit.serve.batcher import Batcher, Request
+
+    lm = load_model(default_gguf, dtype="float32", device="cpu")
+    tok = lm.tokenizer
+    asks = ["Repeat this sentence exactly: The lighthouse keeper counted forty-two ships and wrote to his sister.",
+            "Name a colour.",
+            "Repeat exactly: Seven bakers sold ninety loaves of rye bread before the market closed at noon."]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": a}], tokenize=True) for a in asks]
+    greedy, stop = SamplingParams(temperature=0), stop_ids_for(tok)
+    batcher = Batcher(lm.model, slots=2, max_len=256, draft="lookup", draft_k=5).start()
+    out: list[list[int]] = [[] for _ in prompts]
+    done = [threading.Event() for _ in prompts]
+    try:
+        for i, ids in enumerate(prompts):
+            def emit(event, i=i):
+                if event.token is not None:
+                    out[i].append(event.token)
+                if event.finish is not None:
+                    done[i].set()
+            batcher.submit(Request(ids, 32, greedy, frozenset(stop), emit))
+        assert all(d.wait(300) for d in done)
+    finally:
+        batcher.stop()
+    assert out == [Engine(lm.model).generate([ids], 32, greedy, stop)[0] for ids in prompts]
+    assert batcher.accepted > 0.5 * batcher.drafted > 0 and batcher.tokens_generated > 1.5 * batcher.steps, \
+        (batcher.accepted, batcher.drafted, batcher.tokens_generated, batcher.steps)
+
+
+def test_serving_with_lookup_drafts_answers_as_without(lm):
+    """slm serve --draft lookup: concurrent greedy completions equal the engine's alone; /metrics counts the
+    draft's proposed and accepted tokens; a seeded sampled request repeats."""
+    prompt = "one two three four five one two three four five one two three"
+    with serving(lm, slots=2, draft="lookup", draft_k=4) as base:
+        c = _client(base)
+        prompts = [prompt, "Story number 1:", prompt + " four", "a b a b a b a"]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda p: c.completions.create(model="tiny", prompt=p, max_tokens=16,
+                                                                  **GREEDY).choices[0].text, prompts))
+        sampled = [c.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=1.0,
+                                        seed=3).choices[0].text for _ in range(2)]
+        text = _get(base + "/metrics")
+    assert got == [_engine_text(lm, lm.tokenizer.encode(p), 16) for p in prompts]
+    assert sampled[0] == sampled[1]
+    proposed = float(re.search(r"^slmkit_draft_proposed_tokens (\S+)$", text, re.M).group(1))
+    accepted = float(re.search(r"^slmkit_draft_accepted_tokens (\S+)$", text, re.M).group(1))
+    assert proposed > 0 and 0 <= accepted <= proposed
+
+
+def test_batcher_refuses_a_bad_draft_in_one_line(lm):
+    from slmkit.errors import SlmError
+    from slmkit.serve.batcher import Batcher
+
+    with pytest.raises(SlmError, match="prompt lookup only"):
+        Batcher(lm.model, draft="default-draft")
+    with pytest.raises(SlmError, match="lookup n-gram"):
+        Batcher(lm.model, draft="lookup", lookup_ngram=0)

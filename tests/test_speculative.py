@@ -1,6 +1,7 @@
 """Speculative decoding: greedy output is the target's own, token for token, with drafts that agree always, often
-or never; sampled output follows the target's distribution exactly (a chi-square test on a tiny vocabulary,
-which rejects the draft's distribution on the same samples); caches roll back; bad input is one clear line."""
+or never, and with prompt-lookup drafts; sampled output follows the target's distribution exactly (a chi-square
+test on a tiny vocabulary, which rejects the draft's distribution on the same samples), with a draft model and
+with lookup's deterministic proposals; caches roll back; bad input is one clear line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import torch
 import slmkit
 from slmkit.engine import Engine, SamplingParams
 from slmkit.engine.sampling import filter_logits
-from slmkit.engine.speculative import SpeculativeEngine, SpeculativeStats
+from slmkit.engine.text import stop_ids_for
+from slmkit.engine.lookup import LookupIndex
+from slmkit.engine.speculative import LookupDraft, SpeculativeEngine, SpeculativeStats
 from slmkit.errors import SlmError
 from tests.conftest import CASES, TINY, perturb_
 
@@ -164,3 +167,98 @@ def test_compiled_verifier_and_draft_equal_eager():
         pytest.skip("torch.compile is unavailable here (the engines fell back to eager)")
     assert spec.target._blocks and stats.compile_s > 0
     assert got == alone
+
+
+# --- prompt lookup ------------------------------------------------------------------------------------------
+
+
+def test_lookup_index_proposes_what_followed_the_latest_earlier_occurrence():
+    index = LookupIndex(max_ngram=3, min_ngram=2)
+    index.reset([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3, 4, 6, 7])
+    assert index.propose(3) == [2, 3, 4]  # "6 7" last occurred before "2 3 4" (not "8 9 1": the latest wins)
+    index.append(8)  # "6 7 8" only occurred at the start: the longest match wins over "7 8"
+    assert index.propose(4) == [9, 1, 5, 6]
+    index.reset([1, 2, 3, 4])
+    assert index.propose(4) == []  # the text's own last n-gram never matches itself
+    index.reset([1, 2, 9, 2])
+    assert index.propose(4) == []  # one repeated token is below min_ngram
+    one = LookupIndex(max_ngram=2, min_ngram=1)
+    one.reset([1, 2, 9, 2])
+    assert one.propose(2) == [9, 2]
+    index.reset([4, 5, 6, 4, 5])
+    assert index.propose(8) == [6, 4, 5]  # a proposal stops at the end of the history
+
+
+@pytest.mark.parametrize("case", ["llama (SmolLM2, GQA, tied)", "mistral (sliding window)",
+                                  "gpt2 (learned positions)"])
+def test_lookup_greedy_output_is_the_targets_own(case):
+    """Greedy tokens with lookup drafts equal the target's alone, with prompts that repeat (proposals accepted and
+    rejected) and without a match (plain decode steps in between)."""
+    target = _model(case)
+    prompts = PROMPTS + [[1, 40, 41, 42, 43, 44, 40, 41, 42, 43, 44, 40, 41]]
+    alone = Engine(target).generate(prompts, 40, SamplingParams(temperature=0))
+    for k, ngram in ((1, 1), (3, 2), (6, 3)):
+        spec = SpeculativeEngine(Engine(target), LookupDraft(k, ngram), k=k)
+        stats = SpeculativeStats()
+        got = spec.generate(prompts, 40, SamplingParams(temperature=0), stats=stats)
+        assert got == alone, (case, k)
+        assert stats.new_tokens == len(prompts) * 40
+        assert 0 < stats.verifies < stats.cycles and stats.drafted > 0, stats  # verifies and plain steps
+        assert stats.accepted + stats.cycles >= stats.new_tokens - len(prompts)  # a cycle: its token + accepted (cut at -n)
+
+
+def test_lookup_on_the_default_model_copies_a_passage(default_gguf):
+    """The real default model asked to repeat a sentence: lookup drafts are mostly accepted (several tokens per
+    target forward), some rejected, and the greedy reply is the model's own alone."""
+    lm = slmkit.load(default_gguf, dtype="float32", device="cpu")
+    tok = lm.tokenizer
+    text = "The lighthouse keeper counted forty-two ships, painted the railing green, and wrote to his sister."
+    ids = tok.apply_chat_template([{"role": "user", "content": f"Repeat this sentence exactly: {text}"}],
+                                  tokenize=True)
+    greedy, stop = SamplingParams(temperature=0), stop_ids_for(tok)
+    alone = Engine(lm.model).generate([ids], 40, greedy, stop)
+    stats = SpeculativeStats()
+    got = SpeculativeEngine(Engine(lm.model), LookupDraft(5), k=5).generate([ids], 40, greedy, stop, stats=stats)
+    assert got == alone and got[0][-1] in stop  # the whole reply, to its end-of-turn token
+    assert text[:30] in tok.decode(got[0]), tok.decode(got[0])
+    assert stats.tokens_per_cycle > 2 and 0.5 < stats.acceptance_rate < 1, stats
+
+
+@pytest.mark.slow
+def test_lookup_sampled_output_follows_the_targets_distribution():
+    """4000 seeded 3-token samples with lookup proposals (one-hot drafts: accepted with probability p(d), else
+    drawn from p without d) fit the target's exact distribution over all 216 continuations."""
+    target = _model("llama (SmolLM2, GQA, tied)", vocab_size=6, seed=11)
+    prompt, n, V = [1, 3, 4, 5, 1, 3, 4, 2, 5, 1], 3, 6  # every bigram-ending leads somewhere: frequent proposals
+    spec = SpeculativeEngine(Engine(target), LookupDraft(2, max_ngram=2, min_ngram=1), k=2)
+    counts = torch.zeros(V ** n)
+    stats = SpeculativeStats()
+    sampling = SamplingParams(temperature=1.0)
+    for seed in range(4000):
+        a, b, c = spec.generate([prompt], n, SamplingParams(temperature=1.0, seed=seed), stats=stats)[0]
+        counts[(a * V + b) * V + c] += 1
+    assert stats.verifies > 4000 and 0.05 < stats.acceptance_rate < 0.95, (stats.verifies, stats.acceptance_rate)
+    assert _chi_square_p(counts, _exact_distribution(target, prompt, n, sampling)) > 1e-3
+
+
+@pytest.mark.slow
+def test_lookup_with_a_compiled_target_pads_short_proposals():
+    """A compiled target (decode step and a (k+1)-token verify step): proposals shorter than k are padded to the
+    compiled width, and greedy output is still the target's own."""
+    target = _model("llama (SmolLM2, GQA, tied)")
+    prompts = [[1, 40, 41, 42, 43, 44, 40, 41, 42, 43, 44, 40, 41], PROMPTS[0]]
+    alone = Engine(target).generate(prompts, 24, SamplingParams(temperature=0))
+    spec = SpeculativeEngine(Engine(target, compile=True, compile_widths=(1, 6)), LookupDraft(5), k=5)
+    stats = SpeculativeStats()
+    got = spec.generate(prompts, 24, SamplingParams(temperature=0), stats=stats)
+    if not spec.target.compile:
+        pytest.skip("torch.compile is unavailable here (the engine fell back to eager)")
+    assert set(spec.target._blocks) == {6} and stats.compile_s > 0
+    assert got == alone and stats.verifies > 0
+
+
+def test_lookup_bad_ngram_is_one_clear_line():
+    with pytest.raises(SlmError, match="lookup n-gram"):
+        LookupDraft(4, max_ngram=0)
+    with pytest.raises(SlmError, match="lookup n-gram"):
+        LookupIndex(max_ngram=2, min_ngram=3)

@@ -63,7 +63,10 @@ def test_tour_runs_every_step_and_writes_the_report(tour):
         assert "error" not in result.steps["eval-math"]
         assert "math" in fp32.groups, "the math group (GSM8K, from eval-math) joins the fp32 row"
     spec = result.steps["speculative"]
-    assert spec["identical"] == spec["prompts"] == 3 and spec["acceptance_rate"] == 1.0  # its own draft
+    runs = {r["draft"]: r for r in spec["runs"]}
+    assert set(runs) == {"lookup", tiny_eval_dir} and "skipped" not in spec  # lookup always; the draft asked for
+    assert all(r["identical"] == r["prompts"] == 4 for r in runs.values())
+    assert runs[tiny_eval_dir]["acceptance_rate"] == 1.0  # its own draft
     if HAS_LLAMACPP:
         export = result.steps["export"]
         assert export["identical_prefix"] == export["tokens"] > 0

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from slmkit.cli.args import MODEL_HELP, DTYPES, adapter_arg, at_least, device_arg, dtype_arg, verb
 
+LOOKUP = "lookup"  # --draft lookup: prompt-lookup drafts, no draft model
+
 
 @dataclass
 class GenerationOptions:
@@ -27,9 +29,10 @@ class GenerationOptions:
     device: str | None = None
     compile: bool = False
     eft: list[list[str]] | None = None
-    draft: str | None = None
+    draft: str | None = None  # a draft model, or "lookup" (prompt-lookup drafts)
     draft_k: int = 4
     draft_dtype: str | None = None
+    lookup_ngram: int = 3
 
     def sampling(self):
         from slmkit.engine import SamplingParams
@@ -54,6 +57,10 @@ def build(o: GenerationOptions):
     sampling = o.sampling()
     if o.draft is not None and sampling.repetition_penalty != 1.0:
         raise SlmError("--repetition-penalty is not supported with --draft; leave it at 1 or drop --draft")
+    if o.draft == LOOKUP:
+        from slmkit.engine.lookup import check_ngrams
+
+        check_ngrams(o.lookup_ngram)
     lm = load_model(o.model, o.eft, o.dtype, o.device, progress=True, adapter=o.adapter)
     if lm.tokenizer is None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
@@ -63,8 +70,14 @@ def build(o: GenerationOptions):
                   "autotuning and kernels are cached for later runs)", file=sys.stderr)
         return lm, Engine(lm.model, compile=o.compile), sampling
     from slmkit.checkpoint import load
-    from slmkit.engine.speculative import SpeculativeEngine, check_vocabularies
+    from slmkit.engine.speculative import LookupDraft, SpeculativeEngine, check_vocabularies
 
+    if o.draft == LOOKUP:
+        if o.compile:
+            print(f"compiling the decode step and the {o.draft_k + 1}-token verify step when the first prompt "
+                  "arrives (1-2 min each on a 2-core CPU the first time)", file=sys.stderr)
+        target = Engine(lm.model, compile=o.compile, compile_widths=(1, o.draft_k + 1))
+        return lm, SpeculativeEngine(target, LookupDraft(o.draft_k, o.lookup_ngram), k=o.draft_k), sampling
     draft = load(o.draft, dtype=o.draft_dtype or o.dtype, device=o.device, progress=True)
     vocabs = ((lm.tokenizer.backend.get_vocab(), draft.tokenizer.backend.get_vocab()) if draft.tokenizer
               else (None, None))
@@ -94,7 +107,8 @@ def generate(prompt: list[str], options: GenerationOptions, chat: bool = False) 
     """Continue one prompt (streamed) or several (batched, left-padded); ends with prefill and decode tokens/s.
 
     --chat wraps each prompt as a user message in the model's chat template. --draft MODEL decodes
-    speculatively (same output distribution, greedy output identical; prompts run one after the other).
+    speculatively (same output distribution, greedy output identical; prompts run one after the other);
+    --draft lookup drafts by prompt lookup (copies from the prompt and the reply so far; no second model).
     """
     from slmkit.engine import generate_text, stream_text
     from slmkit.engine.text import encode_prompt
@@ -200,11 +214,15 @@ def _options(s, max_new: int, temperature: float) -> None:
                    help="compile the decode step with torch.compile: about 2.5-3x faster decode on CPU, after a "
                         "one-off compile (about 1-2 min for a 30-layer model; partly cached)")
     eft_arg(s)
-    s.add_argument("--draft", metavar="MODEL",
+    s.add_argument("--draft", metavar="MODEL|lookup",
                    help="speculative decoding: a small model with the same tokenizer proposes tokens that this model "
-                        "verifies (e.g. default-draft); output follows this model's distribution")
+                        "verifies (e.g. default-draft), or 'lookup': the tokens that followed the last few tokens' "
+                        "earlier occurrence in the prompt or reply (pays when the reply copies from the prompt); "
+                        "output follows this model's distribution either way")
     s.add_argument("--draft-k", type=at_least(1), default=4, help="tokens the draft proposes per target forward "
                                                                   "(default 4)")
+    s.add_argument("--lookup-ngram", type=at_least(1), default=3, metavar="N",
+                   help="with --draft lookup: the longest n-gram matched (down to 2 tokens; default 3)")
     s.add_argument("--draft-dtype", choices=DTYPES,
                    help="the draft's compute dtype (default: --dtype); its precision changes speed, never the output")
 

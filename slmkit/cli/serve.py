@@ -12,11 +12,14 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
           slots: int = 4, context: int | None = None, max_tokens: int = 512, max_queue: int = 64,
           max_body_bytes: int | None = None, max_connections: int = 256, api_key: str | None = None,
           dtype: str | None = None, device: str | None = None, compile: bool = False,
-          log_level: str = "info", adapter: str | None = None) -> None:
+          log_level: str = "info", adapter: str | None = None, draft: str | None = None, draft_k: int = 4,
+          lookup_ngram: int = 3) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (completions, chat, streaming) with continuous batching.
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /health, /metrics (Prometheus). Binds to
     127.0.0.1 unless --host says otherwise; --api-key (or $SLMKIT_API_KEY) requires 'Authorization: Bearer KEY'.
+    --draft lookup drafts each request's next tokens by prompt lookup (same output, faster when replies copy
+    from their prompts).
     """
     from slmkit.checkpoint import load
     from slmkit.errors import SlmError
@@ -35,9 +38,11 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
     config = ServeConfig(name=served_name or model, slots=slots, context=context or min(lm.config.context_length, 2048),
                          max_tokens=max_tokens, max_queue=max_queue, api_key=api_key, compile=compile,
-                         max_body_bytes=max_body_bytes)
+                         max_body_bytes=max_body_bytes, draft=draft, draft_k=draft_k, lookup_ngram=lookup_ngram)
     if compile:
-        print(f"compiling the decode step for {slots} slots (1-2 min on a 2-core CPU the first time)", file=sys.stderr)
+        also = f" and the {draft_k + 1}-token verify step" if draft else ""
+        print(f"compiling the decode step{also} for {slots} slots (1-2 min each on a 2-core CPU the first time)",
+              file=sys.stderr)
     app = create_app(lm.model, lm.tokenizer, config, start_batcher=False)
     if not is_loopback(host) and api_key is None:
         print(f"slm serve: warning: listening on {host} without an API key; anyone who can reach this port can "
@@ -74,5 +79,11 @@ def register(sub) -> None:
     device_arg(s)
     s.add_argument("--compile", action="store_true", help="compile the batched decode step (faster decode after a "
                                                           "one-off compile at start-up)")
+    s.add_argument("--draft", choices=["lookup"], help="speculative decoding per request: 'lookup' drafts the "
+                                                       "tokens that followed the last few tokens' earlier occurrence "
+                                                       "in the prompt or reply (no second model; same output)")
+    s.add_argument("--draft-k", type=at_least(1), default=4, help="with --draft: tokens drafted per step (default 4)")
+    s.add_argument("--lookup-ngram", type=at_least(1), default=3, metavar="N",
+                   help="with --draft lookup: the longest n-gram matched (default 3)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default info: one access line per request)")

@@ -10,6 +10,9 @@ Idle rows ride along in the step at slot 0 (a compiled step has a static batch a
 cache, so `max_len` is worth sizing to the prompts served); in eager mode the step runs only rows 0..hi-1, the
 highest busy row and below, and attends only to the slots filled so far, so a lightly loaded server pays for
 few rows.
+
+`extend_rows` appends several tokens per row (a drafting server's verify step: each row's last token and its
+proposals, padded to one width); rows then roll back simply by counting fewer slots as filled.
 """
 
 from __future__ import annotations
@@ -68,3 +71,33 @@ class RowEngine(Engine):
         kv_len = int(lengths[rows].max()) + 1  # eager shapes are free: attend to the filled slots only
         return self.model(self._tokens[rows], self._positions[rows], self.key_valid[rows], self._slot[rows],
                           kv_len=kv_len, caches=self._rows(rows))[:, -1]
+
+    def _block_buffers(self, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Static inputs of an extend step of `width` tokens: tokens, positions and slots, all (B, width)."""
+        if width not in self._block_bufs:
+            dev = self.device
+            self._block_bufs[width] = tuple(torch.zeros(self.batch, width, dtype=torch.long, device=dev)
+                                            for _ in range(3))
+        return self._block_bufs[width]
+
+    def extend_rows(self, tokens: torch.Tensor, lengths: torch.Tensor, busy: int | None = None) -> torch.Tensor:
+        """Append tokens (B, m) to the rows from slots lengths (B,) on; return the logits after each (B, m, vocab).
+
+        Compiled when m is in compile_widths (every row runs); else eager over rows 0..busy-1 (busy, m, vocab).
+        Idle rows should carry length 0.
+        """
+        m = tokens.shape[1]
+        if int(lengths.max()) + m > self.max_len:
+            raise SlmError(f"a cache row is full ({self.max_len} tokens)")
+        step = self._blocks.get(m)
+        if step is not None:
+            tok_buf, pos_buf, slot_buf = self._block_buffers(m)
+            tok_buf.copy_(tokens)
+            torch.add(lengths.view(-1, 1), torch.arange(m, device=self.device), out=slot_buf)
+            pos_buf.copy_(slot_buf)
+            with self._stance():
+                return step(tok_buf, pos_buf, slot_buf, self.key_valid)
+        rows = slice(0, busy if busy is not None else self.batch)
+        slots = lengths[rows].view(-1, 1) + torch.arange(m, device=self.device)
+        return self.model(tokens[rows], slots, self.key_valid[rows], slots, kv_len=int(slots.max()) + 1,
+                          caches=self._rows(rows))

@@ -66,6 +66,9 @@ class ServeConfig:
     max_queue: int = 64  # requests waiting for a row before 429
     api_key: str | None = None
     compile: bool = False
+    draft: str | None = None  # "lookup": prompt-lookup drafts per row (Batcher)
+    draft_k: int = 4
+    lookup_ngram: int = 3
     max_body_bytes: int | None = None  # request body limit; None: sized to the context (Server.max_body)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -90,6 +93,10 @@ class Metrics:
             lambda: batcher.queue_depth)
         Gauge("slmkit_busy_slots", "Cache rows generating", registry=r).set_function(lambda: batcher.busy_rows)
         Gauge("slmkit_slots", "Cache rows", registry=r).set(batcher.slots)
+        Gauge("slmkit_draft_proposed_tokens", "Draft tokens proposed (--draft lookup), since start",
+              registry=r).set_function(lambda: batcher.drafted)
+        Gauge("slmkit_draft_accepted_tokens", "Draft tokens accepted, since start", registry=r).set_function(
+            lambda: batcher.accepted)
 
 
 class _CountRequests:
@@ -227,7 +234,8 @@ class Server:
         self.max_prompt_bytes = 2 * self.context * self.token_bytes
         self.max_body = config.max_body_bytes or max(1 << 20, 2 * self.max_prompt_bytes)
         self.batcher = Batcher(model, slots=config.slots, max_len=self.context, max_queue=config.max_queue,
-                               compile=config.compile)
+                               compile=config.compile, draft=config.draft, draft_k=config.draft_k,
+                               lookup_ngram=config.lookup_ngram)
         self.metrics = Metrics(self.batcher)
 
     def check_model(self, name: str) -> None:

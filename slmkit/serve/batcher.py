@@ -5,6 +5,13 @@ the worker admits waiting requests into free cache rows (a prefill each, whose f
 once), then runs one decode step for all busy rows together and emits one token per row. A row is freed when
 its request stops (a stop id, max_tokens), is cancelled (the client went away or a stop string matched), or
 fails. Token events reach the caller through the `emit` callback it gave, called on the worker thread.
+
+With `draft="lookup"` each row drafts its own prompt-lookup proposals (slmkit.engine.lookup): a step where any
+row has a proposal is one verify forward of k + 1 tokens per row (each row's last token, its proposals, padding),
+and each row accepts its own prefix by the speculative rule (slmkit.engine.speculative.accept), so it emits
+1 + accepted tokens and its cache length advances by as many; a step where no row has one is the usual decode.
+Greedy output equals the server's without drafts; sampled output follows the same distribution. Requests with a
+repetition penalty do not draft (the penalty would differ between drafted positions).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from typing import Callable
 
 import torch
 
+from slmkit.engine.lookup import LookupIndex, check_ngrams
 from slmkit.engine.rows import RowEngine
 from slmkit.engine.sampling import Sampler, SamplingParams
+from slmkit.engine.speculative import accept
 from slmkit.errors import SlmError
 from slmkit.model.model import Transformer
 
@@ -62,22 +71,32 @@ class _Row:
     length: int  # cache slots filled
     token: int  # the last token, to be appended at the next step
     generated: int = 1
+    lookup: LookupIndex | None = None  # the row's prompt and tokens so far, when it drafts
 
 
 class Batcher:
     """Serves Requests on one model with continuous batching over `slots` cache rows of `max_len` tokens."""
 
     def __init__(self, model: Transformer, slots: int = 4, max_len: int = 2048, max_queue: int = 64,
-                 compile: bool = False):
+                 compile: bool = False, draft: str | None = None, draft_k: int = 4, lookup_ngram: int = 3):
         if slots < 1 or max_queue < 0:
             raise SlmError(f"slots must be >= 1 and the queue >= 0, got {slots} and {max_queue}")
-        self.engine = RowEngine(model, compile=compile)
+        if draft not in (None, "lookup"):
+            raise SlmError(f"the server drafts by prompt lookup only (draft 'lookup'), got {draft!r}")
+        if draft is not None:
+            if draft_k < 1:
+                raise SlmError(f"the draft length k must be >= 1, got {draft_k}")
+            check_ngrams(lookup_ngram)
+        self.draft_k = draft_k if draft else 0
+        self.lookup_ngram = lookup_ngram
+        self.engine = RowEngine(model, compile=compile, compile_widths=(1, draft_k + 1) if draft else (1,))
         self.engine.setup_caches(slots, max_len)
         self.slots, self.max_len, self.max_queue = slots, max_len, max_queue
         self.vocab_size = model.config.vocab_size
         self.rows: list[_Row | None] = [None] * slots
         self.waiting: collections.deque[Request] = collections.deque()
         self.tokens_generated = 0
+        self.drafted = self.accepted = self.verify_steps = self.steps = 0  # draft counters, for /metrics
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -165,12 +184,21 @@ class Batcher:
             except Exception as e:  # noqa: BLE001 - a bad request fails alone
                 request.emit(Event(finish="error", error=f"{type(e).__name__}: {e}"))
                 continue
-            self.rows[row] = _Row(request, sampler, len(request.prompt), token)
+            lookup = None
+            if self.draft_k and request.sampling.repetition_penalty == 1.0:
+                lookup = LookupIndex(self.lookup_ngram, min(2, self.lookup_ngram))
+                lookup.reset(request.prompt + [token])
+            self.rows[row] = _Row(request, sampler, len(request.prompt), token, lookup=lookup)
             self._deliver(row, token)
 
     def _step(self) -> None:
-        """One decode step for every busy row."""
+        """One decode step for every busy row (a verify step when a row has drafts)."""
         busy = [i for i, r in enumerate(self.rows) if r is not None]
+        self.steps += 1
+        if self.draft_k:
+            proposals = self._proposals(busy)
+            if proposals:
+                return self._verify_step(busy, proposals)
         self._step_tokens.zero_()
         self._step_lengths.zero_()
         for i in busy:
@@ -187,7 +215,63 @@ class Batcher:
             row.sampler.observe(torch.tensor([row.token], device=self._device))
             row.token = int(row.sampler(logits[i:i + 1])[0])
             row.generated += 1
+            if row.lookup is not None:
+                row.lookup.append(row.token)
             self._deliver(i, row.token)
+
+    def _proposals(self, busy: list[int]) -> dict[int, list[int]]:
+        """Each drafting row's lookup proposals (only rows that have some), capped by what the row may still emit;
+        none at all when a padded verify step would run past a cache row (the step is then a plain decode)."""
+        width = self.draft_k + 1
+        out = {}
+        for i in busy:
+            row = self.rows[i]
+            if row.length + width > self.max_len:
+                return {}
+            if row.lookup is not None and not row.request.cancelled:
+                room = row.request.max_tokens - row.generated - 1  # the step's own token comes on top
+                proposal = row.lookup.propose(min(self.draft_k, room)) if room > 0 else []
+                if proposal:
+                    out[i] = proposal
+        return out
+
+    def _verify_step(self, busy: list[int], proposals: dict[int, list[int]]) -> None:
+        """One forward of k + 1 tokens per row; each row keeps its accepted proposals and the target's next token."""
+        width = self.draft_k + 1
+        tokens = torch.zeros(self.slots, width, dtype=torch.long)
+        lengths = torch.zeros(self.slots, dtype=torch.long)
+        for i in busy:
+            row = self.rows[i]
+            proposal = proposals.get(i, [])
+            tokens[i, :1 + len(proposal)] = torch.tensor([row.token] + proposal)
+            lengths[i] = row.length
+        logits = self.engine.extend_rows(tokens.to(self._device), lengths.to(self._device), busy=busy[-1] + 1)
+        self.verify_steps += 1
+        for i in busy:
+            row = self.rows[i]
+            row.length += 1
+            if row.request.cancelled:
+                self._finish(i, "cancelled")
+                continue
+            proposal = proposals.get(i, [])
+            if proposal:
+                gen = row.sampler.generators[0] if row.sampler.generators else None
+                n, token = accept(proposal, None, logits[i, :1 + len(proposal)], row.request.sampling, gen)
+                self.drafted += len(proposal)
+                self.accepted += n
+            else:
+                row.sampler.observe(torch.tensor([row.token], device=self._device))
+                n, token = 0, int(row.sampler(logits[i:i + 1, 0])[0])
+            for j, t in enumerate(proposal[:n] + [token]):
+                row.generated += 1
+                row.token = t
+                self._deliver(i, t)
+                if self.rows[i] is None:
+                    break
+                if row.lookup is not None:
+                    row.lookup.append(t)
+                if j < n:
+                    row.length += 1  # an accepted proposal: its keys/values are in the cache already
 
     def _deliver(self, i: int, token: int) -> None:
         """Emit a row's new token; finish the row on a stop id, at max_tokens or when cancelled."""
