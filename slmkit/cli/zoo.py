@@ -72,9 +72,9 @@ def report(results: list[str], output: str = "report", title: str = "slmkit repo
 def tour(model: str = "default", output: str = "slm-tour", limit: int = 20, fresh: bool = False,
          compile: bool = True, draft: str | None = None, overwrite: bool = False) -> None:
     """The toolkit on one model, ending in report.html: info, eval at 0 and 5 shots (fp32) and 0 shots (int8+head,
-    int4+head), bench at those precisions (and llama.cpp), GGUF export run by llama.cpp, speculative decoding
-    with the distilled draft, and the report. Each step is resumable; about 10 minutes on 2 cores for the
-    default model."""
+    int4+head), bench at those precisions (and llama.cpp), GGUF export run by llama.cpp, speculative decoding by
+    prompt lookup (and with the distilled draft when trained), and the report. Each step is resumable; about 10
+    minutes on 2 cores for the default model."""
     from slmkit.tour import run
 
     result = run(model, output, limit, fresh, compile, draft,
@@ -121,5 +121,6 @@ def register(sub) -> None:
     s.add_argument("--no-compile", dest="compile", action="store_false",
                    help="bench and decode with the eager engine (by default the decode step is compiled, as "
                         "`slm bench` does: about 3x faster decode after a one-off compile that is cached)")
-    s.add_argument("--draft", help="the draft for speculative decoding (default: default-draft when trained)")
+    s.add_argument("--draft", help="a draft model for speculative decoding beside prompt lookup, which always runs "
+                                   "(default: default-draft when trained)")
     overwrite_arg(s)
