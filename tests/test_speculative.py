@@ -163,7 +163,7 @@ def test_compiled_verifier_and_draft_equal_eager():
     spec = SpeculativeEngine(Engine(target, compile=True, compile_widths=(4,)), Engine(draft, compile=True), k=3)
     stats = SpeculativeStats()
     got = spec.generate(PROMPTS[:1], 24, SamplingParams(temperature=0), stats=stats)
-    if not (spec.target.compile and spec.draft.compile):
+    if not (spec.target.compile and spec.draft.engine.compile):
         pytest.skip("torch.compile is unavailable here (the engines fell back to eager)")
     assert spec.target._blocks and stats.compile_s > 0
     assert got == alone
@@ -237,7 +237,7 @@ def test_lookup_sampled_output_follows_the_targets_distribution():
     for seed in range(4000):
         a, b, c = spec.generate([prompt], n, SamplingParams(temperature=1.0, seed=seed), stats=stats)[0]
         counts[(a * V + b) * V + c] += 1
-    assert stats.verifies > 4000 and 0.05 < stats.acceptance_rate < 0.95, (stats.verifies, stats.acceptance_rate)
+    assert stats.verifies > 4000 and 0.02 < stats.acceptance_rate < 0.95, (stats.verifies, stats.acceptance_rate)
     assert _chi_square_p(counts, _exact_distribution(target, prompt, n, sampling)) > 1e-3
 
 

@@ -45,7 +45,7 @@ def tour(tiny_eval_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_tour_runs_every_step_and_writes_the_report(tour):
+def test_tour_runs_every_step_and_writes_the_report(tour, tiny_eval_dir):
     from slmkit.report import load_result
 
     out, result = tour
