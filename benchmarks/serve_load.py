@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py                      # 32 clients x 10 requests each, 32 tokens per answer
     python benchmarks/serve_load.py --clients 8 --requests 4 --skip-llamacpp
+    python benchmarks/serve_load.py --contexts 512 --draft-lookup     # slm serve with and without --draft lookup
 
 Each server runs in its own process on 127.0.0.1 and gets the same load, one after the other: `--clients`
 threads, each sending `--requests` streamed chat completions (greedy, max_tokens `--max-tokens`) with the
@@ -132,6 +133,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads (default: all)")
     p.add_argument("--deadline", type=float, default=900, help="seconds per server for the whole load (default 900)")
     p.add_argument("--skip-llamacpp", action="store_true")
+    p.add_argument("--draft-lookup", action="store_true",
+                   help="also run each slm serve with --draft lookup (prompt-lookup drafts per request)")
+    p.add_argument("--draft-k", type=int, default=4, help="with --draft-lookup: slm serve --draft-k (default 4)")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
 
@@ -148,6 +152,10 @@ def main() -> None:
         "--context", ctx, "--log-level", "warning", "--max-queue", str(a.clients * 2)] + ([] if a.eager else
                                                                                          ["--compile"])
         for ctx in a.contexts.split(",")}
+    if a.draft_lookup:
+        for name, cmd in list(servers.items()):
+            servers[name.replace("slm serve", "slm serve --draft lookup")] = cmd + ["--draft", "lookup", "--draft-k",
+                                                                                   str(a.draft_k)]
     if not a.skip_llamacpp:
         try:
             import llama_cpp.server  # noqa: F401
@@ -199,6 +207,14 @@ def main() -> None:
               f"p50 latency ratio {ours['latency_p50'] / theirs['latency_p50']:.2f}; "
               f"TTFT p50 ratio {ours['ttft_p50'] / theirs['ttft_p50']:.2f}; identical greedy answers: {same} of "
               f"{len(theirs['answers'])} prompts (fp32 dequantised weights vs llama.cpp's Q4_1 x Q8 dot products)")
+    for name, ours in rows.items():
+        if "--draft lookup" not in name:
+            continue
+        plain = rows[name.replace("slm serve --draft lookup", "slm serve")]
+        same = sum(ours["answers"].get(k) == v for k, v in plain["answers"].items())
+        print(f"\n- {name} / without drafts: throughput {ours['tok_s'] / plain['tok_s']:.2f}x; p50 latency ratio "
+              f"{ours['latency_p50'] / plain['latency_p50']:.2f}; identical greedy answers: {same} of "
+              f"{len(plain['answers'])} prompts")
     for name, r in rows.items():
         for e in r["errors"]:
             print(f"- {name} error: {e}")
