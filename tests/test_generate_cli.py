@@ -101,6 +101,27 @@ def test_chat_with_a_draft_replies_as_the_model_alone(capsys, monkeypatch, tiny_
     assert out == alone and err.count("accept") >= 2
 
 
+def test_generate_and_chat_with_lookup_drafts_reply_as_the_model_alone(capsys, monkeypatch, default_gguf):
+    """--draft lookup on the real default model, asked to repeat a sentence: generate and chat (two turns) print
+    the model's own greedy replies, and the stats line shows the drafts kept."""
+    ask = "Repeat this sentence exactly: The lighthouse keeper counted forty-two ships and wrote to his sister."
+    args = ["generate", ask, "--chat", "-t", "0", "-n", "32"]
+    assert main(args) == 0
+    alone = capsys.readouterr().out
+    assert main(args + ["--draft", "lookup", "--draft-k", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert out == alone and "lighthouse keeper counted" in out
+    assert "draft accepted" in err.strip().splitlines()[-1]
+    turns = ask + "\nNow repeat it once more.\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(turns))
+    assert main(["chat", "-t", "0", "-n", "32", "-v"]) == 0
+    alone = capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(turns))
+    assert main(["chat", "-t", "0", "-n", "32", "-v", "--draft", "lookup"]) == 0
+    out, err = capsys.readouterr()
+    assert out == alone and err.count("draft accepted") == 2
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--temperature", "-1"], "temperature must be >= 0"),
     (["--top-p", "2"], "top_p must be in (0, 1]"),
