@@ -212,12 +212,7 @@ class Batcher:
             if row.request.cancelled:
                 self._finish(i, "cancelled")
                 continue
-            row.sampler.observe(torch.tensor([row.token], device=self._device))
-            row.token = int(row.sampler(logits[i:i + 1])[0])
-            row.generated += 1
-            if row.lookup is not None:
-                row.lookup.append(row.token)
-            self._deliver(i, row.token)
+            self._advance(i, [], self._sample(row, logits[i:i + 1]))
 
     def _proposals(self, busy: list[int]) -> dict[int, list[int]]:
         """Each drafting row's lookup proposals (only rows that have some), capped by what the row may still emit;
@@ -260,18 +255,27 @@ class Batcher:
                 self.drafted += len(proposal)
                 self.accepted += n
             else:
-                row.sampler.observe(torch.tensor([row.token], device=self._device))
-                n, token = 0, int(row.sampler(logits[i:i + 1, 0])[0])
-            for j, t in enumerate(proposal[:n] + [token]):
-                row.generated += 1
-                row.token = t
-                self._deliver(i, t)
-                if self.rows[i] is None:
-                    break
-                if row.lookup is not None:
-                    row.lookup.append(t)
-                if j < n:
-                    row.length += 1  # an accepted proposal: its keys/values are in the cache already
+                n, token = 0, self._sample(row, logits[i:i + 1, 0])
+            self._advance(i, proposal[:n], token)
+
+    def _sample(self, row: _Row, logits: torch.Tensor) -> int:
+        """The row's next token from its logits (1, V), after the last token was seen (repetition penalty)."""
+        row.sampler.observe(torch.tensor([row.token], device=self._device))
+        return int(row.sampler(logits)[0])
+
+    def _advance(self, i: int, accepted: list[int], token: int) -> None:
+        """Emit a row's accepted proposals (their keys/values already cached) and then its next token."""
+        row = self.rows[i]
+        for j, t in enumerate(accepted + [token]):
+            row.generated += 1
+            row.token = t
+            self._deliver(i, t)
+            if self.rows[i] is None:
+                break
+            if row.lookup is not None:
+                row.lookup.append(t)
+            if j < len(accepted):
+                row.length += 1
 
     def _deliver(self, i: int, token: int) -> None:
         """Emit a row's new token; finish the row on a stop id, at max_tokens or when cancelled."""
