@@ -91,8 +91,8 @@ def test_shared_context_rows_are_split_at_the_branch_budget(tiny_eval_dir, monke
     packed = lm.loglikelihood_rolling(texts)
     rows = []
     real = scorer.score_groups
-    monkeypatch.setattr(scorer, "score_groups", lambda model, groups: rows.extend(g.length for g in groups)
-                        or real(model, groups))
+    monkeypatch.setattr(scorer, "score_groups", lambda model, groups, prefix=None:
+                        rows.extend(g.length for g in groups) or real(model, groups, prefix))
     monkeypatch.setattr(lm_module, "BRANCH_BUDGET", 100)
     split = lm.loglikelihood_rolling(texts)
     assert max(rows) <= 1 + 100 and len(rows) >= 8

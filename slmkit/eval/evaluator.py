@@ -164,6 +164,8 @@ def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progres
             todo.setdefault(kind, []).append(n)
     bar.update(sum(1 for x in left if x == 0))
 
+    lls = [tuple(args) for _, _, kind, args in flat if kind == "loglikelihood"]
+    lm.plan(lls if lls else None)  # from every request, so a result does not depend on what the cache held
     for kind, ns in todo.items():
         def done(idx: list[int], res: list, ns=ns) -> None:
             fresh = {}
@@ -186,6 +188,7 @@ def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progres
             lm.loglikelihood_rolling([a[0] for a in args], done)
         else:
             lm.generate_until([(a[0], a[1]) for a in args], done)
+    lm.plan(None)
     bar.close()
     return results
 

@@ -95,8 +95,12 @@ class EvalLM(abc.ABC):
 
     # --- the contract ------------------------------------------------------------------------------------
 
+    def plan(self, requests: Sequence[tuple[str, str]] | None) -> None:
+        """Told all of a task's log-likelihood requests before some are scored (SlmkitLM shares prefixes)."""
+
     def loglikelihood(self, requests: Sequence[tuple[str, str]], on_done: OnDone = None) -> list[tuple[float, bool]]:
-        pairs = [self._fit(*self.encode_pair(c, x)) for c, x in requests]
+        memo = getattr(self, "_encoded", None) or {}
+        pairs = [memo.get((c, x)) or self._fit(*self.encode_pair(c, x)) for c, x in requests]
         return self.score_tokens(pairs, on_done)
 
     def rolling_windows(self, text: str) -> list[tuple[list[int], list[int]]]:
@@ -202,9 +206,26 @@ class SlmkitLM(EvalLM):
     def fingerprint(self) -> str:
         return self.runtime.fingerprint
 
-    def score_tokens(self, requests, on_done=None):
-        from slmkit.eval.scorer import Group, batches, score_groups
+    def plan(self, requests: Sequence[tuple[str, str]] | None) -> None:
+        """Decide which context prefixes to compute once, from all of a task's log-likelihood requests (not only
+        those left to score after the cache), so each request's result does not depend on which others are
+        scored with it: on the cache, the batch size or the shard. None: forget the plan."""
+        from slmkit.eval.scorer import shared_prefixes
 
+        if requests is None:
+            self._shared, self._encoded = None, {}
+            return
+        self._encoded = {(c, x): self._fit(*self.encode_pair(c, x)) for c, x in requests}
+        self._shared = shared_prefixes([ctx for ctx, _ in self._encoded.values()])
+
+    def score_tokens(self, requests, on_done=None):
+        from slmkit.eval.scorer import Group, batches, encode_prefix, score_groups
+
+        shared = getattr(self, "_shared", None)
+        if shared is None:  # no plan: shared prefixes among these requests
+            from slmkit.eval.scorer import shared_prefixes
+
+            shared = shared_prefixes([ctx for ctx, _ in requests])
         groups: list[Group] = []
         members: list[list[int]] = []
         where: dict[tuple[int, ...], int] = {}  # context -> the group still taking continuations
@@ -212,22 +233,32 @@ class SlmkitLM(EvalLM):
             g = where.get(tuple(ctx))
             if g is None or groups[g].branch_tokens + len(cont) - 1 > BRANCH_BUDGET:
                 g = where[tuple(ctx)] = len(groups)
-                groups.append(Group(list(ctx), []))
+                groups.append(Group(list(ctx), [], shared.get(tuple(ctx), 0)))
                 members.append([])
             groups[g].continuations.append(list(cont))
             members[g].append(i)
+        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        for g, group in enumerate(groups):
+            by_prefix.setdefault(tuple(group.context[: group.shared]), []).append(g)
         out: list = [None] * len(requests)
-        for batch in batches(groups, self.batch_size):
-            results = score_groups(self.model, [groups[g] for g in batch])
-            done_idx, done_res = [], []
-            for g, res in zip(batch, results):
-                for i, r in zip(members[g], res):
-                    out[i] = r
-                    done_idx.append(i)
-                    done_res.append(r)
-            if on_done:
-                on_done(done_idx, done_res)
+        for key, gs in by_prefix.items():
+            prefix = encode_prefix(self.model, list(key)) if key else None
+            for batch in batches([groups[g] for g in gs], self.batch_size):
+                self._score_batch([gs[b] for b in batch], groups, members, prefix, out, on_done)
         return out
+
+    def _score_batch(self, batch, groups, members, prefix, out, on_done) -> None:
+        from slmkit.eval.scorer import score_groups
+
+        results = score_groups(self.model, [groups[g] for g in batch], prefix)
+        done_idx, done_res = [], []
+        for g, res in zip(batch, results):
+            for i, r in zip(members[g], res):
+                out[i] = r
+                done_idx.append(i)
+                done_res.append(r)
+        if on_done:
+            on_done(done_idx, done_res)
 
     def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
         from slmkit.engine import Engine

@@ -408,6 +408,9 @@ class Transformer(nn.Module):
         mask (B, T, T), without a cache: which tokens of its row each token attends to (it always sees itself),
         in place of causality; with positions, rows can pack several sequences that share a prefix (the
         evaluator scores every choice of a question in one row). Sliding windows and ALiBi use the positions.
+        With caches, mask is (B, T, kv_len) over the cache slots, slots (T,) and positions are required, and a
+        cached key not written by this call sits at position = its slot (the evaluator's rows that continue a
+        shared few-shot prefix computed once).
         caches: the KV caches (new_caches) the new tokens' keys and values are written to and attended over.
         rows (B, T) bool: logits (N, vocab) for those positions only (training with loss masks: the vocabulary
         matmul, the largest of a small model, then runs on the target positions alone).
@@ -429,9 +432,10 @@ class Transformer(nn.Module):
         if caches is not None:
             if slots is None:
                 raise ValueError("slots are required with KV caches")
-            if mask is not None:
-                raise ValueError("an explicit mask is for rows without a KV cache")
             n_keys = kv_len if kv_len is not None else caches[0].k.shape[2]
+            if mask is not None and (mask.shape[-1] != n_keys or slots.dim() != 1 or positions is None):
+                raise ValueError("an explicit mask with KV caches is (B, T, kv_len) over the cache's first kv_len "
+                                 "slots, with one set of slots (T,) for every row and the positions given")
         else:
             slots = torch.arange(T, device=idx.device)
             n_keys = T
@@ -455,19 +459,26 @@ class Transformer(nn.Module):
 
         rope, rope_local = self._rope_at(positions)
         bias = None
+        key_pos = None  # with an explicit mask: each key's position (B, S)
+        if mask is not None:
+            key_pos = positions
+            if caches is not None:  # cached keys written earlier sit at position = slot (a prefix's prefill)
+                key_pos = torch.arange(n_keys, device=idx.device).expand(B, n_keys).clone()
+                key_pos[:, slots] = positions
         if c.pos_type == "alibi":  # slope * (key position - query position), (1 or B, H, T, S)
             if mask is None:
                 dist = (torch.arange(n_keys, device=idx.device) - slots[..., None]).view(-1, T, n_keys)  # (1|B, T, S)
             else:
-                dist = positions[:, None, :] - positions[:, :, None]  # (B, T, T)
+                dist = key_pos[:, None, :] - positions[:, :, None]  # (B, T, S)
             bias = (self.alibi[None, :, None, None] * dist[:, None]).to(x.dtype)
         if key_valid is not None:
             key_valid = key_valid[:, :n_keys]
         if mask is not None:
-            full_mask = (mask | torch.eye(T, dtype=torch.bool, device=mask.device))[:, None]  # (B, 1, T, T)
+            itself = torch.arange(n_keys, device=mask.device) == slots[:, None]  # (T, S)
+            full_mask = (mask | itself)[:, None]  # (B, 1, T, S)
             sliding_mask = None
             if c.sliding_window:
-                near = positions[:, :, None] - positions[:, None, :] < c.sliding_window
+                near = positions[:, :, None] - key_pos[:, None, :] < c.sliding_window
                 sliding_mask = full_mask & near[:, None]
         elif not c.causal:  # an encoder: every real token, in both directions (no mask tensor without padding);
             # padding queries see the real tokens too (as transformers'), a row of padding alone sees everything
