@@ -20,7 +20,8 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
           adapter: str | None = None, fewshot_file: str | None = None, overwrite: bool = False,
           prune_keep: float | None = None) -> None:
     """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
-    groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown."""
+    groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown;
+    `torchrun --nproc_per_node N -m slmkit.cli eval ...` shards the documents over N processes (and nodes)."""
     import json as json_lib
 
     from slmkit.errors import SlmError
@@ -29,13 +30,18 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
     if not tasks:
         raise SlmError("--tasks is empty; name one or more tasks or groups, e.g. --tasks hellaswag,arc_easy "
                        "or a group such as mmlu")
-    if output:
+    import os
+
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, the first process reports and writes
+    if output and main:
         from slmkit.outputs import claim_dir
 
         claim_dir(output, "eval", overwrite)  # an unwritable folder is found before the run, not after
     run = evaluate_model(model, tasks, shots, limit, backend, precision, device, batch_size, data,
                          False if no_cache else (cache or True), progress=not quiet, log_samples=log_samples, eft=eft,
                          adapter=adapter, fewshot_file=fewshot_file, prune_keep=prune_keep)
+    if not main:
+        return
     print(run.markdown(), end="")
     if output:
         from slmkit.outputs import mark_dir

@@ -8,7 +8,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -20,6 +20,9 @@ from slmkit.eval.lm import EvalLM
 from slmkit.eval.results import EvalRun
 from slmkit.eval.tasks import MMLU_GROUPS, SURVEY_GROUPS, Task
 from slmkit.results import machine, versions
+
+if TYPE_CHECKING:
+    from slmkit.train.dist import DistContext
 
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed
 
@@ -146,23 +149,39 @@ def prepare(task: Task, shots: int, limit: int | None = None, source: str = "aut
     return prep
 
 
-def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progress: bool = True) -> list[list]:
-    """Results for every request of every document, from the cache where present."""
+def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progress: bool = True,
+                 shard: "DistContext | None" = None) -> list[list]:
+    """Results for every request of every document, from the cache where present.
+
+    shard: this process's place among torchrun's processes: each scores the documents d with d % world == rank
+    that the cache (read by rank 0 only) lacks, and all of them end with every result; rank 0 writes the cache."""
+    import torch.distributed as dist
+
+    world, rank = (shard.world, shard.rank) if shard is not None and shard.distributed else (1, 0)
     flat = [(d, j, kind, args) for d, reqs in enumerate(prep.requests) for j, (kind, args) in enumerate(reqs)]
     results: list[list] = [[None] * len(reqs) for reqs in prep.requests]
     left = [len(reqs) for reqs in prep.requests]
-    keys = [cache.key(kind, args) for _, _, kind, args in flat] if cache else []
-    hits = cache.get(keys) if cache else {}
-    bar = tqdm(total=len(prep.docs), desc=f"{prep.task.name} {prep.shots}-shot", unit="item", disable=not progress,
-               file=sys.stderr, leave=False, dynamic_ncols=True)
+    keys = [cache.key(kind, args) for _, _, kind, args in flat] if cache and rank == 0 else []
+    hits = cache.get(keys) if cache and rank == 0 else {}
+    if world > 1:  # every process must agree on what is left to score
+        box = [{n: hits[k] for n, k in enumerate(keys) if k in hits}]
+        dist.broadcast_object_list(box, src=0)
+        cached = box[0]
+    else:
+        cached = {n: hits[k] for n, k in enumerate(keys) if k in hits}
+    mine = sum(1 for d in range(len(prep.docs)) if d % world == rank)
+    desc = f"{prep.task.name} {prep.shots}-shot" + (f" (shard {rank + 1}/{world})" if world > 1 else "")
+    bar = tqdm(total=mine, desc=desc, unit="item", disable=not progress or rank != 0, file=sys.stderr, leave=False,
+               dynamic_ncols=True)
     todo: dict[str, list[int]] = {}
     for n, (d, j, kind, args) in enumerate(flat):
-        if cache and keys[n] in hits:
-            results[d][j] = hits[keys[n]]
+        if n in cached:
+            results[d][j] = cached[n]
             left[d] -= 1
-        else:
+        elif d % world == rank:
             todo.setdefault(kind, []).append(n)
-    bar.update(sum(1 for x in left if x == 0))
+    bar.update(sum(1 for d, x in enumerate(left) if x == 0 and d % world == rank))
+    fresh_here: dict[int, Any] = {}  # what this process scored, by flat index, for the others
 
     lls = [tuple(args) for _, _, kind, args in flat if kind == "loglikelihood"]
     lm.plan(lls if lls else None)  # from every request, so a result does not depend on what the cache held
@@ -175,9 +194,11 @@ def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progres
                 results[d][j] = list(r) if isinstance(r, tuple) else r
                 left[d] -= 1
                 finished += left[d] == 0
-                if cache:
+                if world > 1:
+                    fresh_here[ns[i]] = results[d][j]
+                if cache and rank == 0:
                     fresh[keys[ns[i]]] = results[d][j]
-            if cache:
+            if fresh:
                 cache.put(fresh)
             bar.update(finished)
 
@@ -190,6 +211,14 @@ def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progres
             lm.generate_until([(a[0], a[1]) for a in args], done)
     lm.plan(None)
     bar.close()
+    if world > 1:
+        parts: list = [None] * world
+        dist.all_gather_object(parts, fresh_here)
+        others = {n: r for p, part in enumerate(parts) if p != rank for n, r in part.items()}
+        for n, r in others.items():
+            results[flat[n][0]][flat[n][1]] = r
+        if cache and rank == 0 and others:
+            cache.put({keys[n]: r for n, r in others.items()})
     return results
 
 
@@ -262,7 +291,8 @@ def main_value(entry: dict) -> float:
 
 def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limit: int | None = None,
              source: str = "auto", cache: RequestCache | None = None, progress: bool = True,
-             log_samples: bool = False, fewshot_docs: dict[str, list[dict]] | None = None) -> EvalRun:
+             log_samples: bool = False, fewshot_docs: dict[str, list[dict]] | None = None,
+             shard: "DistContext | None" = None) -> EvalRun:
     """Every task at every shot count (None: each task's default, 5 for gsm8k, else 0): metrics with standard
     errors, groups, the ICL gain (k-shot minus 0-shot), data provenance, timings, seeds, versions and machine."""
     out: dict = {"results": {}, "groups": {}, "data": {}, "timings": {}, "samples": {}}
@@ -277,7 +307,7 @@ def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limi
                 continue
             t0 = time.perf_counter()
             prep = prepare(task, n_shots, limit, source, (fewshot_docs or {}).get(task.name))
-            results = run_requests(lm, prep, cache, progress)
+            results = run_requests(lm, prep, cache, progress, shard)
             per = score(prep, results)
             res[task.name] = summarize(per)
             sizes[task.name] = len(prep.docs)
@@ -304,7 +334,7 @@ def evaluate(lm: EvalLM, tasks: list[Task], shots: list[int] | None = None, limi
             out["icl_gain"][str(k)] = {n: cur[n] - base[n] for n in cur if n in base}
     return EvalRun(model=lm.name, backend=lm.backend, precision=lm.precision, shots=shots, limit=limit,
                    batch_size=getattr(lm, "batch_size", None), seeds={"fewshot": FEWSHOT_SEED}, versions=versions(),
-                   machine=machine(), **out)
+                   machine=machine(), processes=shard.world if shard is not None else 1, **out)
 
 
 def main_value_task(entry: dict, name: str, tasks: list[Task]) -> float:

@@ -33,10 +33,10 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     for none. eft: TUNED BASE [WEIGHT] pairs evaluate the EFT combination (slmkit backend, float precisions).
     adapter: a LoRA adapter folder attached to `model` (slmkit backend). fewshot_file: a JSONL file of documents in
     the (one) task's schema, the pool few-shot examples are drawn from (`slm data fewglue` writes FewGLUE's).
-    prune_keep: score a classification head with dynamic token pruning at this keep ratio (slmkit.model.prune)."""
-    from slmkit.eval.cache import RequestCache
-    from slmkit.eval.evaluator import evaluate
-    from slmkit.eval.lm import SlmkitLM, load_lm
+    prune_keep: score a classification head with dynamic token pruning at this keep ratio (slmkit.model.prune).
+
+    Under torchrun the documents are sharded over the processes (and nodes) and every process returns the whole
+    run, equal to one process's; rank 0 alone uses the cache."""
     from slmkit.eval.tasks import resolve
     from slmkit.runtime.precision import precision as lookup
 
@@ -53,9 +53,50 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     p = lookup(precision)
     fewshot = _fewshot_docs(fewshot_file, resolved) if fewshot_file else None
     t0 = time.perf_counter()
+    shard = _join_processes(device)
+    if shard is None:
+        return _evaluate(model, resolved, shots, limit, backend, p, device, batch_size, data, cache, progress,
+                         log_samples, eft, adapter, fewshot, fewshot_file, prune_keep, t0)
+    from slmkit.train.dist import teardown
+
+    try:
+        return _evaluate(model, resolved, shots, limit, backend, p, str(shard.device), batch_size, data, cache,
+                         progress and shard.main, log_samples, eft, adapter, fewshot, fewshot_file, prune_keep, t0,
+                         shard)
+    finally:
+        teardown(shard)
+
+
+def _join_processes(device: str | None):
+    """Under torchrun (WORLD_SIZE > 1): this process's place in the group (gloo on CPU, nccl on GPUs), with the
+    machine's cores shared among its processes; else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+
+    from slmkit.device import threads_per_process
+    from slmkit.train.dist import setup
+
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if not torch.cuda.is_available():
+        torch.set_num_threads(threads_per_process(local_world))
+    return setup(device)
+
+
+def _evaluate(model, resolved, shots, limit, backend, p, device, batch_size, data, cache, progress, log_samples,
+              eft, adapter, fewshot, fewshot_file, prune_keep, t0, shard=None) -> EvalRun:
+    """evaluate_model's job in this process (shard: its place among torchrun's)."""
+    from slmkit.eval.cache import RequestCache
+    from slmkit.eval.evaluator import evaluate
+    from slmkit.eval.lm import SlmkitLM, load_lm
+
     if prune_keep is not None and not 0 < prune_keep <= 1:
         raise SlmError(f"the keep ratio must be in (0, 1], got {prune_keep}")
     if not eft and _is_classifier(model):
+        if shard is not None:
+            raise SlmError("a classification head is scored in one process; run slm eval without torchrun")
         return _evaluate_classifier(model, resolved, shots, limit, backend, p, device, batch_size, data, progress,
                                     adapter, t0, prune_keep)
     if prune_keep is not None:
@@ -72,17 +113,17 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
         loaded = load_model(model, eft, p.dtype, device)
         lm = SlmkitLM(loaded.model, loaded.tokenizer, loaded.source, batch_size)
     else:
-        lm = load_lm(model, backend, precision, device, batch_size, adapter=adapter)
+        lm = load_lm(model, backend, p.name, device, batch_size, adapter=adapter)
     load_s = time.perf_counter() - t0
     store = None
-    if cache:
+    if cache and (shard is None or shard.main):  # rank 0 alone reads and writes the cache
         from slmkit.paths import cache_dir
 
         store = RequestCache(Path(cache) if not isinstance(cache, bool) else cache_dir("eval-cache.sqlite"),
                              lm.fingerprint)
     try:
         run = evaluate(lm, resolved, shots, limit, data, store, progress=progress, log_samples=log_samples,
-                       fewshot_docs=fewshot)
+                       fewshot_docs=fewshot, shard=shard)
         if fewshot_file:
             for task in run.data.values():
                 if "fewshot_split" in task:

@@ -41,6 +41,7 @@ class EvalRun(Result):
     total_s: float | None = None
     samples: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None  # a LoRA adapter folder attached to the model (slm eval --adapter)
+    processes: int = 1  # torchrun processes the documents were sharded over
 
     def markdown(self) -> str:
         return markdown(self)
