@@ -18,7 +18,7 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
           data: str = "auto", output: str | None = None, cache: str | None = None, no_cache: bool = False,
           log_samples: bool = False, json: bool = False, quiet: bool = False, eft: list[list[str]] | None = None,
           adapter: str | None = None, fewshot_file: str | None = None, overwrite: bool = False,
-          prune_keep: float | None = None) -> None:
+          prune_keep: float | None = None, url: str | None = None) -> None:
     """Evaluate a model on lm-evaluation-harness's tasks (same prompts, few-shot draws and metrics), with
     groups, in-context-learning sweeps (--shots 0,1,5), a resumable cache and results as JSON + markdown;
     `torchrun --nproc_per_node N -m slmkit.cli eval ...` shards the documents over N processes (and nodes)."""
@@ -39,7 +39,7 @@ def eval_(model: str, tasks: list[str], shots: list[int] | None = None, limit: i
         claim_dir(output, "eval", overwrite)  # an unwritable folder is found before the run, not after
     run = evaluate_model(model, tasks, shots, limit, backend, precision, device, batch_size, data,
                          False if no_cache else (cache or True), progress=not quiet, log_samples=log_samples, eft=eft,
-                         adapter=adapter, fewshot_file=fewshot_file, prune_keep=prune_keep)
+                         adapter=adapter, fewshot_file=fewshot_file, prune_keep=prune_keep, url=url)
     if not main:
         return
     print(run.markdown(), end="")
@@ -79,9 +79,13 @@ def register(sub) -> None:
     s.add_argument("--shots", type=int_list(0), help="comma-separated few-shot counts, a sweep: 0,1,5 (default: "
                                                      "each task's own, 5 for gsm8k, else 0)")
     s.add_argument("--limit", type=at_least(1), help="evaluate the first N documents of each task")
-    s.add_argument("--backend", default="slmkit", choices=["slmkit", "transformers", "llamacpp"],
-                   help="slmkit (default), transformers (the reference) or llamacpp (a .gguf file as it is, or any "
-                        "model at the llama.cpp file type beside --precision)")
+    s.add_argument("--backend", default="slmkit", choices=["slmkit", "transformers", "llamacpp", "openai"],
+                   help="slmkit (default), transformers (the reference), llamacpp (a .gguf file as it is, or any "
+                        "model at the llama.cpp file type beside --precision) or openai (the server at --url; "
+                        "--model gives the tokenizer)")
+    s.add_argument("--url", help="an OpenAI-compatible server's /v1 root for --backend openai, e.g. "
+                                 "http://127.0.0.1:8000/v1 (slm serve, llama.cpp's llama-server, vLLM); the key from "
+                                 "$OPENAI_API_KEY")
     s.add_argument("--precision", "-p", default="fp32", choices=list(PRECISIONS),
                    help="fp32 (default), bf16, fp16, or weight-only int8/int4 of the block linears, +head with the "
                         "output head too (what `slm bench` and `slm quantize --head` do): the accuracy cost of a "

@@ -26,7 +26,7 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
                    data: str = "auto", cache: str | Path | None | bool = True, progress: bool = True,
                    log_samples: bool = False, eft: Sequence[Sequence[str]] | None = None,
                    adapter: str | None = None, fewshot_file: str | None = None,
-                   prune_keep: float | None = None) -> EvalRun:
+                   prune_keep: float | None = None, url: str | None = None) -> EvalRun:
     """Evaluate `model` on tasks or groups (lm-eval's names) at each shot count (None: each task's own).
 
     cache: True for the default request cache ($SLMKIT_CACHE/eval-cache.sqlite), a path for another, False or None
@@ -34,6 +34,7 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     adapter: a LoRA adapter folder attached to `model` (slmkit backend). fewshot_file: a JSONL file of documents in
     the (one) task's schema, the pool few-shot examples are drawn from (`slm data fewglue` writes FewGLUE's).
     prune_keep: score a classification head with dynamic token pruning at this keep ratio (slmkit.model.prune).
+    url: the OpenAI-compatible server of backend "openai" (its /v1 root); `model` then names the tokenizer.
 
     Under torchrun the documents are sharded over the processes (and nodes) and every process returns the whole
     run, equal to one process's; rank 0 alone uses the cache."""
@@ -56,13 +57,13 @@ def evaluate_model(model: str, tasks: Sequence[str], shots: Sequence[int] | None
     shard = _join_processes(device)
     if shard is None:
         return _evaluate(model, resolved, shots, limit, backend, p, device, batch_size, data, cache, progress,
-                         log_samples, eft, adapter, fewshot, fewshot_file, prune_keep, t0)
+                         log_samples, eft, adapter, fewshot, fewshot_file, prune_keep, t0, url=url)
     from slmkit.train.dist import teardown
 
     try:
         return _evaluate(model, resolved, shots, limit, backend, p, str(shard.device), batch_size, data, cache,
                          progress and shard.main, log_samples, eft, adapter, fewshot, fewshot_file, prune_keep, t0,
-                         shard)
+                         shard, url)
     finally:
         teardown(shard)
 
@@ -86,7 +87,7 @@ def _join_processes(device: str | None):
 
 
 def _evaluate(model, resolved, shots, limit, backend, p, device, batch_size, data, cache, progress, log_samples,
-              eft, adapter, fewshot, fewshot_file, prune_keep, t0, shard=None) -> EvalRun:
+              eft, adapter, fewshot, fewshot_file, prune_keep, t0, shard=None, url=None) -> EvalRun:
     """evaluate_model's job in this process (shard: its place among torchrun's)."""
     from slmkit.eval.cache import RequestCache
     from slmkit.eval.evaluator import evaluate
@@ -94,7 +95,7 @@ def _evaluate(model, resolved, shots, limit, backend, p, device, batch_size, dat
 
     if prune_keep is not None and not 0 < prune_keep <= 1:
         raise SlmError(f"the keep ratio must be in (0, 1], got {prune_keep}")
-    if not eft and _is_classifier(model):
+    if not eft and url is None and _is_classifier(model):
         if shard is not None:
             raise SlmError("a classification head is scored in one process; run slm eval without torchrun")
         return _evaluate_classifier(model, resolved, shots, limit, backend, p, device, batch_size, data, progress,
@@ -113,7 +114,7 @@ def _evaluate(model, resolved, shots, limit, backend, p, device, batch_size, dat
         loaded = load_model(model, eft, p.dtype, device)
         lm = SlmkitLM(loaded.model, loaded.tokenizer, loaded.source, batch_size)
     else:
-        lm = load_lm(model, backend, p.name, device, batch_size, adapter=adapter)
+        lm = load_lm(model, backend, p.name, device, batch_size, adapter=adapter, url=url)
     load_s = time.perf_counter() - t0
     store = None
     if cache and (shard is None or shard.main):  # rank 0 alone reads and writes the cache

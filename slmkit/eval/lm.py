@@ -401,12 +401,119 @@ class LlamaCppLM(EvalLM):
         return out
 
 
+# --- any OpenAI-compatible server -----------------------------------------------------------------------------
+
+
+class OpenAILM(EvalLM):
+    """A model behind an OpenAI-compatible /v1/completions endpoint (slm serve, llama.cpp's server, vLLM), with the
+    tokenizer of the same model read locally. Log-likelihoods: the context + continuation token ids as the prompt
+    with echo, max_tokens 0 and logprobs 1 (as lm-eval's local-completions does): the continuation's token
+    log-probabilities, greedy where each is the top token. Generation: greedy completions of the prompt ids.
+    `batch_size` requests are in flight at once, so a batching server fills its slots."""
+
+    backend = "openai"
+
+    def __init__(self, url: str, tokenizer: Tokenizer, name: str, batch_size: int = 8, max_length: int | None = None,
+                 api_key: str | None = None, timeout: float = 600.0):
+        import os
+
+        self.url, self.timeout = url.rstrip("/"), timeout
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        listing = self._call("GET", "/models")
+        models = listing.get("data") or []
+        if not models:
+            raise SlmError(f"{self.url}/models lists no model")
+        self.served = models[0]["id"]
+        context = max_length or models[0].get("context_length") or models[0].get("max_model_len") or 2048
+        super().__init__(tokenizer, int(context), name, "server")
+        self.batch_size = batch_size
+
+    @property
+    def fingerprint(self) -> str:
+        return f"openai:{self.url}:{self.served}"
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        import json
+        import urllib.error
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.url + path, method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace")
+            try:
+                detail = json.loads(detail)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise SlmError(f"{self.url}{path} answered {e.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as e:  # refused, unresolvable, timed out: no retries
+            reason = getattr(e, "reason", e)
+            raise SlmError(f"cannot reach {self.url} ({reason}); start the server (slm serve MODEL) or check "
+                           f"--url") from None
+
+    def _parallel(self, fn, items: list, on_done: OnDone) -> list:
+        from concurrent.futures import ThreadPoolExecutor
+
+        out: list = [None] * len(items)
+        with ThreadPoolExecutor(max_workers=self.batch_size) as pool:
+            for s in range(0, len(items), self.batch_size):
+                idx = list(range(s, min(s + self.batch_size, len(items))))
+                for i, r in zip(idx, pool.map(fn, [items[i] for i in idx])):
+                    out[i] = r
+                if on_done:
+                    on_done(idx, [out[i] for i in idx])
+        return out
+
+    def score_tokens(self, requests, on_done=None):
+        def one(req: tuple[list[int], list[int]]) -> tuple[float, bool]:
+            ctx, cont = req
+            res = self._call("POST", "/completions", {"model": self.served, "prompt": ctx + cont, "echo": True,
+                                                      "max_tokens": 0, "logprobs": 1, "temperature": 0.0})
+            lp = res["choices"][0]["logprobs"]
+            n = len(cont)
+            if len(lp["token_logprobs"]) != len(ctx) + n:
+                raise SlmError(f"{self.url} scored {len(lp['token_logprobs'])} prompt tokens for {len(ctx) + n} "
+                               "sent; the server does not take token-id prompts as they are")
+            tokens, tops = lp["tokens"][-n:], lp["top_logprobs"][-n:]
+            greedy = all(t == max(top, key=top.get) for t, top in zip(tokens, tops) if top)
+            return float(sum(lp["token_logprobs"][-n:])), greedy
+
+        return self._parallel(one, list(requests), on_done)
+
+    def generate_tokens(self, prompts, until, max_gen_toks, on_done=None):
+        stops = [u for u in until if u][:4]  # the API takes up to 4; the caller cuts at every stop string
+
+        def one(prompt: list[int]) -> str:
+            res = self._call("POST", "/completions", {"model": self.served, "prompt": prompt, "max_tokens": max_gen_toks,
+                                                      "temperature": 0.0, **({"stop": stops} if stops else {})})
+            return res["choices"][0]["text"]
+
+        return self._parallel(one, list(prompts), on_done)
+
+
 def load_lm(model: str, backend: str = "slmkit", precision: str = "fp32", device: str | None = None,
-            batch_size: int = 8, max_length: int | None = None, adapter: str | None = None) -> EvalLM:
+            batch_size: int = 8, max_length: int | None = None, adapter: str | None = None,
+            url: str | None = None) -> EvalLM:
     """An evaluation LM for a model path/name on one of the runtimes at a named precision (llama.cpp: a GGUF file
-    runs as it is; any other model at the file type that stands beside the precision)."""
+    runs as it is; any other model at the file type that stands beside the precision); backend "openai": the
+    server at `url`, with `model`'s tokenizer."""
     from slmkit.runtime import load_runtime
 
+    if (backend == "openai") != (url is not None):
+        raise SlmError("--url names the server of --backend openai; give both or neither")
+    if backend == "openai":
+        if adapter is not None:
+            raise SlmError("--adapter runs on the slmkit backend; serve the adapter (slm serve --adapter) instead")
+        from slmkit.checkpoint import load_tokenizer
+
+        tokenizer = load_tokenizer(model)
+        return OpenAILM(url, tokenizer, model, batch_size, max_length)
     if backend == "slmkit":
         return SlmkitLM.load(model, precision, device, batch_size, max_length, adapter)
     if adapter is not None:
@@ -416,4 +523,4 @@ def load_lm(model: str, backend: str = "slmkit", precision: str = "fp32", device
         return TransformersLM(load_runtime(model, "transformers", precision, device), batch_size)
     if backend == "llamacpp":
         return LlamaCppLM(load_runtime(model, "llamacpp", precision, n_ctx=max_length, logits_all=True))
-    raise SlmError(f"unknown backend {backend!r}; use slmkit, transformers or llamacpp")
+    raise SlmError(f"unknown backend {backend!r}; use slmkit, transformers, llamacpp or openai")

@@ -267,6 +267,48 @@ class Server:
         return _Prepared(ids, max_tokens, sampling, body.stops)
 
 
+async def _score_prompt(server: "Server", body: CompletionRequest, ids: list[int]) -> dict:
+    """echo + logprobs + max_tokens 0: the prompt back with each token's log-probability (OpenAI's legacy
+    completions format: tokens, token_logprobs and top_logprobs, None at the first token, and text_offset)."""
+    if len(ids) > server.context:
+        raise ApiError(400, f"the prompt has {len(ids)} tokens but the context holds {server.context}; shorten it",
+                       param="prompt", code="context_length_exceeded")
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def emit(event: Event) -> None:  # on the batcher's thread
+        if event.finish is not None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(event))
+
+    request = GenRequest(ids, 0, SamplingParams(temperature=0.0), frozenset(), emit, score_top=body.logprobs or 0)
+    try:
+        server.batcher.submit(request)
+    except QueueFull as e:
+        server.metrics.rejected.inc()
+        raise ApiError(429, f"the server is busy ({e}); retry shortly", type="rate_limit_error",
+                       code="queue_full") from None
+    server.metrics.prompt_tokens.inc(len(ids))
+    try:
+        event = await done
+    except asyncio.CancelledError:
+        request.cancel()
+        raise
+    if event.finish != "stop" or event.scores is None:
+        raise ApiError(500, f"scoring failed: {event.error or event.finish}", type="server_error")
+    tok = server.tokenizer
+    pieces = [tok.decode([i]) for i in ids]
+    offsets, at = [], 0
+    for piece in pieces:
+        offsets.append(at)
+        at += len(piece)
+    top = [None] + [{tok.decode([i]): lp for i, lp in pairs} for pairs in event.scores.top]
+    logprobs = {"tokens": pieces, "token_logprobs": [None] + event.scores.logprobs, "top_logprobs": top,
+                "text_offset": offsets}
+    return {"id": _id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": server.config.name,
+            "choices": [{"index": 0, "text": tok.decode(ids), "logprobs": logprobs, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}}
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
@@ -351,6 +393,8 @@ def create_app(model, tokenizer: Tokenizer, config: ServeConfig, start_batcher: 
                 ids = await asyncio.to_thread(encode_prompt, tokenizer, text)
             except SlmError as e:
                 raise ApiError(400, str(e), param="prompt") from None
+        if body.echo:
+            return await _score_prompt(server, body, ids)
         gen = Generation(server, server.prepare(body, ids, default_max=16), request, body.stream)
         cid, created = _id("cmpl"), int(time.time())
 

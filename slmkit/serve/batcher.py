@@ -44,6 +44,16 @@ class Event:
     token: int | None = None
     finish: str | None = None
     error: str | None = None
+    scores: "PromptScores | None" = None  # a scoring request's answer
+
+
+@dataclass
+class PromptScores:
+    """Each prompt token's log-probability after the tokens before it (none for the first), and the `top` most
+    likely (token id, log-probability) pairs at each of those positions."""
+
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]]
 
 
 @dataclass
@@ -58,6 +68,7 @@ class Request:
     submitted: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None  # seconds from submission to the first token
     cancelled: bool = False
+    score_top: int | None = None  # score the prompt (no generation), with this many top tokens per position
 
     def cancel(self) -> None:
         """Stop generating (from any thread); the worker frees the row at its next step."""
@@ -175,6 +186,14 @@ class Batcher:
             if request.cancelled:
                 request.emit(Event(finish="cancelled"))
                 continue
+            if request.score_top is not None:  # no row: one forward over the prompt
+                try:
+                    scores = self._score(request.prompt, request.score_top)
+                except Exception as e:  # noqa: BLE001 - a bad request fails alone
+                    request.emit(Event(finish="error", error=f"{type(e).__name__}: {e}"))
+                    continue
+                request.emit(Event(finish="stop", scores=scores))
+                continue
             row = free[0]
             try:
                 logits = self.engine.prefill_row(row, request.prompt)
@@ -190,6 +209,23 @@ class Batcher:
                 lookup.reset(request.prompt + [token])
             self.rows[row] = _Row(request, sampler, len(request.prompt), token, lookup=lookup)
             self._deliver(row, token)
+
+    def _score(self, prompt: list[int], top: int, chunk: int = 256) -> PromptScores:
+        model = self.engine.model
+        ids = torch.tensor([prompt], device=self._device)
+        hidden = model(ids, hidden=True)[0, :-1]
+        target = ids[0, 1:]
+        logprobs: list[float] = []
+        tops: list[list[tuple[int, float]]] = []
+        for s in range(0, len(prompt) - 1, chunk):  # the vocabulary matmul a chunk of positions at a time
+            logp = torch.log_softmax(model.head(hidden[s : s + chunk]).float(), dim=-1)
+            logprobs += logp.gather(-1, target[s : s + chunk, None])[:, 0].tolist()
+            if top:
+                v, i = logp.topk(top, dim=-1)
+                tops += [list(zip(ii, vv)) for ii, vv in zip(i.tolist(), v.tolist())]
+            else:
+                tops += [[] for _ in range(len(logp))]
+        return PromptScores(logprobs, tops)
 
     def _step(self) -> None:
         """One decode step for every busy row (a verify step when a row has drafts)."""

@@ -61,9 +61,23 @@ class _Common(BaseModel):
 
 
 class CompletionRequest(_Common):
-    """POST /v1/completions: one prompt (text, a one-item list of text, or token ids)."""
+    """POST /v1/completions: one prompt (text, a one-item list of text, or token ids). With `echo: true`,
+    `max_tokens: 0` and `logprobs: N` it scores the prompt instead (each token's log-probability and the N most
+    likely tokens at each position), which is how lm-eval's completions backends and `slm eval --backend
+    openai` compute log-likelihoods."""
 
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] | Annotated[list[int], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+    @model_validator(mode="after")
+    def _scoring(self) -> "CompletionRequest":
+        scoring = self.echo or self.max_tokens == 0 or self.logprobs is not None
+        if scoring and not (self.echo and self.max_tokens == 0 and not self.stream):
+            raise ValueError("echo and logprobs score the prompt: send echo: true, max_tokens: 0 and logprobs: N "
+                             "(0-20), without stream; to generate, leave echo and logprobs out")
+        return self
 
     @field_validator("prompt")
     @classmethod
