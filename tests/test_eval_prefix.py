@@ -115,25 +115,33 @@ def _torchrun_eval(n: int, model: str, out, *args) -> "subprocess.CompletedProce
 
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
                            "--master_port", str(29600 + os.getpid() % 1000), "-m", "slmkit.cli", "eval", "-m", model,
-                           "-o", str(out), "-q", "--no-cache", *args], capture_output=True, text=True, timeout=600,
+                           "-o", str(out), "-q", *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @needs_data
-def test_two_processes_give_one_process_results(tiny_eval_dir, tmp_path):
+def test_two_processes_give_one_process_results(tiny_eval_dir, tmp_path, monkeypatch):
     """torchrun with 2 gloo processes: the documents are sharded, and results.json holds the same metrics, groups
     and per-document samples as one process's (a 5-shot MMLU subject with its shared prefix, a 0-shot task with
-    several choices and a rolling-window perplexity)."""
+    several choices and a rolling-window perplexity); rank 0 wrote every process's results to the cache."""
     import json
 
     from slmkit.cli import main
+    from slmkit.eval.lm import SlmkitLM
 
     args = ["--tasks", "mmlu_anatomy,piqa,wikitext", "--shots", "5", "--limit", "7", "--log-samples"]
     assert main(["eval", "-m", tiny_eval_dir, "-o", str(tmp_path / "one"), "-q", "--no-cache", *args]) == 0
-    res = _torchrun_eval(2, tiny_eval_dir, tmp_path / "two", *args)
+    cache = str(tmp_path / "cache.sqlite")
+    res = _torchrun_eval(2, tiny_eval_dir, tmp_path / "two", "--cache", cache, *args)
     assert res.returncode == 0, res.stderr[-3000:]
-    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert res.stdout.count("| mmlu_anatomy |") == 1  # rank 0 alone printed the table
+
+    def nothing_left(*a, **k):
+        raise AssertionError("a request was not in the cache the sharded run wrote")
+
+    monkeypatch.setattr(SlmkitLM, "score_tokens", nothing_left)
+    assert main(["eval", "-m", tiny_eval_dir, "-o", str(tmp_path / "cached"), "-q", "--cache", cache, *args]) == 0
+    one, two, cached = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two", "cached"))
     assert two["processes"] == 2 and one["processes"] == 1
     for key in ("results", "groups", "samples", "data"):
-        assert one[key] == two[key], key
-    assert res.stdout.count("| mmlu_anatomy |") == 1  # rank 0 alone printed the table
+        assert one[key] == two[key] == cached[key], key
