@@ -301,6 +301,32 @@ def test_cli_serves_and_refuses_a_busy_port(tiny_eval_dir):
     assert proc.returncode == 0 and err.strip().endswith("slm serve: stopped"), err[-2000:]
 
 
+def test_cli_serves_int8_weights_as_the_int8_engine_answers(tiny_eval_dir):
+    """--precision int8: the server's greedy text equals the int8 model's engine alone (the same quantised
+    weights), and --precision with --dtype is one line."""
+    from slmkit.runtime import SlmkitRuntime
+
+    port = _free_port()
+    proc = _slm("serve", "-m", tiny_eval_dir, "--port", str(port), "--served-name", "tiny", "--precision", "int8",
+                "--log-level", "warning")
+    try:
+        def listening() -> bool:
+            assert proc.poll() is None, f"slm serve exited: {proc.communicate()[1][-2000:]}"
+            return _port_open(port)
+
+        _wait_for(listening, timeout=120, what="slm serve to listen")
+        rt = SlmkitRuntime.load(tiny_eval_dir, "int8")
+        ids = rt.tokenizer.encode("The quick brown fox")
+        r = _client(f"http://127.0.0.1:{port}").completions.create(model="tiny", prompt=ids, max_tokens=10, **GREEDY)
+        assert r.choices[0].text == _engine_text(rt, ids, 10)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    both = _slm("serve", "-m", tiny_eval_dir, "--port", str(_free_port()), "--precision", "int8", "--dtype", "bfloat16")
+    _, err = both.communicate(timeout=120)
+    assert both.returncode == 2 and "not both" in err and "Traceback" not in err
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0

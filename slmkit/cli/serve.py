@@ -13,13 +13,14 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
           max_body_bytes: int | None = None, max_connections: int = 256, api_key: str | None = None,
           dtype: str | None = None, device: str | None = None, compile: bool = False,
           log_level: str = "info", adapter: str | None = None, draft: str | None = None, draft_k: int = 4,
-          lookup_ngram: int = 3) -> None:
+          lookup_ngram: int = 3, precision: str | None = None) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (completions, chat, streaming) with continuous batching.
 
     Endpoints: /v1/models, /v1/completions, /v1/chat/completions, /health, /metrics (Prometheus). Binds to
     127.0.0.1 unless --host says otherwise; --api-key (or $SLMKIT_API_KEY) requires 'Authorization: Bearer KEY'.
     --draft lookup drafts each request's next tokens by prompt lookup (same output, faster when replies copy
-    from their prompts).
+    from their prompts). --precision int8 / int4 (+head) serves weight-quantised linears, as slm eval and slm
+    bench name them.
     """
     from slmkit.checkpoint import load
     from slmkit.errors import SlmError
@@ -33,10 +34,18 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
         raise SlmError(f"slm serve needs the serve extra ({e.name} is missing): pip install 'slmkit[serve]'") from None
     api_key = api_key or os.environ.get("SLMKIT_API_KEY") or None
     check_port(host, port)
-    lm = load(model, dtype=dtype, device=device, progress=True, adapter=adapter)
+    if precision is not None:
+        if dtype is not None:
+            raise SlmError("give --precision (fp32, bf16, int8, int4, ...) or --dtype, not both")
+        from slmkit.runtime import SlmkitRuntime
+
+        lm = SlmkitRuntime.load(model, precision, device, progress=True, adapter=adapter)
+    else:
+        lm = load(model, dtype=dtype, device=device, progress=True, adapter=adapter)
     if lm.tokenizer is None:
         raise SlmError(f"{lm.source} has no tokenizer; put tokenizer.json beside the weights")
-    config = ServeConfig(name=served_name or model, slots=slots, context=context or min(lm.config.context_length, 2048),
+    config = ServeConfig(name=served_name or model, slots=slots,
+                         context=context or min(lm.model.config.context_length, 2048),
                          max_tokens=max_tokens, max_queue=max_queue, api_key=api_key, compile=compile,
                          max_body_bytes=max_body_bytes, draft=draft, draft_k=draft_k, lookup_ngram=lookup_ngram)
     if compile:
@@ -55,6 +64,8 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, ser
 
 
 def register(sub) -> None:
+    from slmkit.runtime.precision import PRECISIONS
+
     s = verb(sub, "serve", serve)
     model_arg(s)
     adapter_arg(s)
@@ -76,6 +87,9 @@ def register(sub) -> None:
     s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /metrics (default: "
                                      "$SLMKIT_API_KEY, else none)")
     dtype_arg(s)
+    s.add_argument("--precision", "-p", choices=list(PRECISIONS),
+                   help="a named precision in place of --dtype: fp32, bf16, fp16, or weight-only int8/int4 of the "
+                        "block linears (+head: the output head too), as slm eval and slm bench run them")
     device_arg(s)
     s.add_argument("--compile", action="store_true", help="compile the batched decode step (faster decode after a "
                                                           "one-off compile at start-up)")
