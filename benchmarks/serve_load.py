@@ -3,6 +3,7 @@
     python benchmarks/serve_load.py                      # 32 clients x 10 requests each, 32 tokens per answer
     python benchmarks/serve_load.py --clients 8 --requests 4 --skip-llamacpp
     python benchmarks/serve_load.py --contexts 512 --draft-lookup     # slm serve with and without --draft lookup
+    python benchmarks/serve_load.py --contexts 2048 --precisions fp32,int8   # slm serve --precision int8 beside fp32
 
 Each server runs in its own process on 127.0.0.1 and gets the same load, one after the other: `--clients`
 threads, each sending `--requests` streamed chat completions (greedy, max_tokens `--max-tokens`) with the
@@ -136,6 +137,8 @@ def main() -> None:
     p.add_argument("--draft-lookup", action="store_true",
                    help="also run each slm serve with --draft lookup (prompt-lookup drafts per request)")
     p.add_argument("--draft-k", type=int, default=4, help="with --draft-lookup: slm serve --draft-k (default 4)")
+    p.add_argument("--precisions", default="fp32",
+                   help="slm serve --precision values, one server each per context (default fp32; e.g. fp32,int8)")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
 
@@ -152,6 +155,10 @@ def main() -> None:
         "--context", ctx, "--log-level", "warning", "--max-queue", str(a.clients * 2)] + ([] if a.eager else
                                                                                          ["--compile"])
         for ctx in a.contexts.split(",")}
+    precisions = [x for x in a.precisions.split(",") if x]
+    servers = {(name if prec == "fp32" else name.replace("slm serve", f"slm serve {prec}")):
+               cmd + ([] if prec == "fp32" else ["--precision", prec])
+               for prec in precisions for name, cmd in servers.items()}
     if a.draft_lookup:
         for name, cmd in list(servers.items()):
             servers[name.replace("slm serve", "slm serve --draft lookup")] = cmd + ["--draft", "lookup", "--draft-k",
