@@ -113,7 +113,11 @@ def test_cache_resumes_a_run(tiny_eval_dir, tmp_path):
     second = run_requests(lm, prepare(task, 0, limit=20), cache, progress=False)
     assert calls == [20]  # only the 10 new documents' 2 choices each were computed
     assert second[:10] == first
+    planned = []
+    real_plan = lm.plan
+    lm.plan = lambda reqs: (planned.append(reqs), real_plan(reqs))[1]
     assert run_requests(lm, prepare(task, 0, limit=20), cache, progress=False) == second and calls == [20]
+    assert planned == [None, None]  # all from the cache: nothing tokenised for a prefix plan
 
 
 @needs_data

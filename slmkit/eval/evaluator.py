@@ -183,8 +183,10 @@ def run_requests(lm: EvalLM, prep: Prepared, cache: RequestCache | None, progres
     bar.update(sum(1 for d, x in enumerate(left) if x == 0 and d % world == rank))
     fresh_here: dict[int, Any] = {}  # what this process scored, by flat index, for the others
 
-    lls = [tuple(args) for _, _, kind, args in flat if kind == "loglikelihood"]
-    lm.plan(lls if lls else None)  # from every request, so a result does not depend on what the cache held
+    # planned from every request, so a result does not depend on what the cache held; a run the cache answers
+    # whole tokenises nothing
+    lls = [tuple(args) for _, _, kind, args in flat if kind == "loglikelihood"] if "loglikelihood" in todo else []
+    lm.plan(lls or None)
     for kind, ns in todo.items():
         def done(idx: list[int], res: list, ns=ns) -> None:
             fresh = {}
